@@ -1,0 +1,242 @@
+"""Data classes, enums and the error hierarchy shared by every module.
+
+Only the standard library is imported here, so any module (and `import lib`) can use these cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+
+# --------------------------------------------------------------------------------------------
+# Errors. Expected failures are an OrchestratorError whose message is one sentence for the user;
+# anything else is a bug and gets a traceback in the log.
+# --------------------------------------------------------------------------------------------
+
+
+class OrchestratorError(Exception):
+    """Root of every expected error. `str(err)` is a complete sentence for the user."""
+
+    exit_code = 1
+
+
+class ConfigError(OrchestratorError):
+    """The configuration is unusable. Carries every problem found, one line each."""
+
+    exit_code = 2
+
+    def __init__(self, errors: List[str]):
+        self.errors = list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+class StateError(OrchestratorError):
+    """The state file cannot be trusted (corrupt, or written by a newer version)."""
+
+    exit_code = 2
+
+
+class UsageError(OrchestratorError):
+    """The command line asks for something that cannot be done."""
+
+    exit_code = 2
+
+
+# --------------------------------------------------------------------------------------------
+# Enums
+# --------------------------------------------------------------------------------------------
+
+
+class ProcessStatus(str, Enum):
+    """Status of one issue in processing-state.json."""
+
+    PENDING = "pending"  # claimed by a tick; the runner has not reported yet
+    PREPARING = "preparing"  # the runner is cloning / cleaning / running setup.sh
+    RUNNING = "running"  # Claude Code runs
+    NEEDS_INPUT = "needs_input"  # Claude asked a question; the slot waits for a human reply
+    WAITING = "waiting"  # back in the queue until `not_before` (usage limit, API outage)
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped by a human: issue closed or claude-working removed
+
+    def __str__(self) -> str:  # so f"{status}" prints the value
+        return self.value
+
+
+#: Statuses whose issue owns an agent slot.
+ACTIVE_STATUSES = frozenset(
+    {ProcessStatus.PENDING, ProcessStatus.PREPARING, ProcessStatus.RUNNING, ProcessStatus.NEEDS_INPUT}
+)
+#: Statuses after which nothing more happens until a human re-labels the issue.
+FINISHED_STATUSES = frozenset({ProcessStatus.COMPLETED, ProcessStatus.FAILED, ProcessStatus.CANCELLED})
+
+
+class InstanceStatus(str, Enum):
+    """What the monitor reports for one Claude instance."""
+
+    RUNNING = "running"
+    NEEDS_INPUT = "needs_input"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    LOST = "lost"  # state says it runs, but its process is gone
+    UNKNOWN = "unknown"  # a claude process the state does not know of
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def utc_now_iso() -> str:
+    """Current UTC time as ISO 8601 with seconds precision, e.g. 2024-01-15T10:30:00+00:00."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def parse_iso(value: Optional[str]) -> Optional[datetime]:
+    """Parse an ISO 8601 timestamp (naive values are taken as UTC); None stays None."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+# --------------------------------------------------------------------------------------------
+# State of one issue
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class IssueState:
+    """One entry of processing-state.json (keyed there by str(issue_number)).
+
+    The first six fields are the seed README's; the rest is what the lifecycle needs.
+    """
+
+    issue_number: int
+    status: str
+    branch: str
+    start_time: str
+    session_id: Optional[str] = None
+    agent_index: Optional[int] = None
+
+    repo: Optional[str] = None  # "owner/name"
+    title: str = ""
+    attempt: int = 1  # 1 for the first run; +1 each time the issue is re-labeled ready
+    retries: int = 0  # automatic retries of this attempt (lost runner, crash without result)
+    runner_pid: Optional[int] = None
+    runner_create_time: Optional[float] = None  # psutil create_time(): a pid alone is reused
+    claude_pid: Optional[int] = None
+    claude_create_time: Optional[float] = None
+    log_path: Optional[str] = None  # stream-json log of the current invocation
+    end_time: Optional[str] = None
+    error: Optional[str] = None
+    cost_usd: Optional[float] = None  # cumulative over the session, as the CLI reports it
+    num_turns: Optional[int] = None
+    message_count: Optional[int] = None
+    last_activity: Optional[str] = None
+    pr_url: Optional[str] = None
+    question: Optional[str] = None
+    question_comment_id: Optional[int] = None
+    not_before: Optional[str] = None  # WAITING: do not launch before this time
+    updated_at: Optional[str] = None
+
+    @property
+    def process_status(self) -> ProcessStatus:
+        return ProcessStatus(self.status)
+
+    @property
+    def is_active(self) -> bool:
+        """True while the issue owns its agent slot."""
+        return self.status in {s.value for s in ACTIVE_STATUSES}
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {s.value for s in FINISHED_STATUSES}
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "IssueState":
+        """Build from a state-file entry; unknown keys (a newer minor version) are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("status"), Enum):
+            values["status"] = values["status"].value
+        return cls(**values)
+
+
+# --------------------------------------------------------------------------------------------
+# Monitoring
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Message:
+    """One step of a conversation: a prompt, assistant text, a tool call or a tool result."""
+
+    role: str  # "user" | "assistant"
+    kind: str  # "prompt" | "text" | "tool_use" | "tool_result" | "error"
+    text: str
+    timestamp: Optional[str] = None
+    tool_name: Optional[str] = None
+    is_error: bool = False
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class ClaudeInstance:
+    """One Claude Code run as the monitor sees it."""
+
+    issue_number: Optional[int]
+    status: str
+    pid: Optional[int] = None
+    agent_index: Optional[int] = None
+    session_id: Optional[str] = None
+    branch: Optional[str] = None
+    cwd: Optional[str] = None
+    start_time: Optional[str] = None
+    end_time: Optional[str] = None
+    runtime_seconds: Optional[float] = None
+    message_count: int = 0
+    last_activity: Optional[str] = None
+    cpu_percent: Optional[float] = None
+    memory_mb: Optional[float] = None
+    children: List[int] = field(default_factory=list)
+    cost_usd: Optional[float] = None
+    num_turns: Optional[int] = None
+    pr_url: Optional[str] = None
+    error: Optional[str] = None
+    question: Optional[str] = None
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class MonitorReport:
+    """What `claude_monitor.py monitor` prints: active and finished instances."""
+
+    timestamp: str
+    active_instances: List[ClaudeInstance] = field(default_factory=list)
+    completed_instances: List[ClaudeInstance] = field(default_factory=list)
+
+    @property
+    def total_instances(self) -> int:
+        return len(self.active_instances) + len(self.completed_instances)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "timestamp": self.timestamp,
+            "total_instances": self.total_instances,
+            "active_count": len(self.active_instances),
+            "completed_count": len(self.completed_instances),
+            "active_instances": [i.to_dict() for i in self.active_instances],
+            "completed_instances": [i.to_dict() for i in self.completed_instances],
+        }
