@@ -1,0 +1,216 @@
+"""processing-state.json: what runs where, shared safely by a tick and many runners.
+
+Every read-modify-write holds an exclusive flock on a lock file beside the state, and every
+write is temp file + fsync + os.replace + fsync of the folder: a reader sees the old file or
+the new one, never half of one, and no concurrent update is lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Set, Union
+
+from lib.models import IssueState, StateError, utc_now_iso
+
+SCHEMA_VERSION = 1
+#: Finished entries kept as history; older ones are dropped on write.
+HISTORY_LIMIT = 500
+
+log = logging.getLogger(__name__)
+
+
+def atomic_write(path: Union[str, Path], data: Union[str, bytes], mode: int = 0o600) -> None:
+    """Replace `path` with `data` so that readers see either the old or the new content.
+
+    The one helper for every file the orchestrator rewrites (state, poll cache, ...).
+    """
+    path = Path(path)
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself must survive a power cut
+    finally:
+        os.close(dir_fd)
+
+
+@dataclass
+class State:
+    """The whole state file: issues by number, plus orchestrator-wide `meta` (e.g. a pause)."""
+
+    issues: Dict[int, IssueState] = field(default_factory=dict)
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    def active(self) -> List[IssueState]:
+        return [entry for entry in self.issues.values() if entry.is_active]
+
+    def used_slots(self) -> Set[int]:
+        return {entry.agent_index for entry in self.active() if entry.agent_index is not None}
+
+    def free_slot(self, max_concurrent: int) -> Optional[int]:
+        """Lowest slot index no active issue holds, or None when all are busy."""
+        used = self.used_slots()
+        return next((i for i in range(max_concurrent) if i not in used), None)
+
+
+class StateManager:
+    """`StateManager()` uses processing-state.json in the current folder, as in the seed README;
+    the orchestrator passes the configured path."""
+
+    def __init__(self, state_file: Union[str, Path] = "processing-state.json"):
+        self.path = Path(state_file)
+        self.lock_path = self.path.with_name(self.path.name + ".lock")
+
+    # --- locking ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self, exclusive: bool) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    @contextmanager
+    def transaction(self) -> Iterator[State]:
+        """Exclusive read-modify-write: change the yielded State; it is written when the block ends
+        without an exception (an exception leaves the file as it was)."""
+        with self._locked(exclusive=True):
+            state = self._read(move_corrupt_aside=True)
+            yield state
+            self._write(state)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def load_state(self) -> State:
+        with self._locked(exclusive=False):
+            return self._read(move_corrupt_aside=False)
+
+    def load(self) -> Dict[int, IssueState]:
+        return self.load_state().issues
+
+    def get(self, issue_number: int) -> Optional[IssueState]:
+        return self.load().get(int(issue_number))
+
+    def get_active(self) -> List[IssueState]:
+        return self.load_state().active()
+
+    def _read(self, move_corrupt_aside: bool) -> State:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return State()
+        except OSError as exc:
+            raise StateError(f"Cannot read the state file {self.path}: {exc.strerror}") from None
+        try:
+            data = json.loads(raw.decode("utf-8")) if raw.strip() else None
+            if not isinstance(data, dict):
+                raise ValueError("empty" if data is None else "not a JSON object")
+            version = data.get("_schema", SCHEMA_VERSION)
+            if not isinstance(version, int) or version < 1:
+                raise ValueError(f"unknown schema version {version!r}")
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"The state file {self.path} was written by a newer version of the orchestrator"
+                    f" (schema {version}; this one reads {SCHEMA_VERSION}); nothing was changed."
+                )
+            issues = {}
+            for key, entry in data.items():
+                if key.startswith("_"):
+                    continue
+                if not isinstance(entry, dict):
+                    raise ValueError(f"entry {key!r} is not an object")
+                issues[int(key)] = IssueState.from_dict(entry)
+            meta = data.get("_meta") or {}
+            if not isinstance(meta, dict):
+                raise ValueError("_meta is not an object")
+        except StateError:
+            raise
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            reason = str(exc).splitlines()[0][:200]
+            if not move_corrupt_aside:
+                raise StateError(f"The state file {self.path} is corrupt ({reason}).") from None
+            aside = self._move_aside()
+            raise StateError(
+                f"The state file {self.path} is corrupt ({reason}); moved it to {aside.name} and launched"
+                " nothing. GitHub labels show what was in progress: check for running agents, then run again."
+            ) from None
+        return State(issues=issues, meta=meta)
+
+    def _move_aside(self) -> Path:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        counter = 1
+        while aside.exists():
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{counter}")
+            counter += 1
+        os.replace(self.path, aside)
+        log.error("State file %s is corrupt; kept it as %s", self.path, aside)
+        return aside
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def _write(self, state: State) -> None:
+        self._prune_history(state)
+        document: Dict[str, Any] = {"_schema": SCHEMA_VERSION}
+        if state.meta:
+            document["_meta"] = state.meta
+        for number in sorted(state.issues):
+            document[str(number)] = state.issues[number].to_dict()
+        atomic_write(self.path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+    @staticmethod
+    def _prune_history(state: State) -> None:
+        finished = [entry for entry in state.issues.values() if entry.is_finished]
+        if len(finished) <= HISTORY_LIMIT:
+            return
+        finished.sort(key=lambda entry: entry.end_time or entry.start_time or "")
+        for entry in finished[: len(finished) - HISTORY_LIMIT]:
+            del state.issues[entry.issue_number]
+
+    # --- conveniences -------------------------------------------------------------------------
+
+    def put(self, entry: IssueState) -> None:
+        with self.transaction() as state:
+            entry.updated_at = utc_now_iso()
+            state.issues[entry.issue_number] = entry
+
+    def update(self, issue_number: int, **changes: Any) -> IssueState:
+        """Set fields of one entry under the lock and return the updated entry."""
+        with self.transaction() as state:
+            entry = state.issues.get(int(issue_number))
+            if entry is None:
+                raise KeyError(issue_number)
+            for name, value in changes.items():
+                if not hasattr(entry, name):
+                    raise AttributeError(f"IssueState has no field {name!r}")
+                setattr(entry, name, value)
+            entry.updated_at = utc_now_iso()
+            return entry
+
+    def remove(self, issue_number: int) -> None:
+        with self.transaction() as state:
+            state.issues.pop(int(issue_number), None)

@@ -1,0 +1,190 @@
+"""Config loading and validation: every mistake reported, each on its own line with its key."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from lib.config import Config, RedactingFilter, default_config_path
+from lib.models import ConfigError
+
+MINIMAL = {"github": {"token": "ghp_abcdef123456", "repo": "octo/widgets", "base_repo_path": "slots"}}
+
+
+def with_changes(**sections):
+    data = json.loads(json.dumps(MINIMAL))
+    for section, values in sections.items():
+        if values is None:
+            data.pop(section, None)
+        elif isinstance(values, dict) and isinstance(data.get(section), dict):
+            data[section].update(values)
+        else:
+            data[section] = values
+    return data
+
+
+def errors_of(data, env=None):
+    with pytest.raises(ConfigError) as raised:
+        Config.from_dict(data, "/tmp", env or {})
+    return raised.value.errors
+
+
+def test_defaults_and_paths_resolve_against_the_config_folder(tmp_path):
+    config = Config.from_dict(MINIMAL, tmp_path)
+    assert config.github_repo == "octo/widgets" and config.repo_name == "widgets"
+    assert config.max_concurrent == 3
+    assert config.api_url == "https://api.github.com"
+    assert config.base_repo_path == tmp_path / "slots"
+    assert config.get_repo_path(2) == tmp_path / "slots" / "widgets_2"
+    assert config.state_file == tmp_path / "processing-state.json"
+    assert config.log_dir == tmp_path / "logs"
+    assert config.lock_file.parent == tmp_path
+    assert config.trusted_roles == ["admin", "maintain", "write"] and config.allowed_users == []
+    assert config.labels.ready == "ready-for-claude" and config.labels.needs_input == "claude-needs-input"
+    assert config.claude.timeout_seconds == 3600 and config.claude.check_interval == 5
+    assert config.claude.input_wait_hours == 72 and config.claude.max_retries == 1
+    assert config.pull_request_create is True and config.pull_request_draft is True
+    assert config.telegram_bot_token is None and config.slack_bot_token is None
+    assert config.telegram_api_base_url == "https://api.telegram.org/bot"
+    assert config.slack_api_base_url == "https://slack.com/api/"
+
+
+def test_env_wins_over_the_file():
+    env = {"GITHUB_TOKEN": "ghp_fromenv1234", "GH_TOKEN": "ghp_second", "TELEGRAM_BOT_TOKEN": "123:tg",
+           "TELEGRAM_CHAT_ID": "-100", "SLACK_BOT_TOKEN": "xoxb-1", "SLACK_CHANNEL_ID": "C1"}
+    config = Config.from_dict(MINIMAL, "/tmp", env)
+    assert config.github_token == "ghp_fromenv1234"
+    assert (config.telegram_bot_token, config.telegram_chat_id) == ("123:tg", "-100")
+    assert (config.slack_bot_token, config.slack_channel_id) == ("xoxb-1", "C1")
+    assert set(config.secrets) == {"ghp_fromenv1234", "123:tg", "xoxb-1"}
+    assert Config.from_dict(with_changes(github={"token": None}), "/tmp",
+                            {"GH_TOKEN": "ghp_gh"}).github_token == "ghp_gh"
+
+
+def test_five_mistakes_five_lines():
+    data = with_changes(github={"repo": "no-slash", "max_concurrent": 0, "api_url": "ftp://x"},
+                        claude={"timeout_seconds": "soon", "permission_mode": "yolo"})
+    errors = errors_of(data)
+    assert errors == [
+        "github.repo: must be \"owner/name\", got 'no-slash'",
+        "github.max_concurrent: must be an integer >= 1, got 0",
+        "github.api_url: must be an http(s) URL, got 'ftp://x'",
+        "claude.timeout_seconds: must be a number > 0, got 'soon'",
+        "claude.permission_mode: must be one of acceptEdits, auto, bypassPermissions, default, dontAsk,"
+        " manual, plan, got 'yolo'",
+    ]
+
+
+# A catalogue of broken configs: (changes, the key its one error line must start with).
+BROKEN = [
+    (dict(github=None), "github:"),
+    (dict(github="octo/widgets"), "github:"),
+    (dict(github={"repo": None}), "github.repo"),
+    (dict(github={"repo": "a/b/c"}), "github.repo"),
+    (dict(github={"base_repo_path": ""}), "github.base_repo_path"),
+    (dict(github={"base_repo_path": 5}), "github.base_repo_path"),
+    (dict(github={"token": None}), "github.token"),
+    (dict(github={"token": ""}), "github.token"),
+    (dict(github={"max_concurrent": "3"}), "github.max_concurrent"),
+    (dict(github={"max_concurrent": True}), "github.max_concurrent"),
+    (dict(github={"max_concurrent": 2.5}), "github.max_concurrent"),
+    (dict(github={"api_url": "api.github.com"}), "github.api_url"),
+    (dict(github={"clone_url": ""}), "github.clone_url"),
+    (dict(github={"base_branch": "a b"}), "github.base_branch"),
+    (dict(github={"base_branch": "x..y"}), "github.base_branch"),
+    (dict(github={"trusted_roles": []}), "github.trusted_roles"),
+    (dict(github={"trusted_roles": ["owner"]}), "github.trusted_roles"),
+    (dict(github={"allowed_users": "alice"}), "github.allowed_users"),
+    (dict(labels={"ready": ""}), "labels.ready"),
+    (dict(labels={"working": "x" * 51}), "labels.working"),
+    (dict(labels={"completed": "claude-working"}), "labels:"),
+    (dict(labels=[]), "labels:"),
+    (dict(telegram={"bot_token": "123:abc"}), "telegram.chat_id"),
+    (dict(telegram={"chat_id": 42}), "telegram.bot_token"),
+    (dict(telegram={"bot_token": "1:a", "chat_id": 1, "api_base_url": "localhost"}), "telegram.api_base_url"),
+    (dict(slack={"bot_token": "xoxb-1"}), "slack.channel_id"),
+    (dict(slack={"channel_id": ["C1"]}), "slack.channel_id"),
+    (dict(claude={"executable": ""}), "claude.executable"),
+    (dict(claude={"check_interval": 0}), "claude.check_interval"),
+    (dict(claude={"max_turns": 0}), "claude.max_turns"),
+    (dict(claude={"max_budget_usd": -1}), "claude.max_budget_usd"),
+    (dict(claude={"allowed_tools": "Bash"}), "claude.allowed_tools"),
+    (dict(claude={"extra_args": [1]}), "claude.extra_args"),
+    (dict(claude={"prompt_template": "/nonexistent/prompt.txt"}), "claude.prompt_template"),
+    (dict(claude={"idle_timeout_seconds": 0}), "claude.idle_timeout_seconds"),
+    (dict(claude={"input_wait_hours": "3d"}), "claude.input_wait_hours"),
+    (dict(claude={"max_retries": -1}), "claude.max_retries"),
+    (dict(claude={"inherit_tokens": "yes"}), "claude.inherit_tokens"),
+    (dict(pull_request={"draft": "no"}), "pull_request.draft"),
+    (dict(state_file=""), "state_file"),
+    (dict(log_dir=[]), "log_dir"),
+    (dict(setup_timeout_seconds=0), "setup_timeout_seconds"),
+]
+
+
+@pytest.mark.parametrize("changes, key", BROKEN, ids=[k for _, k in BROKEN])
+def test_each_broken_config_gets_one_line_naming_its_key(changes, key):
+    errors = errors_of(with_changes(**changes))
+    assert len(errors) == 1, errors
+    assert errors[0].startswith(key), errors
+    assert "Traceback" not in errors[0] and "\n" not in errors[0]
+
+
+def test_not_an_object():
+    assert errors_of([1, 2])[0].startswith("config.json: must be a JSON object")
+
+
+def test_unknown_and_legacy_keys_are_warnings():
+    config = Config.from_dict(with_changes(github={"repo_path": "/old", "tokn": "x"}, extra=1), "/tmp")
+    assert "github.tokn: unknown key, ignored (a typo?)" in config.warnings
+    assert "extra: unknown key, ignored (a typo?)" in config.warnings
+    assert any(w.startswith("github.repo_path: legacy key") for w in config.warnings)
+
+
+def test_needs_input_label_can_be_turned_off():
+    assert Config.from_dict(with_changes(labels={"needs_input": None}), "/tmp").labels.needs_input is None
+
+
+def test_file_errors_are_one_sentence(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        Config(tmp_path / "missing.json", env={})
+    bad = tmp_path / "config.json"
+    bad.write_text('{"github": {"repo": "a/b",}}')
+    with pytest.raises(ConfigError, match=r"not valid JSON: .*\(line 1, column 27\)"):
+        Config(bad, env={})
+
+
+def test_readable_config_with_a_token_is_warned_about(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(MINIMAL))
+    os.chmod(path, 0o644)
+    assert any("chmod 600" in w for w in Config(path, env={}).warnings)
+    os.chmod(path, 0o600)
+    assert not Config(path, env={}).warnings
+
+
+def test_config_path_from_env():
+    assert default_config_path({"ORCHESTRATOR_CONFIG": "/etc/orch.json"}) == Path("/etc/orch.json")
+    assert default_config_path({}).name == "config.json"
+
+
+def test_prompt_template_resolves_relative_to_config(tmp_path):
+    (tmp_path / "prompt.txt").write_text("Fix {issue_number}")
+    config = Config.from_dict(with_changes(claude={"prompt_template": "prompt.txt"}), tmp_path)
+    assert config.claude.prompt_template == tmp_path / "prompt.txt"
+
+
+def test_redacting_filter_scrubs_messages_args_and_tracebacks():
+    import logging
+    redactor = RedactingFilter(["ghp_secret123", "xy"])
+    try:
+        raise ValueError("token ghp_secret123 in exception")
+    except ValueError:
+        import sys
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "using %s", ("ghp_secret123",),
+                                   sys.exc_info())
+    redactor.filter(record)
+    assert record.getMessage() == "using ***"
+    assert "ghp_secret123" not in record.exc_text and "***" in record.exc_text
+    assert redactor.redact("xy stays: too short to redact safely") == "xy stays: too short to redact safely"

@@ -1,0 +1,159 @@
+"""The state store under real concurrency and with damaged files."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lib.models import IssueState, ProcessStatus, StateError
+from lib.state_manager import HISTORY_LIMIT, SCHEMA_VERSION, StateManager, atomic_write
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+# Each worker increments its own counter and a shared one 50 times, each a full read-modify-write.
+WORKER = """
+import sys
+from lib.models import IssueState
+from lib.state_manager import StateManager
+manager = StateManager(sys.argv[1])
+worker = int(sys.argv[2])
+for _ in range(50):
+    with manager.transaction() as state:
+        shared = state.issues.setdefault(1, IssueState(1, "running", "issue-1", "t", num_turns=0))
+        shared.num_turns += 1
+        own = state.issues.setdefault(100 + worker, IssueState(100 + worker, "running", "b", "t", num_turns=0))
+        own.num_turns += 1
+"""
+
+
+def entry(number, status="running", **extra):
+    return IssueState(number, status, f"issue-{number}", "2024-01-15T10:30:00", **extra)
+
+
+def test_eight_processes_lose_no_update(tmp_path):
+    path = tmp_path / "processing-state.json"
+    workers = [
+        subprocess.Popen([sys.executable, "-c", WORKER, str(path), str(i)], cwd=PROJECT)
+        for i in range(8)
+    ]
+    assert [w.wait(timeout=120) for w in workers] == [0] * 8
+    issues = StateManager(path).load()
+    assert issues[1].num_turns == 400
+    assert {n: issues[n].num_turns for n in range(100, 108)} == {n: 50 for n in range(100, 108)}
+    assert not list(tmp_path.glob(".*.tmp")), "a temp file was left behind"
+
+
+def test_file_has_the_seed_readme_shape(tmp_path):
+    manager = StateManager(tmp_path / "s.json")
+    manager.put(entry(123, session_id="abc123", agent_index=0))
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["_schema"] == SCHEMA_VERSION
+    seed_fields = {"issue_number": 123, "status": "running", "branch": "issue-123",
+                   "start_time": "2024-01-15T10:30:00", "session_id": "abc123", "agent_index": 0}
+    assert seed_fields.items() <= data["123"].items()
+    assert oct((tmp_path / "s.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_seed_format_without_schema_key_is_read(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"7": {"issue_number": 7, "status": "completed", "branch": "issue-7",
+                                      "start_time": "2024-01-15T10:30:00", "session_id": None,
+                                      "agent_index": 1}}))
+    assert StateManager(path).get(7).status == "completed"
+
+
+def test_update_and_exception_leaves_file_unchanged(tmp_path):
+    manager = StateManager(tmp_path / "s.json")
+    manager.put(entry(5))
+    assert manager.update(5, status=ProcessStatus.FAILED.value, error="boom").error == "boom"
+    before = (tmp_path / "s.json").read_bytes()
+    with pytest.raises(RuntimeError):
+        with manager.transaction() as state:
+            state.issues[5].status = "completed"
+            raise RuntimeError("interrupted")
+    assert (tmp_path / "s.json").read_bytes() == before
+    with pytest.raises(AttributeError):
+        manager.update(5, no_such_field=1)
+    with pytest.raises(KeyError):
+        manager.update(6, status="failed")
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"", "empty"),
+    (b'{"1": {"issue_number": 1, "status": "runn', "Unterminated string"),
+    (b"not json at all", "Expecting value"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"_schema": "x"}', "unknown schema version"),
+    (b'{"5": "oops"}', "is not an object"),
+    (b'{"5": {"status": "running"}}', "missing"),
+    (b"\xff\xfe garbage", "codec"),
+])
+def test_corrupt_state_is_moved_aside_never_deleted(tmp_path, content, reason):
+    path = tmp_path / "processing-state.json"
+    path.write_bytes(content)
+    manager = StateManager(path)
+    with pytest.raises(StateError) as raised:
+        manager.load()  # a reader reports it and moves nothing
+    assert path.read_bytes() == content
+    with pytest.raises(StateError) as raised:
+        with manager.transaction():
+            pass
+    message = str(raised.value)
+    assert "corrupt" in message and reason in message and "\n" not in message
+    kept = list(tmp_path.glob("processing-state.json.corrupt-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == content
+    assert not path.exists()
+    with manager.transaction() as state:  # the next run starts from an empty state
+        assert state.issues == {}
+
+
+def test_newer_schema_is_refused_and_kept_in_place(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"_schema": SCHEMA_VERSION + 1}))
+    with pytest.raises(StateError, match="newer version"):
+        with StateManager(path).transaction():
+            pass
+    assert path.exists() and not list(tmp_path.glob("*.corrupt-*"))
+
+
+def test_history_is_bounded_and_active_entries_are_kept(tmp_path):
+    manager = StateManager(tmp_path / "s.json")
+    with manager.transaction() as state:
+        for n in range(1, HISTORY_LIMIT + 21):
+            state.issues[n] = entry(n, "completed", end_time=f"2024-01-01T00:{n // 60:02d}:{n % 60:02d}")
+        state.issues[9999] = entry(9999, "running", agent_index=0)
+    issues = manager.load()
+    assert len(issues) == HISTORY_LIMIT + 1
+    assert 9999 in issues and 1 not in issues and 20 not in issues and 21 in issues
+
+
+def test_free_slot_skips_busy_ones(tmp_path):
+    manager = StateManager(tmp_path / "s.json")
+    with manager.transaction() as state:
+        state.issues[1] = entry(1, "running", agent_index=0)
+        state.issues[2] = entry(2, "completed", agent_index=1)
+        state.issues[3] = entry(3, "needs_input", agent_index=2)
+    state = manager.load_state()
+    assert state.used_slots() == {0, 2}
+    assert state.free_slot(3) == 1
+    assert state.free_slot(1) is None
+
+
+def test_meta_round_trips(tmp_path):
+    manager = StateManager(tmp_path / "s.json")
+    with manager.transaction() as state:
+        state.meta["paused_until"] = "2024-01-01T15:00:00+00:00"
+    assert manager.load_state().meta == {"paused_until": "2024-01-01T15:00:00+00:00"}
+    assert list(manager.load()) == []
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    target = tmp_path / "f.json"
+    atomic_write(target, "one")
+    atomic_write(target, b"two", mode=0o640)
+    assert target.read_text() == "two"
+    assert target.stat().st_mode & 0o777 == 0o640
+    assert os.listdir(tmp_path) == ["f.json"]
