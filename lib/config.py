@@ -107,6 +107,11 @@ def _optional(checker: Checker) -> Checker:
     return lambda value: None if value is None else checker(value)
 
 
+def _unset_or(checker: Checker) -> Checker:
+    """For tokens and ids: null or "" (config.example.json's placeholder) means not configured."""
+    return lambda value: None if value is None or value == "" else checker(value)
+
+
 def _int_at_least(minimum: int) -> Checker:
     return lambda v: None if _is_int(v) and v >= minimum else f"must be an integer >= {minimum}, {_got(v)}"
 
@@ -167,13 +172,13 @@ def _label(value: Any) -> Optional[str]:
 
 SCHEMA: Dict[str, Dict[str, tuple]] = {
     "github": {
-        "token": (_optional(_string), None),
+        "token": (_unset_or(_string), None),
         "repo": (_repo, None),
         "base_repo_path": (_string, None),
         "repo_path": (lambda v: None, None),  # legacy: accepted and ignored
         "max_concurrent": (_int_at_least(1), 3),
         "api_url": (_url, "https://api.github.com"),
-        "clone_url": (_optional(_string), None),
+        "clone_url": (_unset_or(_string), None),
         "base_branch": (_optional(_branch), None),
         "trusted_roles": (_roles, ["admin", "maintain", "write"]),
         "allowed_users": (_string_list, []),
@@ -186,13 +191,13 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "needs_input": (_optional(_label), DEFAULT_LABELS["needs_input"]),
     },
     "telegram": {
-        "bot_token": (_optional(_string), None),
-        "chat_id": (_optional(_chat_id), None),
+        "bot_token": (_unset_or(_string), None),
+        "chat_id": (_unset_or(_chat_id), None),
         "api_base_url": (_url, "https://api.telegram.org/bot"),
     },
     "slack": {
-        "bot_token": (_optional(_string), None),
-        "channel_id": (_optional(_string), None),
+        "bot_token": (_unset_or(_string), None),
+        "channel_id": (_unset_or(_string), None),
         "api_base_url": (_url, "https://slack.com/api/"),
     },
     "claude": {
@@ -483,8 +488,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
 
 
 def configure_logging(secrets=(), log_file: Optional[Path] = None, *, verbose: bool = False,
-                      stream=None) -> RedactingFilter:
-    """Log to stderr (or `stream`) and optionally to `log_file`, with secrets redacted everywhere.
+                      stream=None, console: bool = True) -> RedactingFilter:
+    """Log to stderr (or `stream`, unless `console` is false) and optionally to `log_file`, with
+    secrets redacted everywhere.
 
     The file handler is a WatchedFileHandler so logrotate can move the file under a running tick.
     """
@@ -494,7 +500,7 @@ def configure_logging(secrets=(), log_file: Optional[Path] = None, *, verbose: b
         handler.close()
     redactor = RedactingFilter(secrets)
     formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
-    handlers: List[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)]
+    handlers: List[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)] if console else []
     if log_file is not None:
         try:
             log_file.parent.mkdir(parents=True, exist_ok=True)

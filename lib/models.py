@@ -142,6 +142,7 @@ class IssueState:
     question: Optional[str] = None
     question_comment_id: Optional[int] = None
     not_before: Optional[str] = None  # WAITING: do not launch before this time
+    cancel_reason: Optional[str] = None  # set by a tick: the runner stops its agent and saves the work
     updated_at: Optional[str] = None
 
     @property

@@ -90,7 +90,7 @@ BROKEN = [
     (dict(github={"max_concurrent": True}), "github.max_concurrent"),
     (dict(github={"max_concurrent": 2.5}), "github.max_concurrent"),
     (dict(github={"api_url": "api.github.com"}), "github.api_url"),
-    (dict(github={"clone_url": ""}), "github.clone_url"),
+    (dict(github={"clone_url": 7}), "github.clone_url"),
     (dict(github={"base_branch": "a b"}), "github.base_branch"),
     (dict(github={"base_branch": "x..y"}), "github.base_branch"),
     (dict(github={"trusted_roles": []}), "github.trusted_roles"),
@@ -105,6 +105,7 @@ BROKEN = [
     (dict(telegram={"bot_token": "1:a", "chat_id": 1, "api_base_url": "localhost"}), "telegram.api_base_url"),
     (dict(slack={"bot_token": "xoxb-1"}), "slack.channel_id"),
     (dict(slack={"channel_id": ["C1"]}), "slack.channel_id"),
+    (dict(slack={"bot_token": "", "channel_id": "C1"}), "slack.bot_token"),
     (dict(claude={"executable": ""}), "claude.executable"),
     (dict(claude={"check_interval": 0}), "claude.check_interval"),
     (dict(claude={"max_turns": 0}), "claude.max_turns"),
@@ -129,6 +130,14 @@ def test_each_broken_config_gets_one_line_naming_its_key(changes, key):
     assert len(errors) == 1, errors
     assert errors[0].startswith(key), errors
     assert "Traceback" not in errors[0] and "\n" not in errors[0]
+
+
+def test_example_config_needs_only_a_token_and_real_paths(tmp_path):
+    example = json.loads((Path(__file__).resolve().parent.parent / "config.example.json").read_text())
+    assert errors_of(example) == ["github.token: no GitHub token: set github.token or GITHUB_TOKEN (or GH_TOKEN),"
+                                  " or log in with `gh auth login`"]
+    config = Config.from_dict(example, tmp_path, {"GITHUB_TOKEN": "ghp_x123456"})
+    assert config.telegram_bot_token is None and config.slack_channel_id is None
 
 
 def test_not_an_object():

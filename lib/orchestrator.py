@@ -1,0 +1,525 @@
+"""The cron tick: reconcile state, poll GitHub, claim issues, spawn detached runners, exit.
+
+A tick never waits for an agent (unless asked to with --wait): every slow step (clone, setup.sh,
+Claude itself, push, pull request) happens in a runner process per issue, started in its own
+session so it outlives the tick. Ticks on one machine are serialized by a non-blocking flock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import os
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+from lib.config import PROJECT_DIR, Config, configure_logging, default_config_path
+from lib.models import (
+    ConfigError,
+    IssueState,
+    OrchestratorError,
+    ProcessStatus,
+    UsageError,
+    parse_iso,
+    utc_now_iso,
+)
+from lib.state_manager import State, StateManager
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+#: Runner modes, passed as `python -m lib.claude_processor <mode> --issue N`.
+RUN, RESUME, FINALIZE = "run", "resume", "finalize"
+
+#: A claimed entry with no runner yet is re-spawned after this long (the claiming tick crashed).
+SPAWN_GRACE_SECONDS = 60
+#: A runner past its agent's timeout by this much is considered hung and is ended by the tick.
+RUNNER_HANG_GRACE_SECONDS = 300
+
+
+def fault_point(step: str) -> None:
+    """Crash-test hook: `ORCHESTRATOR_FAULT=<step>` kills this process with SIGKILL at that step.
+
+    The reliability tests use it to prove that a crash between any two steps loses nothing.
+    """
+    if os.environ.get("ORCHESTRATOR_FAULT") == step:
+        os.kill(os.getpid(), 9)
+
+
+@contextmanager
+def tick_lock(path: Path) -> Iterator[bool]:
+    """Non-blocking exclusive lock: yields False when another tick holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield True
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class TickSummary:
+    """What one tick did; its exit code comes from here."""
+
+    launched: List[int] = field(default_factory=list)
+    finalizing: List[int] = field(default_factory=list)
+    cancelled: List[int] = field(default_factory=list)
+    resumed: List[int] = field(default_factory=list)
+    queued: List[int] = field(default_factory=list)
+    skipped: List[int] = field(default_factory=list)
+    errors: List[str] = field(default_factory=list)
+    lock_held: bool = False
+    rate_limited_until: Optional[datetime] = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_FAILED if self.errors else EXIT_OK
+
+    def line(self) -> str:
+        if self.lock_held:
+            return "Another tick is running (orchestrator.lock is held); nothing to do."
+        parts = [f"{len(self.launched)} launched"]
+        for name in ("resumed", "finalizing", "cancelled", "queued", "skipped"):
+            count = len(getattr(self, name))
+            if count:
+                parts.append(f"{count} {name}")
+        if self.rate_limited_until:
+            parts.append(f"rate limited until {self.rate_limited_until.astimezone():%H:%M}")
+        parts.append(f"{len(self.errors)} error{'s' if len(self.errors) != 1 else ''}")
+        return "Tick done: " + ", ".join(parts)
+
+
+def process_alive(pid: Optional[int], create_time: Optional[float]) -> bool:
+    """True when `pid` runs and is the process we started (pids are reused: compare create time)."""
+    from lib.claude_processor import live_process
+
+    return live_process(pid, create_time) is not None
+
+
+class IssueOrchestrator:
+    """One tick of the orchestrator. `IssueOrchestrator(config).run()` as cron calls it."""
+
+    def __init__(self, config: Config, *, github=None, state: Optional[StateManager] = None,
+                 dry_run: bool = False):
+        self.config = config
+        self.dry_run = dry_run
+        self.state = state or StateManager(config.state_file)
+        if github is None:
+            from lib.github_client import GitHubClient
+
+            github = GitHubClient(
+                config.github_token, config.github_repo, config.api_url,
+                poll_cache_file=None if dry_run else config.poll_cache_file,
+            )
+        self.github = github
+        self.children: Dict[int, subprocess.Popen] = {}  # runners this process started, to reap
+        self._roles: Dict[str, str] = {}
+
+    # ------------------------------------------------------------------------------------------
+    # The tick
+    # ------------------------------------------------------------------------------------------
+
+    def run(self) -> TickSummary:
+        summary = TickSummary()
+        with tick_lock(self.config.lock_file) as acquired:
+            if not acquired:
+                summary.lock_held = True
+                log.info(summary.line())
+                return summary
+            from lib.github_client import RateLimitError
+
+            try:
+                self.reconcile(summary)
+                self.poll_and_claim(summary)
+            except RateLimitError as exc:
+                summary.rate_limited_until = exc.reset_at
+                log.warning("GitHub rate limit reached: rate limited until %s; the next tick goes on",
+                            exc.reset_at.astimezone().strftime("%H:%M"))
+        log.info(summary.line())
+        return summary
+
+    # --- reconcile ----------------------------------------------------------------------------
+
+    def reconcile(self, summary: TickSummary) -> None:
+        """Bring every active entry in line with reality before claiming anything new."""
+        from lib.github_client import GitHubError, RateLimitError
+
+        for entry in self.state.load_state().active():
+            try:
+                self._reconcile_entry(entry, summary)
+            except RateLimitError:
+                raise
+            except (GitHubError, OSError) as exc:
+                summary.errors.append(f"#{entry.issue_number}: {exc}")
+                log.error("Issue #%s: could not reconcile: %s", entry.issue_number, exc)
+
+    def _reconcile_entry(self, entry: IssueState, summary: TickSummary) -> None:
+        number = entry.issue_number
+        runner_alive = process_alive(entry.runner_pid, entry.runner_create_time)
+
+        if entry.status == ProcessStatus.PENDING.value and entry.runner_pid is None:
+            age = _age_seconds(entry.updated_at or entry.start_time)
+            if age is not None and age >= SPAWN_GRACE_SECONDS:
+                log.warning("Issue #%s was claimed but its runner never started; starting it now", number)
+                self._spawn(entry, RUN, summary.launched)
+            return
+
+        issue = self.github.get_issue(number)
+        labels = {label["name"] for label in issue.get("labels", [])}
+        if issue.get("state") == "closed" or self.config.labels.working not in labels:
+            why = "the issue was closed" if issue.get("state") == "closed" else \
+                f"the {self.config.labels.working} label was removed"
+            self._cancel(entry, why, runner_alive, summary)
+            return
+
+        if entry.status == ProcessStatus.NEEDS_INPUT.value:
+            self._reconcile_waiting_for_input(entry, summary)
+            return
+
+        if runner_alive:
+            started = parse_iso(entry.start_time)
+            limit = self.config.claude.timeout_seconds + self.config.setup_timeout_seconds \
+                + RUNNER_HANG_GRACE_SECONDS
+            if started and (datetime.now(timezone.utc) - started).total_seconds() > limit:
+                log.error("Issue #%s: runner %s is past every timeout; ending it", number, entry.runner_pid)
+                self._end_processes(entry)
+                self._spawn(entry, FINALIZE, summary.finalizing,
+                            reason=f"timed out after {self.config.claude.timeout_seconds:g} s"
+                                   " (claude.timeout_seconds); the runner hung")
+            return
+
+        # The runner is gone (killed, crashed, machine restarted) but the entry still says active.
+        self._end_processes(entry)
+        log.warning("Issue #%s: runner %s is gone; finalizing from its stream log", number, entry.runner_pid)
+        self._spawn(entry, FINALIZE, summary.finalizing, reason="lost")
+
+    def _reconcile_waiting_for_input(self, entry: IssueState, summary: TickSummary) -> None:
+        """A question is open: resume on a trusted reply, or give up after input_wait_hours."""
+        asked = parse_iso(entry.end_time or entry.updated_at)
+        waited = (datetime.now(timezone.utc) - asked).total_seconds() if asked else 0
+        reply = self._trusted_reply(entry)
+        if reply:
+            log.info("Issue #%s: a trusted reply came; resuming session %s", entry.issue_number, entry.session_id)
+            self._spawn(entry, RESUME, summary.resumed)
+        elif waited > self.config.claude.input_wait_hours * 3600:
+            self._spawn(entry, FINALIZE, summary.finalizing,
+                        reason=f"no answer came within {self.config.claude.input_wait_hours:g} hours"
+                               " (claude.input_wait_hours)")
+
+    def _trusted_reply(self, entry: IssueState) -> bool:
+        if entry.question_comment_id is None:
+            return False
+        me = self._own_login()
+        for comment in self.github.list_comments(entry.issue_number):
+            if comment["id"] <= entry.question_comment_id:
+                continue
+            login = (comment.get("user") or {}).get("login")
+            if login and login != me and self.is_trusted(login):
+                return True
+        return False
+
+    def _own_login(self) -> Optional[str]:
+        if not hasattr(self, "_login"):
+            self._login = self.github.get_authenticated_user().get("login")
+        return self._login
+
+    def _cancel(self, entry: IssueState, why: str, runner_alive: bool, summary: TickSummary) -> None:
+        """A human stopped the work: end the agent; the runner (or a finalize runner) saves the work."""
+        number = entry.issue_number
+        summary.cancelled.append(number)
+        if self.dry_run:
+            log.info("[dry-run] would stop issue #%s: %s", number, why)
+            return
+        log.info("Issue #%s: stopping its agent: %s", number, why)
+        if runner_alive:
+            # The runner polls this flag every check_interval, stops Claude and finalizes as cancelled.
+            self.state.update(number, cancel_reason=why)
+            self._signal_runner(entry)
+        else:
+            self._end_processes(entry)
+            self.state.update(number, cancel_reason=why)
+            self._spawn(entry, FINALIZE, [], reason="cancelled")
+
+    def _signal_runner(self, entry: IssueState) -> None:
+        from lib.claude_processor import live_process
+
+        runner = live_process(entry.runner_pid, entry.runner_create_time)
+        if runner is not None:
+            runner.send_signal(15)
+
+    def _end_processes(self, entry: IssueState) -> None:
+        """End whatever is left of a run: its Claude process tree and a hung runner."""
+        if self.dry_run:
+            return
+        from lib.claude_processor import terminate_tree
+
+        for pid, created in ((entry.claude_pid, entry.claude_create_time),
+                             (entry.runner_pid, entry.runner_create_time)):
+            if process_alive(pid, created):
+                terminate_tree(pid, grace_seconds=10, create_time=created)
+
+    # --- poll and claim -----------------------------------------------------------------------
+
+    def poll_and_claim(self, summary: TickSummary) -> None:
+        labels = self.config.labels
+        issues = self.github.list_issues_with_label(labels.ready)
+        if getattr(self.github, "last_poll_was_cached", False):
+            log.debug("Label poll unchanged (304)")
+        state = self.state.load_state()
+        paused_until = parse_iso(state.meta.get("paused_until"))
+        now = datetime.now(timezone.utc)
+        if paused_until and paused_until > now:
+            if issues:
+                log.info("Launches paused until %s (usage limit); %d issue(s) wait",
+                         paused_until.astimezone().strftime("%H:%M"), len(issues))
+                summary.queued.extend(issue["number"] for issue in issues)
+            return
+        for issue in issues:
+            number = issue["number"]
+            known = state.issues.get(number)
+            if known and known.is_active:
+                continue  # claimed earlier; the label swap did not land yet
+            not_before = parse_iso(known.not_before) if known else None
+            if not_before and not_before > now:
+                summary.queued.append(number)
+                continue
+            if not self._labeled_by_trusted_user(issue, state):
+                summary.skipped.append(number)
+                continue
+            if state.free_slot(self.config.max_concurrent) is None:
+                summary.queued.append(number)
+                continue
+            entry = self._claim(issue)
+            if entry is not None:
+                summary.launched.append(number)
+                state = self.state.load_state()
+        if summary.queued:
+            log.info("%d issue(s) wait for a free slot or their retry time: %s", len(summary.queued),
+                     ", ".join(f"#{n}" for n in summary.queued))
+
+    def _labeled_by_trusted_user(self, issue: dict, state: State) -> bool:
+        number = issue["number"]
+        labeler = self.github.last_labeler(number, self.config.labels.ready)
+        if labeler and self.is_trusted(labeler):
+            return True
+        # Log an untrusted label once per labeling, not on every tick.
+        seen = state.meta.get("untrusted", {}).get(str(number))
+        if seen != issue.get("updated_at"):
+            log.warning("Issue #%s: skipped: the %s label was applied by %s, whose role is not in"
+                        " github.trusted_roles and who is not in github.allowed_users",
+                        number, self.config.labels.ready, labeler or "an unknown user")
+            if not self.dry_run:
+                with self.state.transaction() as fresh:
+                    fresh.meta.setdefault("untrusted", {})[str(number)] = issue.get("updated_at")
+        return False
+
+    def is_trusted(self, login: str) -> bool:
+        if login in self.config.allowed_users:
+            return True
+        if login not in self._roles:
+            self._roles[login] = self.github.user_role(login)
+        return self._roles[login] in self.config.trusted_roles
+
+    def _claim(self, issue: dict) -> Optional[IssueState]:
+        """State entry first, then labels, then the runner: a crash between steps is recoverable."""
+        number = issue["number"]
+        if self.dry_run:
+            slot = self.state.load_state().free_slot(self.config.max_concurrent)
+            log.info("[dry-run] would claim issue #%s (%s) for slot %s", number, issue.get("title", ""), slot)
+            return None
+        with self.state.transaction() as state:
+            previous = state.issues.get(number)
+            if previous is not None and previous.is_active:
+                return None
+            slot = state.free_slot(self.config.max_concurrent)
+            if slot is None:
+                return None
+            entry = IssueState(
+                issue_number=number,
+                status=ProcessStatus.PENDING.value,
+                branch=f"issue-{number}",
+                start_time=utc_now_iso(),
+                agent_index=slot,
+                repo=self.config.github_repo,
+                title=issue.get("title") or "",
+                attempt=(previous.attempt + 1) if previous and previous.is_finished else
+                        (previous.attempt if previous else 1),
+                retries=previous.retries if previous and not previous.is_finished else 0,
+                session_id=previous.session_id if previous and not previous.is_finished else None,
+                updated_at=utc_now_iso(),
+            )
+            state.issues[number] = entry
+        fault_point("after-claim")
+        log.info("Issue #%s claimed for slot %s (attempt %s): %s", number, slot, entry.attempt, entry.title)
+        self.swap_labels(number, add=self.config.labels.working,
+                         remove=[self.config.labels.ready, self.config.labels.completed,
+                                 self.config.labels.failed, self.config.labels.needs_input])
+        fault_point("after-label-swap")
+        self._spawn(entry, RUN, [])
+        return entry
+
+    def swap_labels(self, number: int, *, add: Optional[str], remove: List[Optional[str]]) -> None:
+        from lib.github_client import GitHubError
+
+        try:
+            if add:
+                self.github.add_labels(number, [add])
+            for name in remove:
+                if name and name != add:
+                    self.github.remove_label(number, name)
+        except GitHubError as exc:
+            # The runner sets the labels again when it starts; the state entry already holds the claim.
+            log.warning("Issue #%s: could not update labels: %s", number, exc)
+
+    # --- runners ------------------------------------------------------------------------------
+
+    def _spawn(self, entry: IssueState, mode: str, bucket: List[int], reason: Optional[str] = None) -> None:
+        number = entry.issue_number
+        bucket.append(number)
+        if self.dry_run:
+            log.info("[dry-run] would start a %s runner for issue #%s", mode, number)
+            return
+        issue_dir = self.config.log_dir / f"issue-{number}"
+        issue_dir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "lib.claude_processor", mode, "--issue", str(number),
+                   "--config", str(self.config.path)]
+        if reason:
+            command += ["--reason", reason]
+        with open(issue_dir / f"{entry.attempt}.runner.log", "ab") as runner_log:
+            child = subprocess.Popen(
+                command, cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, stdout=runner_log,
+                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+            )
+        self.children[child.pid] = child
+        from lib.claude_processor import process_create_time
+
+        created = process_create_time(child.pid)
+        with self.state.transaction() as state:
+            current = state.issues.get(number)
+            if current is not None:
+                current.runner_pid, current.runner_create_time = child.pid, created
+                current.updated_at = utc_now_iso()
+        fault_point("after-spawn")
+        log.info("Issue #%s: %s runner started (pid %s)", number, mode, child.pid)
+
+    def wait_for_runners(self, poll_seconds: float = 1.0, out=None) -> None:
+        """Block until no runner of an active issue lives, printing each status change (--wait)."""
+        out = out or sys.stdout
+        watched = {entry.issue_number for entry in self.state.load_state().active()}
+        last_status: Dict[int, str] = {}
+        while True:
+            for pid, child in list(self.children.items()):
+                if child.poll() is not None:
+                    del self.children[pid]  # reaped: no zombie keeps the pid alive
+            issues = self.state.load()
+            live_runner = False
+            for number in sorted(watched):
+                entry = issues.get(number)
+                if entry is None:
+                    continue
+                if last_status.get(number) != entry.status:
+                    last_status[number] = entry.status
+                    detail = f": {entry.error}" if entry.error and not entry.is_active else ""
+                    pr = f" {entry.pr_url}" if entry.pr_url else ""
+                    print(f"#{number}: {entry.status}{detail}{pr}", file=out, flush=True)
+                live_runner = live_runner or (
+                    entry.is_active and process_alive(entry.runner_pid, entry.runner_create_time))
+            if not live_runner and not self.children:
+                return
+            time.sleep(poll_seconds)
+
+
+def _age_seconds(timestamp: Optional[str]) -> Optional[float]:
+    moment = parse_iso(timestamp)
+    return (datetime.now(timezone.utc) - moment).total_seconds() if moment else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------------------------
+
+
+def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Process GitHub issues labeled ready-for-claude with Claude Code (one tick).",
+        epilog="Exit codes: 0 ran (or another tick holds the lock), 1 something failed, 2 config or usage.",
+    )
+    parser.add_argument("--config", metavar="PATH",
+                        help="config file (default: $ORCHESTRATOR_CONFIG, else config.json beside this script)")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config and check what a first run needs, then exit")
+    parser.add_argument("--notify-test", action="store_true",
+                        help="with --check: send one test message to each configured notifier")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print what the tick would do and change nothing")
+    parser.add_argument("--wait", action="store_true",
+                        help="block until the runners started end, printing progress (manual runs)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    config_path = Path(args.config) if args.config else default_config_path()
+    try:
+        if args.notify_test and not args.check:
+            raise UsageError("--notify-test goes with --check")
+        config = Config(config_path)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"config error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except OrchestratorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+    if args.check:
+        return run_checks(config, notify_test=args.notify_test)
+
+    log_file = config.folder / "orchestrator.log"
+    # Under the seed README's `>> orchestrator.log 2>&1` stdout already is the log: write it once.
+    configure_logging(config.secrets, log_file, verbose=args.verbose, stream=sys.stdout,
+                      console=not _stdout_is(log_file))
+    for warning in config.warnings:
+        log.warning("config: %s", warning)
+    try:
+        orchestrator = IssueOrchestrator(config, dry_run=args.dry_run)
+        summary = orchestrator.run()
+        if args.wait and not args.dry_run and not summary.lock_held:
+            orchestrator.wait_for_runners()
+    except OrchestratorError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except Exception:  # a bug: the traceback goes to the log, the user gets one line
+        log.exception("Unexpected error; please report it with this traceback")
+        return EXIT_FAILED
+    return summary.exit_code
+
+
+def _stdout_is(path: Path) -> bool:
+    """True when stdout already appends to `path` (the seed README's `>> orchestrator.log 2>&1`)."""
+    try:
+        out, target = os.fstat(sys.stdout.fileno()), os.stat(path)
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (out.st_dev, out.st_ino) == (target.st_dev, target.st_ino)
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m lib.orchestrator"))
