@@ -145,6 +145,7 @@ class IssueOrchestrator:
 
             try:
                 self.reconcile(summary)
+                self.ensure_labels()
                 self.poll_and_claim(summary)
             except RateLimitError as exc:
                 summary.rate_limited_until = exc.reset_at
@@ -274,6 +275,17 @@ class IssueOrchestrator:
                 terminate_tree(pid, grace_seconds=10, create_time=created)
 
     # --- poll and claim -----------------------------------------------------------------------
+
+    def ensure_labels(self) -> None:
+        """Create the lifecycle labels once per set of names (remembered in the state's meta)."""
+        specs = label_specs(self.config)
+        if self.dry_run or self.state.load_state().meta.get("labels_ensured") == sorted(specs):
+            return
+        created = self.github.ensure_labels(specs)
+        if created:
+            log.info("Created labels: %s", ", ".join(created))
+        with self.state.transaction() as state:
+            state.meta["labels_ensured"] = sorted(specs)
 
     def poll_and_claim(self, summary: TickSummary) -> None:
         labels = self.config.labels
@@ -447,6 +459,111 @@ class IssueOrchestrator:
 def _age_seconds(timestamp: Optional[str]) -> Optional[float]:
     moment = parse_iso(timestamp)
     return (datetime.now(timezone.utc) - moment).total_seconds() if moment else None
+
+
+# ----------------------------------------------------------------------------------------------
+# --check: what a first run needs, item by item
+# ----------------------------------------------------------------------------------------------
+
+LABEL_SPECS = {
+    "ready": ("0e8a16", "Queued for Claude Code"),
+    "working": ("fbca04", "Claude Code is working on this issue"),
+    "completed": ("1d76db", "Claude Code finished this issue"),
+    "failed": ("d93f0b", "Claude Code could not finish this issue"),
+    "needs_input": ("d876e3", "Claude Code waits for an answer in the comments"),
+}
+
+
+def label_specs(config: Config) -> Dict[str, tuple]:
+    """Configured label name -> (colour, description), for the labels that are turned on."""
+    return {getattr(config.labels, key): spec for key, spec in LABEL_SPECS.items()
+            if getattr(config.labels, key)}
+
+
+def run_checks(config: Config, *, notify_test: bool = False, out=None) -> int:
+    """Print ok / FAIL / warn for each thing a first run needs; exit 1 when anything failed."""
+    import shutil
+
+    out = out or sys.stdout
+    failures = 0
+
+    def report(ok: Optional[bool], item: str, text: str) -> None:
+        nonlocal failures
+        failures += ok is False
+        mark = {True: "  ok", False: "FAIL", None: "warn"}[ok]
+        print(f"{mark}  {item}: {text}", file=out, flush=True)
+
+    report(True, "config", str(config.path))
+    for warning in config.warnings:
+        report(None, "config", warning)
+
+    path_hint = ("cron runs with a short PATH (often /usr/bin:/bin): set {key} to the full path"
+                 " (`command -v {name}` in your shell prints it)")
+    git = shutil.which("git")
+    report(bool(git), "git", git or "not found on PATH; " + path_hint.format(key="PATH in the crontab",
+                                                                           name="git"))
+    claude = shutil.which(config.claude.executable)
+    report(bool(claude), "claude", claude or f"{config.claude.executable!r} not found or not executable; "
+           + path_hint.format(key="claude.executable", name="claude"))
+
+    from lib.github_client import GitHubError
+
+    try:
+        github = config_github(config)
+        user = github.get_authenticated_user()
+        report(True, "GitHub token", f"accepted (user {user.get('login')})")
+        repository = github.get_repository()
+        report(True, "repository", f"{config.github_repo} reachable (default branch"
+                                   f" {repository.get('default_branch')})")
+        existing = {label["name"] for label in github.list_labels()}
+        missing = [name for name in label_specs(config) if name not in existing]
+        if missing:
+            report(None, "labels", f"missing {', '.join(missing)} (the first real tick creates them)")
+        else:
+            report(True, "labels", "all present")
+    except GitHubError as exc:
+        report(False, "GitHub", str(exc))
+
+    report(*_writable(config.base_repo_path), "base_repo_path")
+    report(*_writable(config.state_file.parent), "state folder")
+    report(*_writable(config.log_dir), "log_dir")
+    try:
+        StateManager(config.state_file).load()
+        report(True, "state file", f"{config.state_file} readable")
+    except OrchestratorError as exc:
+        report(False, "state file", str(exc))
+
+    from lib.notifications import Notifications
+
+    notifications = Notifications.from_config(config)
+    if not notifications.names:
+        report(None, "notifications", "none configured (telegram and slack are optional)")
+    elif not notify_test:
+        report(True, "notifications", f"{', '.join(notifications.names)} configured"
+                                      " (--notify-test sends a test message)")
+    else:
+        for name, error in notifications.test_all():
+            report(error is None, name, error or "test message sent")
+    print(f"{'All checks passed.' if not failures else f'{failures} check(s) failed.'}", file=out)
+    return EXIT_FAILED if failures else EXIT_OK
+
+
+def config_github(config: Config):
+    from lib.github_client import GitHubClient
+
+    return GitHubClient(config.github_token, config.github_repo, config.api_url)
+
+
+def _writable(path: Path) -> tuple:
+    """(ok, text): `path` is writable, or can be created under its nearest existing parent."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return False, f"{probe} is not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return False, f"{probe} is not writable by this user"
+    return True, f"{path} writable" if probe == path else f"{path} will be created"
 
 
 # ----------------------------------------------------------------------------------------------
