@@ -1,0 +1,246 @@
+"""Slack notifications through slack_sdk's WebClient: Block Kit blocks with a plain `text` fallback.
+
+Slack reads `&`, `<` and `>` as control characters (`<@U123>` mentions someone, `<url|label>` is a
+link), so issue-derived text is escaped, and every text object is kept within Block Kit's limits
+after escaping. Free text from the issue goes into plain_text objects, where `*_~` stay literal.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import time
+from typing import Any, Dict, List, Optional, Tuple
+from urllib.error import URLError
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+from lib.notifications import (
+    DEFAULT_TIMEOUT,
+    MIN_RESEND_SECONDS,
+    Event,
+    NotifierError,
+    clip_tail,
+    format_cost,
+    format_duration,
+    is_web_url,
+    one_line,
+    protect_loggers,
+    redact,
+    register_secret,
+    summary,
+)
+
+DEFAULT_API_BASE_URL = "https://slack.com/api/"
+MAX_TEXT = 3000  # a section's text object
+MAX_FALLBACK_TEXT = 1000  # `text`: what notifications and screen readers show; Slack allows more
+
+TITLE_CHARS = 300
+BRANCH_CHARS = 200
+REASON_CHARS = 500
+LOG_TAIL_LINES = 20
+
+#: The SDK logs its own error line for a failed request; the dispatcher already says it in one
+#: warning line. Lower this logger's level to see the SDK's request and response dumps.
+_sdk_logger = logging.getLogger(__name__ + ".sdk")
+
+
+# ------------------------------------------------------------------------------------------------
+# Formatting (pure: no network)
+# ------------------------------------------------------------------------------------------------
+
+
+def escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def clip_escaped(text: str, limit: int) -> str:
+    """`text` escaped, then cut to `limit` characters without splitting an `&amp;`; "…" marks a cut."""
+    escaped = escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    out: List[str] = []
+    used = 0
+    for char in text:
+        piece = escape(char)
+        if used + len(piece) > limit - 1:
+            break
+        out.append(piece)
+        used += len(piece)
+    return "".join(out) + "…"
+
+
+def clip_escaped_tail(text: str, limit: int) -> str:
+    """Like clip_escaped, but keeps the end: the last lines of a log matter most."""
+    escaped = escape(text)
+    if len(escaped) <= limit:
+        return escaped
+    out: List[str] = []
+    used = 0
+    for char in reversed(text):
+        piece = escape(char)
+        if used + len(piece) > limit - 1:
+            break
+        out.append(piece)
+        used += len(piece)
+    return "…" + "".join(reversed(out))
+
+
+def _link(url: Optional[str], label: str) -> str:
+    if is_web_url(url):
+        return f"<{escape(url)}|{escape(label)}>"
+    return escape(label)
+
+
+def _mrkdwn(text: str) -> Dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def _plain(text: str, limit: int) -> Dict[str, Any]:
+    return {"type": "section", "text": {"type": "plain_text", "text": clip_escaped(text, limit), "emoji": True}}
+
+
+def _code_block(log: str) -> Dict[str, Any]:
+    # A zero-width space after each backtick that precedes another: the log cannot close the fence.
+    body = re.sub(r"`(?=`)", "`\u200b", clip_tail(log, LOG_TAIL_LINES, MAX_TEXT))
+    return _mrkdwn("```\n" + clip_escaped_tail(body, MAX_TEXT - len("```\n\n```")) + "\n```")
+
+
+def format_blocks(event: Event) -> Tuple[str, List[Dict[str, Any]]]:
+    """The event as (fallback text, Block Kit blocks), every text escaped and within limits."""
+    blocks: List[Dict[str, Any]] = [_mrkdwn(f"{event.emoji} *{event.label}* · {_link(event.url, event.issue_ref)}")]
+    if event.title:
+        blocks.append(_plain(event.title, TITLE_CHARS))
+    fields = []
+    if event.agent_index is not None:
+        fields.append(f"*Slot*\n{event.agent_index}")
+    if event.branch:
+        fields.append(f"*Branch*\n{clip_escaped(event.branch, BRANCH_CHARS)}")
+    if event.duration_seconds is not None:
+        fields.append(f"*Took*\n{format_duration(event.duration_seconds)}")
+    if event.cost_usd is not None:
+        fields.append(f"*Cost*\n{format_cost(event.cost_usd)}")
+    if event.num_turns is not None:
+        fields.append(f"*Turns*\n{event.num_turns}")
+    if event.pr_url:
+        fields.append(f"*Pull request*\n{_link(event.pr_url, event.pr_url)}")
+    if fields:
+        blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]})
+    blocks.append(_mrkdwn(escape(summary(event))))
+    if event.reason:
+        blocks.append(_plain(f"Reason: {event.reason}", REASON_CHARS))
+    if event.question:
+        blocks.append(_plain(event.question, MAX_TEXT))
+    if event.log_tail:
+        blocks.append(_code_block(event.log_tail))
+    fallback = f"{event.emoji} {event.label}: {event.issue_ref} {event.title}".rstrip()
+    return clip_escaped(fallback, MAX_FALLBACK_TEXT), blocks
+
+
+# ------------------------------------------------------------------------------------------------
+# Sending
+# ------------------------------------------------------------------------------------------------
+
+
+def _retry_after_seconds(headers) -> float:
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            value = value[0] if isinstance(value, list) else value
+            try:
+                return float(value)
+            except ValueError:
+                break
+    return 1.0  # what the SDK waits when the header is missing
+
+
+class _RateLimitWithinBudget(RateLimitErrorRetryHandler):
+    """The SDK's own 429 handler (one retry after Retry-After), used only when the wait still
+    leaves time to resend before `deadline`; the resend then gets what is left of the budget."""
+
+    def __init__(self, deadline: float):
+        super().__init__(max_retry_count=1)
+        self.deadline = deadline
+        self.client: Optional[WebClient] = None
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response, error=error):
+            return False
+        wait = _retry_after_seconds(response.headers) + 1  # the SDK adds up to 1 s of jitter
+        return time.monotonic() + wait + MIN_RESEND_SECONDS <= self.deadline
+
+    def prepare_for_next_attempt(self, *, state, request, response=None, error=None) -> None:
+        super().prepare_for_next_attempt(state=state, request=request, response=response, error=error)
+        self.client.timeout = max(MIN_RESEND_SECONDS, self.deadline - time.monotonic())
+
+
+def _describe(response) -> str:
+    """The API's answer in words: "channel_not_found"."""
+    error = response.get("error") or f"HTTP {response.status_code}"
+    if response.status_code == 429 or error == "ratelimited":
+        return f"rate limited for {_retry_after_seconds(response.headers or {}):g} s; message dropped"
+    details = response.get("errors") or (response.get("response_metadata") or {}).get("messages") or []
+    return error + (f" ({'; '.join(details)})" if details else "")
+
+
+def _failure(what: str) -> NotifierError:
+    return NotifierError(redact(one_line(f"Slack: {what}")))
+
+
+class SlackNotifier:
+    """Posts events to one Slack channel. `send` raises NotifierError with the API's error code."""
+
+    name = "Slack"
+
+    def __init__(
+        self,
+        bot_token: str,
+        channel_id: str,
+        api_base_url: Optional[str] = DEFAULT_API_BASE_URL,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
+        if not bot_token or not channel_id:
+            raise NotifierError("Slack: both a bot token and a channel id are needed.")
+        register_secret(bot_token)
+        if _sdk_logger.level == logging.NOTSET:
+            _sdk_logger.setLevel(logging.CRITICAL)
+        protect_loggers(("slack_sdk", _sdk_logger.name))
+        self._token = bot_token
+        self.channel_id = channel_id
+        self.api_base_url = api_base_url or DEFAULT_API_BASE_URL
+        self.timeout = timeout
+
+    def send(self, event: Event) -> None:
+        text, blocks = format_blocks(event)
+        self._deliver(text, blocks)
+
+    def send_test(self, repo: str = "") -> None:
+        self.send(Event(kind="test", repo=repo))
+
+    def _deliver(self, text: str, blocks: List[Dict[str, Any]]) -> None:
+        # A client per message: the retry handler carries this message's deadline.
+        handler = _RateLimitWithinBudget(time.monotonic() + self.timeout)
+        client = WebClient(
+            token=self._token,
+            base_url=self.api_base_url,
+            timeout=self.timeout,
+            logger=_sdk_logger,
+            retry_handlers=[handler],
+        )
+        handler.client = client
+        try:
+            client.chat_postMessage(
+                channel=self.channel_id, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
+            )
+        except SlackApiError as exc:
+            raise _failure(_describe(exc.response)) from None
+        except socket.timeout:
+            raise _failure(f"no answer within {self.timeout:g} s") from None
+        except URLError as exc:
+            if isinstance(exc.reason, socket.timeout):
+                raise _failure(f"no answer within {self.timeout:g} s") from None
+            raise _failure(f"cannot reach the API ({exc.reason})") from None
+        except (SlackClientError, OSError) as exc:
+            raise _failure(str(exc)) from None

@@ -1,0 +1,244 @@
+"""Telegram notifications through python-telegram-bot 22, in HTML parse mode.
+
+Every piece of issue-derived text is HTML-escaped, and the message is cut to Telegram's 4096
+characters between tags and entities, so a title like `<script>&` neither breaks the message nor
+gets it rejected. The bot token is in every request URL (`/bot<token>/sendMessage`): it is
+registered for redaction and never put into an error message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+import re
+import time
+from datetime import timedelta
+from typing import List, Optional, Union
+
+from telegram import Bot, LinkPreviewOptions
+from telegram.constants import MessageLimit, ParseMode
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.request import HTTPXRequest
+
+from lib.notifications import (
+    DEFAULT_TIMEOUT,
+    MIN_RESEND_SECONDS,
+    Event,
+    NotifierError,
+    clip,
+    clip_tail,
+    format_cost,
+    format_duration,
+    is_web_url,
+    one_line,
+    protect_loggers,
+    redact,
+    register_secret,
+    summary,
+)
+
+DEFAULT_API_BASE_URL = "https://api.telegram.org/bot"
+MAX_MESSAGE_LENGTH = MessageLimit.MAX_TEXT_LENGTH  # 4096, counted on the text after parsing
+
+TITLE_CHARS = 300  # GitHub allows 256; more comes only from elsewhere
+BRANCH_CHARS = 200
+REASON_CHARS = 500
+LOG_TAIL_LINES = 20
+LOG_TAIL_CHARS = 1500
+
+
+# ------------------------------------------------------------------------------------------------
+# Formatting (pure: no network)
+# ------------------------------------------------------------------------------------------------
+
+
+def _esc(text: str) -> str:
+    return html.escape(text, quote=False)
+
+
+def _link(url: Optional[str], label: str) -> str:
+    if is_web_url(url):
+        return f'<a href="{html.escape(url, quote=True)}">{_esc(label)}</a>'
+    return _esc(label)
+
+
+def format_message(event: Event) -> str:
+    """The event as Telegram HTML, at most MAX_MESSAGE_LENGTH visible characters."""
+    lines: List[str] = [f"{event.emoji} <b>{event.label}</b> · {_link(event.url, event.issue_ref)}"]
+    if event.title:
+        lines.append(f"<b>{_esc(clip(event.title, TITLE_CHARS))}</b>")
+    where = []
+    if event.agent_index is not None:
+        where.append(f"Slot {event.agent_index}")
+    if event.branch:
+        where.append(f"branch <code>{_esc(clip(event.branch, BRANCH_CHARS))}</code>")
+    if where:
+        lines.append(" · ".join(where))
+    lines.append(_esc(summary(event)))
+    stats = []
+    if event.duration_seconds is not None:
+        stats.append(f"Took {format_duration(event.duration_seconds)}")
+    if event.cost_usd is not None:
+        stats.append(f"cost {format_cost(event.cost_usd)}")
+    if event.num_turns is not None:
+        stats.append(f"{event.num_turns} turns")
+    if stats:
+        lines.append(" · ".join(stats))
+    if event.pr_url:
+        lines.append(f"Pull request: {_link(event.pr_url, event.pr_url)}")
+    if event.reason:
+        lines.append(f"Reason: {_esc(clip(event.reason, REASON_CHARS))}")
+    # Long free text goes last: if the message must be cut, only its end is lost.
+    if event.question:
+        lines.append(f"<blockquote>{_esc(event.question)}</blockquote>")
+    if event.log_tail:
+        lines.append(f"<pre>{_esc(clip_tail(event.log_tail, LOG_TAIL_LINES, LOG_TAIL_CHARS))}</pre>")
+    return truncate_html("\n".join(lines), MAX_MESSAGE_LENGTH)
+
+
+# A tag, an entity, or one character of text: the units a cut must not split.
+_HTML_TOKEN = re.compile(r"<(/?)([a-z-]+)[^>]*>|&(?:#\d+|#x[0-9a-fA-F]+|[a-zA-Z]+);|[^<&]", re.S)
+
+
+def _visible_units(token: str) -> int:
+    """UTF-16 code units of what a text token shows: Telegram counts lengths in UTF-16."""
+    if token.startswith("&"):
+        return 1  # this module only writes entities of BMP characters
+    return len(token.encode("utf-16-le")) // 2
+
+
+def visible_length(html_text: str) -> int:
+    """Length of `html_text` as Telegram counts it after parsing the tags and entities."""
+    return sum(_visible_units(m.group(0)) for m in _HTML_TOKEN.finditer(html_text) if not m.group(2))
+
+
+def truncate_html(html_text: str, limit: int) -> str:
+    """Cut well-formed HTML to `limit` visible characters, between tokens, ending in "…" and
+    closing every tag left open."""
+    if visible_length(html_text) <= limit:
+        return html_text
+    out: List[str] = []
+    open_tags: List[str] = []
+    used = 0
+    for match in _HTML_TOKEN.finditer(html_text):
+        token = match.group(0)
+        if match.group(2):
+            if match.group(1):
+                open_tags.pop()
+            else:
+                open_tags.append(match.group(2))
+            out.append(token)
+            continue
+        size = _visible_units(token)
+        if used + size > limit - 1:  # keep one for "…"
+            break
+        out.append(token)
+        used += size
+    return "".join(out) + "…" + "".join(f"</{tag}>" for tag in reversed(open_tags))
+
+
+# ------------------------------------------------------------------------------------------------
+# Sending
+# ------------------------------------------------------------------------------------------------
+
+
+def _quiet_http_loggers() -> None:
+    """httpx logs every request URL at INFO, and this one holds the token: keep it at WARNING
+    unless someone set a level on purpose. The redacting filter covers every level anyway."""
+    for name in ("httpx", "httpcore"):
+        log = logging.getLogger(name)
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.WARNING)
+    protect_loggers(("httpx", "httpcore", "telegram"))
+
+
+def _seconds(value: Union[int, float, timedelta]) -> float:
+    # PTB 22 gives an int and warns it will become a timedelta: accept both.
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def _sentence(message: str) -> str:
+    """PTB capitalises the API's description ("Chat not found"); a report reads "chat not found"."""
+    return message[:1].lower() + message[1:]
+
+
+def _failure(what: str) -> NotifierError:
+    # `from None` at every raise: a chained PTB or httpx exception may quote the request URL.
+    return NotifierError(redact(one_line(f"Telegram: {what}")))
+
+
+class TelegramNotifier:
+    """Sends events to one Telegram chat. `send` raises NotifierError with the API's error in words."""
+
+    name = "Telegram"
+
+    def __init__(
+        self,
+        bot_token: str,
+        chat_id: Union[str, int],
+        api_base_url: Optional[str] = DEFAULT_API_BASE_URL,
+        timeout: float = DEFAULT_TIMEOUT,
+    ):
+        if not bot_token or not chat_id:
+            raise NotifierError("Telegram: both a bot token and a chat id are needed.")
+        register_secret(bot_token)
+        _quiet_http_loggers()
+        self._token = bot_token
+        self.chat_id = str(chat_id)
+        self.api_base_url = api_base_url or DEFAULT_API_BASE_URL
+        self.timeout = timeout
+
+    def send(self, event: Event) -> None:
+        self._deliver(format_message(event))
+
+    def send_test(self, repo: str = "") -> None:
+        self.send(Event(kind="test", repo=repo))
+
+    def _deliver(self, text: str) -> None:
+        """Post `text` within `timeout` seconds in all, a rate-limit wait included."""
+        try:
+            asyncio.run(asyncio.wait_for(self._post(text, time.monotonic() + self.timeout), self.timeout))
+        except (asyncio.TimeoutError, TimedOut):
+            raise _failure(f"no answer within {self.timeout:g} s") from None
+        except RetryAfter as exc:
+            raise _failure(f"rate limited for {_seconds(exc.retry_after):g} s; message dropped") from None
+        except InvalidToken as exc:
+            raise _failure(f"the bot token was rejected ({exc.message})") from None
+        except BadRequest as exc:  # before NetworkError, its base class
+            raise _failure(_sentence(exc.message)) from None
+        except NetworkError as exc:
+            raise _failure(f"cannot reach the API ({exc.message})") from None
+        except TelegramError as exc:
+            raise _failure(_sentence(exc.message)) from None
+
+    async def _post(self, text: str, deadline: float) -> None:
+        request = HTTPXRequest(
+            connection_pool_size=1,
+            connect_timeout=self.timeout,
+            read_timeout=self.timeout,
+            write_timeout=self.timeout,
+            pool_timeout=self.timeout,
+        )
+        # Not `async with bot`: that calls getMe first, a second round trip whose InvalidToken
+        # message quotes the token.
+        bot = Bot(self._token, base_url=self.api_base_url, request=request, get_updates_request=request)
+        try:
+            try:
+                await self._send_message(bot, text)
+            except RetryAfter as exc:
+                wait = _seconds(exc.retry_after)
+                if time.monotonic() + wait + MIN_RESEND_SECONDS > deadline:
+                    raise
+                await asyncio.sleep(wait)
+                await self._send_message(bot, text)
+        finally:
+            await request.shutdown()
+
+    async def _send_message(self, bot: Bot, text: str) -> None:
+        await bot.send_message(
+            chat_id=self.chat_id,
+            text=text,
+            parse_mode=ParseMode.HTML,
+            link_preview_options=LinkPreviewOptions(is_disabled=True),
+        )
