@@ -258,24 +258,26 @@ class Config:
     """The validated configuration. `Config("config.json")` as in the seed README."""
 
     def __init__(self, path: Optional[os.PathLike] = None, env: Optional[Mapping[str, str]] = None,
-                 *, use_gh_cli: bool = True):
+                 *, use_gh_cli: bool = True, require_token: bool = True):
+        """`require_token=False` is for readers of local state only (the monitor)."""
         env = dict(os.environ if env is None else env)
         config_path = Path(path) if path is not None else default_config_path(env)
         data = self._read(config_path)
-        self._build(data, config_path.resolve().parent, env, config_path.resolve(), use_gh_cli)
+        self._build(data, config_path.resolve().parent, env, config_path.resolve(),
+                    use_gh_cli and require_token, require_token)
         if self.secrets:
             self._warn_if_readable(config_path)
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], folder: os.PathLike, env: Optional[Mapping[str, str]] = None,
-                  *, use_gh_cli: bool = False) -> "Config":
+                  *, use_gh_cli: bool = False, require_token: bool = True) -> "Config":
         """Build from an already-parsed dict; relative paths resolve against `folder`.
 
         `env` defaults to empty, so tests never pick up the machine's tokens.
         """
         self = cls.__new__(cls)
         folder = Path(folder).resolve()
-        self._build(data, folder, dict(env or {}), folder / "config.json", use_gh_cli)
+        self._build(data, folder, dict(env or {}), folder / "config.json", use_gh_cli, require_token)
         return self
 
     @staticmethod
@@ -295,7 +297,8 @@ class Config:
             raise ConfigError([f"{path}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"]) from None
         return data
 
-    def _build(self, data: Any, folder: Path, env: Dict[str, str], path: Path, use_gh_cli: bool) -> None:
+    def _build(self, data: Any, folder: Path, env: Dict[str, str], path: Path, use_gh_cli: bool,
+               require_token: bool) -> None:
         self.path = path
         self.folder = folder
         self.warnings: List[str] = []
@@ -351,7 +354,7 @@ class Config:
         github, claude = values["github"], values["claude"]
         if not github.get("token") and use_gh_cli:
             github["token"] = gh_auth_token()
-        if not github.get("token") and not any(e.startswith(("github.token", "github:")) for e in errors):
+        if require_token and not github.get("token") and not any(e.startswith(("github.token", "github:")) for e in errors):
             errors.append("github.token: no GitHub token: set github.token or GITHUB_TOKEN (or GH_TOKEN),"
                           " or log in with `gh auth login`")
 
@@ -378,7 +381,7 @@ class Config:
         if errors:
             raise ConfigError(errors)
 
-        self.github_token: str = github["token"]
+        self.github_token: Optional[str] = github["token"] or None
         self.github_repo: str = github["repo"]
         self.repo_owner, self.repo_name = self.github_repo.split("/")
         self.base_repo_path = self._resolve(folder, github["base_repo_path"])

@@ -78,6 +78,8 @@ FINISHED_STATUSES = frozenset({ProcessStatus.COMPLETED, ProcessStatus.FAILED, Pr
 class InstanceStatus(str, Enum):
     """What the monitor reports for one Claude instance."""
 
+    PENDING = "pending"
+    PREPARING = "preparing"
     RUNNING = "running"
     NEEDS_INPUT = "needs_input"
     WAITING = "waiting"
@@ -210,6 +212,7 @@ class ClaudeInstance:
     cpu_percent: Optional[float] = None
     memory_mb: Optional[float] = None
     children: List[int] = field(default_factory=list)
+    process_state: Optional[str] = None  # psutil's view: sleeping, running, zombie, ...
     cost_usd: Optional[float] = None
     num_turns: Optional[int] = None
     pr_url: Optional[str] = None
@@ -241,3 +244,8 @@ class MonitorReport:
             "active_instances": [i.to_dict() for i in self.active_instances],
             "completed_instances": [i.to_dict() for i in self.completed_instances],
         }
+
+    def to_text(self) -> str:
+        from lib.claude_monitor import report_to_text  # rendering lives with the monitor
+
+        return report_to_text(self)

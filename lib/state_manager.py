@@ -106,8 +106,9 @@ class StateManager:
     # --- reading ------------------------------------------------------------------------------
 
     def load_state(self) -> State:
-        with self._locked(exclusive=False):
-            return self._read(move_corrupt_aside=False)
+        """A consistent snapshot without taking the lock: writers replace the file atomically, so
+        readers (the monitor, a read-only user) never see half a file and never need write access."""
+        return self._read(move_corrupt_aside=False)
 
     def load(self) -> Dict[int, IssueState]:
         return self.load_state().issues

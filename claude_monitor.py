@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Show what the orchestrator's Claude Code agents do.
+
+    claude_monitor.py [--config PATH] [--format text|json]     active work, or recent runs
+    claude_monitor.py monitor                                  every instance
+    claude_monitor.py status --issue N                         one issue and its last messages
+    claude_monitor.py history --issue N [--limit N] [--full]   its conversation
+    claude_monitor.py follow --issue N                         its activity as it happens
+
+Exit codes: 0 done, 1 nothing to show (unknown issue, no state file, no conversation),
+2 bad config or usage, 130 follow interrupted with Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from lib.claude_monitor import HISTORY_LIMIT, OUTPUT_FORMATS, ClaudeMonitor
+from lib.models import ConfigError, OrchestratorError
+
+EXIT_NOTHING, EXIT_INTERRUPTED = 1, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --config and --format are accepted before and after the command; SUPPRESS keeps a value given
+    # before the command from being reset by the subcommand's default.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                        help="config file or orchestrator folder (default: $ORCHESTRATOR_CONFIG,"
+                             " else config.json beside this script)")
+    common.add_argument("--format", choices=OUTPUT_FORMATS, default=argparse.SUPPRESS,
+                        help="output format (default: text)")
+    issue = argparse.ArgumentParser(add_help=False)
+    issue.add_argument("--issue", type=int, required=True, metavar="N", help="issue number")
+
+    parser = argparse.ArgumentParser(
+        prog="claude_monitor.py", parents=[common],
+        description="Show the orchestrator's Claude Code instances and their conversations."
+                    " Without a command: active work, or the most recent runs when nothing is active.",
+        epilog="Exit codes: 0 done, 1 unknown issue / no state file / no conversation,"
+               " 2 bad config or usage, 130 follow interrupted.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.add_parser("monitor", parents=[common], help="every active and finished instance")
+    commands.add_parser("status", parents=[common, issue], help="one issue: process facts and last messages")
+    history = commands.add_parser("history", parents=[common, issue], help="the conversation of one issue")
+    history.add_argument("--limit", type=int, default=HISTORY_LIMIT, metavar="N",
+                         help=f"show the last N entries (default {HISTORY_LIMIT}; 0: all)")
+    history.add_argument("--full", action="store_true", help="do not shorten tool calls and tool results")
+    follow = commands.add_parser("follow", parents=[common, issue],
+                                 help="print a running agent's activity as it happens (Ctrl-C stops)")
+    follow.add_argument("--lines", type=int, default=10, metavar="N",
+                        help="start with the last N entries (default 10)")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    output_format = getattr(args, "format", "text")
+    try:
+        monitor = ClaudeMonitor(getattr(args, "config", None), output_format=output_format)
+        if args.command == "follow":
+            for message in monitor.follow(args.issue, backlog=args.lines):
+                print(monitor.render(message), flush=True)
+            return 0
+        if args.command == "monitor":
+            print(monitor.render(monitor.monitor_all()))
+        elif args.command == "status":
+            print(monitor.render(monitor.get_status(args.issue)))
+        elif args.command == "history":
+            history = monitor.history(args.issue, limit=args.limit, full=args.full)
+            if history.source is None:
+                print(f"Issue #{args.issue}: no conversation found (no transcript and no stream log).",
+                      file=sys.stderr)
+                return EXIT_NOTHING
+            print(monitor.render(history))
+        else:
+            print(monitor.render(monitor.overview()))
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"config error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except OrchestratorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `... | head` closed the pipe: stop quietly, and keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
