@@ -1,0 +1,468 @@
+"""GitHub REST client for the orchestrator, on one requests.Session.
+
+Every call has a timeout; connection failures and 5xx answers are retried with backoff inside
+urllib3; every failure surfaces as a GitHubError whose message is one sentence for the user. The
+token travels only in the Authorization header: never in a URL, a log record or an exception.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase
+from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NameResolutionError, NewConnectionError,
+                                ProtocolError, ReadTimeoutError)
+from urllib3.util.retry import Retry
+
+from lib.models import OrchestratorError
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "2022-11-28"
+PER_PAGE = 100  # GitHub's maximum page size
+RETRY_STATUSES = (500, 502, 503, 504)
+# Methods urllib3 may send again after the request reached GitHub (read error, 5xx answer). POST is
+# left out: a POST whose answer was lost may still have created its comment, label or pull request,
+# and sending it again would make a duplicate. Connect errors are retried for every method (urllib3
+# does so: nothing reached GitHub). DELETE is safe to repeat: a second label removal answers 404,
+# which remove_label accepts.
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+# GitHub's advice for a secondary rate limit that names no wait: at least a minute.
+SECONDARY_LIMIT_WAIT = timedelta(seconds=60)
+_POLL_CACHE_VERSION = 1
+_PAGE_KEYS = frozenset({"etag", "items", "next_url", "full"})
+
+Timeout = Union[float, Tuple[float, float]]
+
+
+class GitHubError(OrchestratorError):
+    """GitHub could not be reached or refused a request. `status` is the HTTP status, if any."""
+
+    def __init__(self, message: str, status: Optional[int] = None):
+        super().__init__(message)
+        self.status = status
+
+
+class GitHubAuthError(GitHubError):
+    """The token was rejected."""
+
+    def __init__(self, message: str = "GitHub rejected the token (401)", status: Optional[int] = 401):
+        super().__init__(message, status)
+
+
+class GitHubNotFoundError(GitHubError):
+    """404: the repository (or the item) does not exist, or the token cannot see it."""
+
+    def __init__(self, message: str, status: Optional[int] = 404):
+        super().__init__(message, status)
+
+
+class RateLimitError(GitHubError):
+    """GitHub's primary or secondary rate limit; nothing should be asked before `reset_at` (UTC)."""
+
+    def __init__(self, reset_at: datetime, status: Optional[int] = 403, secondary: bool = False):
+        what = "GitHub secondary rate limit hit" if secondary else "GitHub rate limit exhausted"
+        super().__init__(f"{what}; rate limited until {reset_at.astimezone(timezone.utc):%H:%M} UTC", status)
+        self.reset_at = reset_at
+
+
+class _BearerAuth(AuthBase):
+    """Sets the Authorization header on each request, so the token lives nowhere else."""
+
+    def __init__(self, token: str):
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:  # keep the token out of any repr that ends up in a log
+        return "<BearerAuth>"
+
+
+class GitHubClient:
+    """The REST calls the orchestrator makes against one repository (github.com or Enterprise)."""
+
+    def __init__(self, token: str, repo: str, api_url: str = "https://api.github.com", *,
+                 poll_cache_file: Union[str, os.PathLike, None] = None, timeout: Timeout = (5, 30),
+                 retries: int = 3, backoff_factor: float = 0.5, user_agent: str = "issue-orchestrator"):
+        self.repo = repo
+        self.owner = repo.split("/", 1)[0]
+        self.api_url = api_url.rstrip("/")
+        self.poll_cache_file = Path(poll_cache_file) if poll_cache_file else None
+        self.timeout = timeout
+        self.retries = retries
+        self.rate_limit_remaining: Optional[int] = None
+        self.last_poll_was_cached = False
+        self._repo_path = "/repos/" + "/".join(quote(part, safe="") for part in repo.split("/", 1))
+        self._origin = tuple(urlsplit(self.api_url)[:2])  # (scheme, host[:port])
+
+        retry = Retry(
+            total=retries,
+            backoff_factor=backoff_factor,
+            status_forcelist=RETRY_STATUSES,
+            allowed_methods=IDEMPOTENT_METHODS,
+            # 403/429 rate limits are answered with RateLimitError for the caller to wait out; a
+            # tick must not sleep inside urllib3 for a Retry-After of minutes.
+            respect_retry_after_header=False,
+            # After the last retry, hand back the 5xx answer so its status makes the error message.
+            raise_on_status=False,
+        )
+        self._session = requests.Session()
+        self._session.mount("https://", HTTPAdapter(max_retries=retry))
+        self._session.mount("http://", HTTPAdapter(max_retries=retry))
+        self._session.auth = _BearerAuth(token)
+        self._session.headers.update({
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": API_VERSION,
+            "User-Agent": user_agent,
+        })
+
+    def close(self) -> None:
+        self._session.close()
+
+    def __enter__(self) -> "GitHubClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------
+    # Account and repository
+    # ------------------------------------------------------------------------------------------
+
+    def get_authenticated_user(self) -> Dict[str, Any]:
+        return self._json(self._request("GET", "/user"))
+
+    def get_repository(self) -> Dict[str, Any]:
+        return self._json(self._request("GET", self._repo_path))
+
+    def user_role(self, login: str) -> str:
+        """admin, maintain, write, triage or read; "none" for someone who is no collaborator."""
+        response = self._request("GET", f"{self._repo_path}/collaborators/{quote(login, safe='')}/permission",
+                                 accept=(404,))
+        if response.status_code == 404:
+            return "none"
+        data = self._json(response)
+        # The legacy `permission` field reports maintain as write and triage as read.
+        return data.get("role_name") or data.get("permission") or "none"
+
+    # ------------------------------------------------------------------------------------------
+    # Issues
+    # ------------------------------------------------------------------------------------------
+
+    def list_issues_with_label(self, label: str) -> List[Dict[str, Any]]:
+        """Open issues (not pull requests) carrying `label`, oldest first, every page.
+
+        With a poll cache, each page is asked for conditionally: an unchanged page is a 304 that
+        costs no rate limit and is answered from the cache, items and next link alike.
+        """
+        query = {"labels": label, "state": "open", "sort": "created", "direction": "asc", "per_page": PER_PAGE}
+        first = f"{self.api_url}{self._repo_path}/issues?{urlencode(query)}"
+        self.last_poll_was_cached = False
+        cache = self._load_poll_cache()
+        old_pages: Dict[str, Any] = cache.get(first, {})
+        pages: Dict[str, Any] = {}
+        issues: List[Dict[str, Any]] = []
+        all_cached = True
+        url: Optional[str] = first
+        while url:
+            page = old_pages.get(url)
+            # A full last page may have grown a next page without its own body changing, and the
+            # ETag covers only the body: ask for it unconditionally.
+            conditional = page is not None and page["etag"] and not (page["next_url"] is None and page["full"])
+            response = self._request("GET", url, headers={"If-None-Match": page["etag"]} if conditional else None)
+            if response.status_code == 304 and conditional:
+                pages[url] = page
+            else:
+                all_cached = False
+                raw = self._json(response)
+                pages[url] = {
+                    "etag": response.headers.get("ETag"),
+                    "items": [item for item in raw if "pull_request" not in item],
+                    "next_url": response.links.get("next", {}).get("url"),
+                    "full": len(raw) >= PER_PAGE,
+                }
+            issues.extend(pages[url]["items"])
+            url = pages[url]["next_url"]
+        self.last_poll_was_cached = all_cached
+        if self.poll_cache_file is not None and pages != old_pages:
+            cache[first] = pages
+            self._save_poll_cache(cache)
+        return issues
+
+    def get_issue(self, number: int) -> Dict[str, Any]:
+        return self._json(self._request("GET", f"{self._repo_path}/issues/{int(number)}",
+                                        not_found=self._issue_not_found(number)))
+
+    def list_comments(self, number: int, since: Union[str, datetime, None] = None) -> List[Dict[str, Any]]:
+        """Every comment on the issue, oldest first; with `since`, only those updated at or after it."""
+        params = {"since": since.isoformat() if isinstance(since, datetime) else since} if since else None
+        return self._get_all(f"{self._repo_path}/issues/{int(number)}/comments", params,
+                             not_found=self._issue_not_found(number))
+
+    def create_comment(self, number: int, body: str) -> Dict[str, Any]:
+        return self._json(self._request("POST", f"{self._repo_path}/issues/{int(number)}/comments",
+                                        json_body={"body": body}, not_found=self._issue_not_found(number)))
+
+    def last_labeler(self, number: int, label: str) -> Optional[str]:
+        """Login of whoever last added `label` to the issue (None if nobody, or a deleted account)."""
+        events = self._get_all(f"{self._repo_path}/issues/{int(number)}/events",
+                               not_found=self._issue_not_found(number))
+        for event in reversed(events):  # GitHub lists events oldest first
+            if event.get("event") == "labeled" and \
+                    (event.get("label") or {}).get("name", "").casefold() == label.casefold():
+                return (event.get("actor") or {}).get("login")
+        return None
+
+    # ------------------------------------------------------------------------------------------
+    # Labels
+    # ------------------------------------------------------------------------------------------
+
+    def add_labels(self, number: int, labels: Sequence[str]) -> List[Dict[str, Any]]:
+        """Add labels to the issue; returns the labels it now has."""
+        return self._json(self._request("POST", f"{self._repo_path}/issues/{int(number)}/labels",
+                                        json_body={"labels": list(labels)}, not_found=self._issue_not_found(number)))
+
+    def remove_label(self, number: int, label: str) -> None:
+        """Take a label off the issue; a label it does not carry is no error."""
+        path = f"{self._repo_path}/issues/{int(number)}/labels/{quote(label, safe='')}"
+        response = self._request("DELETE", path, accept=(404,))
+        if response.status_code == 404:
+            if _github_message(response) != "Label does not exist":
+                raise self._error(response, "DELETE", path, self._issue_not_found(number))
+            log.debug("Issue #%s did not carry label %r", number, label)
+
+    def list_labels(self) -> List[Dict[str, Any]]:
+        return self._get_all(f"{self._repo_path}/labels")
+
+    def ensure_labels(self, specs: Mapping[str, Tuple[str, str]]) -> List[str]:
+        """Create the labels of `specs` (name -> (color, description)) the repository lacks.
+
+        Returns the names created. GitHub compares label names case-insensitively, and so does this.
+        """
+        existing = {label["name"].casefold() for label in self.list_labels()}
+        created = []
+        path = f"{self._repo_path}/labels"
+        for name, (color, description) in specs.items():
+            if name.casefold() in existing:
+                continue
+            response = self._request("POST", path, accept=(422,), json_body={
+                "name": name, "color": color.lstrip("#"), "description": description})
+            if response.status_code == 422:
+                if any(e.get("code") == "already_exists" for e in _github_errors(response)):
+                    continue  # created meanwhile by someone else
+                raise self._error(response, "POST", path)
+            created.append(name)
+        return created
+
+    # ------------------------------------------------------------------------------------------
+    # Pull requests
+    # ------------------------------------------------------------------------------------------
+
+    def create_pull_request(self, head: str, base: str, title: str, body: str,
+                            draft: bool = True) -> Dict[str, Any]:
+        """Open a pull request; if one is already open for `head`, return that one."""
+        path = f"{self._repo_path}/pulls"
+        response = self._request("POST", path, accept=(422,), json_body={
+            "title": title, "head": head, "base": base, "body": body, "draft": draft})
+        if response.status_code == 422:
+            if any("A pull request already exists" in str(e.get("message", "")) for e in _github_errors(response)):
+                existing = self.find_open_pull_request(head)
+                if existing is not None:
+                    log.info("A pull request for %s is already open: %s", head, existing.get("html_url"))
+                    return existing
+            raise self._error(response, "POST", path)
+        return self._json(response)
+
+    def find_open_pull_request(self, head: str) -> Optional[Dict[str, Any]]:
+        """The open pull request from branch `head` ("branch" or "owner:branch"), if any."""
+        qualified = head if ":" in head else f"{self.owner}:{head}"
+        pulls = self._json(self._request("GET", f"{self._repo_path}/pulls",
+                                         params={"state": "open", "head": qualified, "per_page": PER_PAGE}))
+        return pulls[0] if pulls else None
+
+    # ------------------------------------------------------------------------------------------
+    # HTTP
+    # ------------------------------------------------------------------------------------------
+
+    def _get_all(self, path: str, params: Optional[Dict[str, Any]] = None,
+                 not_found: Optional[str] = None) -> List[Any]:
+        """Every page of a list, following the Link header."""
+        items: List[Any] = []
+        url: Optional[str] = self.api_url + path
+        query: Optional[Dict[str, Any]] = dict(params or {}, per_page=PER_PAGE)
+        while url:
+            response = self._request("GET", url, params=query, not_found=not_found)
+            items.extend(self._json(response))
+            url, query = response.links.get("next", {}).get("url"), None  # the next link has the query
+        return items
+
+    def _request(self, method: str, path_or_url: str, *, params: Optional[Dict[str, Any]] = None,
+                 json_body: Any = None, headers: Optional[Dict[str, str]] = None, accept: Sequence[int] = (),
+                 not_found: Optional[str] = None) -> requests.Response:
+        """Send one request; answers >= 400 raise a GitHubError unless their status is in `accept`."""
+        if path_or_url.startswith(("http://", "https://")):
+            # A Link from GitHub's answer: follow its path on the configured host. The token goes
+            # nowhere else, and an Enterprise server reached by another name than its own still pages.
+            url = urlunsplit(self._origin + urlsplit(path_or_url)[2:])
+        else:
+            url = self.api_url + path_or_url
+        try:
+            response = self._session.request(method, url, params=params, json=json_body, headers=headers,
+                                             timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise GitHubError(f"Could not reach GitHub at {self.api_url}: {self._reason(exc)}") from exc
+        remaining = response.headers.get("X-RateLimit-Remaining")
+        if remaining is not None and remaining.isdigit():
+            self.rate_limit_remaining = int(remaining)
+        log.debug("%s %s -> %s (rate limit remaining %s)", method, self._where(response.url),
+                  response.status_code, self.rate_limit_remaining)
+        if response.status_code < 400 or response.status_code in accept:
+            return response
+        raise self._error(response, method, response.url, not_found)
+
+    def _error(self, response: requests.Response, method: str, url: str,
+               not_found: Optional[str] = None) -> GitHubError:
+        status = response.status_code
+        where = f"{method} {self._where(url)}"
+        message = _github_message(response)
+        if status == 401:
+            return GitHubAuthError()
+        if status in (403, 429):
+            limit = _rate_limit(response, message)
+            if limit is not None:
+                return limit
+        if status == 404:
+            return GitHubNotFoundError(not_found or f"{self.repo} not found, or the token cannot see it")
+        if status >= 500:
+            retried = status in RETRY_STATUSES and method in IDEMPOTENT_METHODS and self.retries
+            tries = f" (tried {self.retries + 1} times)" if retried else ""
+            return GitHubError(f"GitHub answered {status} {response.reason} for {where}{tries}", status)
+        details = [message] + [str(e.get("message") or e.get("code") or "") for e in _github_errors(response)]
+        detail = "; ".join(d for d in details if d)
+        if status == 403:
+            return GitHubError(f"GitHub refused {where} (403): {detail or 'permission denied'}", status)
+        return GitHubError(f"GitHub answered {status} for {where}: {detail or response.reason}", status)
+
+    def _issue_not_found(self, number: int) -> str:
+        return f"Issue #{number} not found in {self.repo}, or the token cannot see it"
+
+    def _json(self, response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise GitHubError(f"GitHub answered {response.status_code} for {self._where(response.url)}"
+                              " with something that is not JSON", response.status_code) from None
+
+    def _where(self, url: str) -> str:
+        """The API path of `url`, for messages: no host, no query."""
+        path = urlsplit(url).path
+        prefix = urlsplit(self.api_url).path
+        return path[len(prefix):] if prefix and path.startswith(prefix) else path
+
+    def _reason(self, exc: requests.RequestException) -> str:
+        """A few words on why a request got no answer."""
+        reason: Any = exc.args[0] if exc.args else exc
+        if isinstance(reason, MaxRetryError):  # the last error urllib3 gave up on
+            reason = reason.reason
+        connect, read = self.timeout if isinstance(self.timeout, tuple) else (self.timeout, self.timeout)
+        if isinstance(reason, NameResolutionError):
+            return "the host name does not resolve"
+        if isinstance(reason, NewConnectionError):
+            text = str(reason).split("Failed to establish a new connection: ")[-1]
+            return re.sub(r"\[Errno -?\d+\]\s*", "", text).lower() or "no connection"
+        if isinstance(reason, ConnectTimeoutError) or isinstance(exc, requests.ConnectTimeout):
+            return f"no connection within {connect:g} s"
+        if isinstance(reason, ReadTimeoutError) or isinstance(exc, requests.ReadTimeout):
+            return f"no answer within {read:g} s"
+        if isinstance(reason, ProtocolError):
+            return "the connection closed without an answer"
+        if isinstance(exc, requests.exceptions.SSLError):
+            return "the TLS handshake failed"
+        return type(reason).__name__
+
+    # ------------------------------------------------------------------------------------------
+    # Poll cache: {"version": 1, "polls": {first page URL: {page URL: {etag, items, next_url, full}}}}
+    # ------------------------------------------------------------------------------------------
+
+    def _load_poll_cache(self) -> Dict[str, Any]:
+        if self.poll_cache_file is None:
+            return {}
+        try:
+            data = json.loads(self.poll_cache_file.read_text(encoding="utf-8"))
+            polls = data["polls"] if data.get("version") == _POLL_CACHE_VERSION else {}
+            if not all(_PAGE_KEYS <= page.keys() for chain in polls.values() for page in chain.values()):
+                raise ValueError("unknown layout")
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning("Ignoring unreadable GitHub poll cache %s (%s); the next poll rebuilds it",
+                        self.poll_cache_file, exc)
+            return {}
+        return polls
+
+    def _save_poll_cache(self, polls: Dict[str, Any]) -> None:
+        """Write atomically, readable by the owner only: it holds issue texts of maybe private repos."""
+        path = self.poll_cache_file
+        assert path is not None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    json.dump({"version": _POLL_CACHE_VERSION, "polls": polls}, handle)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as exc:
+            # The cache only saves rate limit; the poll itself succeeded.
+            log.warning("Could not write the GitHub poll cache %s: %s", path, exc)
+
+
+def _github_message(response: requests.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return ""
+    return str(data.get("message") or "") if isinstance(data, dict) else ""
+
+
+def _github_errors(response: requests.Response) -> List[Dict[str, Any]]:
+    """The `errors` list of a 422 answer (dicts only; GitHub sometimes sends plain strings)."""
+    try:
+        data = response.json()
+    except ValueError:
+        return []
+    errors = data.get("errors") if isinstance(data, dict) else None
+    return [e if isinstance(e, dict) else {"message": str(e)} for e in errors or []]
+
+
+def _rate_limit(response: requests.Response, message: str) -> Optional[RateLimitError]:
+    """The RateLimitError a 403/429 answer stands for, or None for a plain permission refusal."""
+    status = response.status_code
+    now = datetime.now(timezone.utc)
+    if response.headers.get("X-RateLimit-Remaining") == "0":
+        reset = response.headers.get("X-RateLimit-Reset", "")
+        reset_at = datetime.fromtimestamp(int(reset), timezone.utc) if reset.isdigit() else now + SECONDARY_LIMIT_WAIT
+        return RateLimitError(reset_at, status)
+    retry_after = response.headers.get("Retry-After")
+    if retry_after is not None:
+        wait = timedelta(seconds=int(retry_after)) if retry_after.isdigit() else SECONDARY_LIMIT_WAIT
+        return RateLimitError(now + wait, status, secondary=True)
+    if status == 429 or "rate limit" in message.lower():
+        return RateLimitError(now + SECONDARY_LIMIT_WAIT, status, secondary=True)
+    return None

@@ -1,0 +1,757 @@
+"""A GitHub REST API emulator on 127.0.0.1, for driving the real client through real HTTP.
+
+It answers the endpoints the orchestrator uses the way api.github.com does (shapes from GitHub's
+REST reference), under `/` and under the Enterprise prefix `/api/v3`:
+
+    GET  /user
+    GET  /repos/{owner}/{repo}
+    GET  /repos/{owner}/{repo}/issues                      state, labels, sort, direction, since
+    GET  /repos/{owner}/{repo}/issues/{n}
+    GET  /repos/{owner}/{repo}/issues/{n}/comments         since
+    POST /repos/{owner}/{repo}/issues/{n}/comments
+    POST /repos/{owner}/{repo}/issues/{n}/labels           unknown labels are created, as on GitHub
+    DELETE /repos/{owner}/{repo}/issues/{n}/labels/{name}  404 "Label does not exist" when absent
+    GET  /repos/{owner}/{repo}/issues/{n}/events
+    GET  /repos/{owner}/{repo}/labels
+    POST /repos/{owner}/{repo}/labels                      422 already_exists
+    GET  /repos/{owner}/{repo}/pulls                       state, head, base
+    POST /repos/{owner}/{repo}/pulls                       422 "A pull request already exists for ..."
+    GET  /repos/{owner}/{repo}/collaborators/{login}/permission
+
+Lists are paginated with `Link` headers whose URLs use `/repositories/{id}/...` like GitHub's; the
+issues list includes pull requests, as GitHub's does. Every answer carries X-RateLimit-* headers;
+a GET answer carries a strong ETag, and a matching If-None-Match is a 304 that costs no rate limit.
+Tokens outside `tokens` get 401 "Bad credentials"; an exhausted budget gets 403 (or 429).
+
+Faults are queued and consumed by the requests they match: status bursts, slow answers, dropped
+connections and secondary rate limits. Every request is kept in `requests` for assertions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+import pytest
+
+TOKEN = "ghp_testtoken"
+REPO = "octo/widgets"
+ENTERPRISE_PREFIX = "/api/v3"
+API_VERSION = "2022-11-28"
+DOCS = "https://docs.github.com/rest"
+# The legacy `permission` field knows only admin/write/read: maintain shows as write, triage as read.
+LEGACY_PERMISSION = {"admin": "admin", "maintain": "write", "write": "write", "triage": "read", "read": "read"}
+
+Answer = Tuple[int, Dict[str, str], bytes]
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the emulator saw it. Header names are lower-cased."""
+
+    method: str
+    path: str  # as sent, query string included
+    headers: Dict[str, str]
+    body: bytes
+    status: Optional[int] = None  # None: the connection was dropped without an answer
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+@dataclass
+class _Fault:
+    kind: str  # "status" | "slow" | "drop" | "secondary_limit"
+    count: int
+    method: Optional[str]  # None matches every method
+    path: Optional[str]  # a substring of the request path; None matches every path
+    status: int = 502
+    seconds: float = 0.0
+    message: Optional[str] = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method) and (self.path is None or self.path in path)
+
+
+@dataclass
+class _Issue:
+    number: int
+    id: int
+    title: str
+    body: Optional[str]
+    user: str
+    created_at: str
+    updated_at: str
+    labels: List[str] = field(default_factory=list)  # casefolded keys into _Repo.labels
+    state: str = "open"
+    closed_at: Optional[str] = None
+    comments: List[Dict[str, Any]] = field(default_factory=list)
+    events: List[Dict[str, Any]] = field(default_factory=list)
+    pull: Optional[Dict[str, Any]] = None  # head/base/draft for a pull request
+
+
+@dataclass
+class _Repo:
+    id: int
+    owner: str
+    name: str
+    default_branch: str
+    clone_url: str
+    private: bool = False
+    issues: Dict[int, _Issue] = field(default_factory=dict)
+    labels: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # casefolded name -> label
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.owner}/{self.name}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _NotFound(Exception):
+    """Routing found no resource: GitHub's plain 404."""
+
+
+class GitHubEmulator:
+    """In-memory GitHub behind a ThreadingHTTPServer on an ephemeral loopback port."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.tokens: set = set()
+        self.login = "orchestrator-bot"  # the user every accepted token authenticates as
+        self.roles: Dict[str, str] = {}  # login -> role_name, for every repository
+        self.requests: List[RecordedRequest] = []
+        self.errors: List[str] = []  # tracebacks of emulator bugs (answered 500)
+        self.rate_limit = 5000
+        self.rate_remaining = 5000
+        self.rate_reset = int(time.time()) + 3600
+        self.rate_limit_status = 403  # GitHub answers 403 or 429 when the budget is gone
+        self._repos: Dict[str, _Repo] = {}  # casefolded full name -> repo
+        self._default_repo: Optional[str] = None
+        self._faults: List[_Fault] = []
+        self._ids = itertools.count(1001)
+        self._user_ids: Dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._server: Optional[ThreadingHTTPServer] = None
+        self._port: Optional[int] = None
+
+    # ------------------------------------------------------------------------------------------
+    # Life cycle
+    # ------------------------------------------------------------------------------------------
+
+    def start(self) -> "GitHubEmulator":
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.emulator = self
+        self._port = self._server.server_address[1]
+        # A short poll interval: shutdown() waits for the serve loop to notice, once per test.
+        threading.Thread(target=self._server.serve_forever, args=(0.02,), name="GitHubEmulator",
+                         daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        self._stopping.set()  # wakes slow answers still sleeping
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "GitHubEmulator":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        assert self._port is not None, "start() the emulator first"
+        return f"http://127.0.0.1:{self._port}"
+
+    # ------------------------------------------------------------------------------------------
+    # Data helpers
+    # ------------------------------------------------------------------------------------------
+
+    def add_repo(self, owner_name: str, default_branch: str = "trunk", clone_url: Optional[str] = None,
+                 private: bool = False) -> None:
+        owner, name = owner_name.split("/")
+        with self.lock:
+            self._repos[owner_name.casefold()] = _Repo(
+                next(self._ids), owner, name, default_branch,
+                clone_url or f"https://github.com/{owner_name}.git", private)
+            self._default_repo = self._default_repo or owner_name
+
+    def add_issue(self, title: str, body: Optional[str] = None, labels: Iterable[str] = (), user: str = "alice",
+                  is_pull_request: bool = False, labeled_by: str = "maintainer",
+                  repo: Optional[str] = None) -> int:
+        """Open an issue (or a pull request) as `user`; `labeled_by` adds each label. Returns its number."""
+        with self.lock:
+            r = self._repo(repo)
+            stamp = _now()
+            issue = _Issue(len(r.issues) + 1, next(self._ids), title, body, user, stamp, stamp)
+            if is_pull_request:
+                ref = f"pr-{issue.number}"
+                issue.pull = {"head_ref": ref, "head_label": f"{r.owner}:{ref}", "base_ref": r.default_branch,
+                              "draft": False}
+            r.issues[issue.number] = issue
+            for label in labels:
+                self._label(r, issue, label, labeled_by)
+            return issue.number
+
+    def add_label_event(self, number: int, label: str, actor: str, event: str = "labeled",
+                        repo: Optional[str] = None) -> None:
+        """`actor` adds (event="labeled") or removes ("unlabeled") a label, as on github.com."""
+        with self.lock:
+            r = self._repo(repo)
+            issue = r.issues[number]
+            if event == "labeled":
+                self._label(r, issue, label, actor)
+            else:
+                self._unlabel(r, issue, label.casefold(), actor)
+
+    def set_role(self, login: str, role_name: str) -> None:
+        """Make `login` a collaborator: admin, maintain, write, triage or read."""
+        assert role_name in LEGACY_PERMISSION, role_name
+        with self.lock:
+            self.roles[login] = role_name
+
+    def add_comment(self, number: int, body: str, user: str = "alice", repo: Optional[str] = None) -> Dict[str, Any]:
+        with self.lock:
+            r = self._repo(repo)
+            return self._comment_json(r, r.issues[number], self._add_comment(r.issues[number], body, user), self.url)
+
+    def close_issue(self, number: int, actor: str = "maintainer", repo: Optional[str] = None) -> None:
+        with self.lock:
+            issue = self._repo(repo).issues[number]
+            issue.state, issue.closed_at = "closed", _now()
+            issue.updated_at = issue.closed_at
+            issue.events.append(self._event("closed", actor, None))
+
+    def issue(self, number: int, repo: Optional[str] = None) -> Dict[str, Any]:
+        """The issue as GET /repos/{owner}/{repo}/issues/{n} would answer."""
+        with self.lock:
+            r = self._repo(repo)
+            return self._issue_json(r, r.issues[number], self.url)
+
+    def issue_labels(self, number: int, repo: Optional[str] = None) -> List[str]:
+        with self.lock:
+            r = self._repo(repo)
+            return [r.labels[key]["name"] for key in r.issues[number].labels]
+
+    def comments(self, number: int, repo: Optional[str] = None) -> List[Dict[str, Any]]:
+        with self.lock:
+            r = self._repo(repo)
+            issue = r.issues[number]
+            return [self._comment_json(r, issue, c, self.url) for c in issue.comments]
+
+    def events(self, number: int, repo: Optional[str] = None) -> List[Dict[str, Any]]:
+        with self.lock:
+            return [self._event_json(e, self.url) for e in self._repo(repo).issues[number].events]
+
+    def labels(self, repo: Optional[str] = None) -> Dict[str, Dict[str, Any]]:
+        """The repository's labels by name."""
+        with self.lock:
+            return {label["name"]: dict(label) for label in self._repo(repo).labels.values()}
+
+    def pulls(self, repo: Optional[str] = None) -> List[Dict[str, Any]]:
+        with self.lock:
+            r = self._repo(repo)
+            return [self._pull_json(r, i, self.url) for i in r.issues.values() if i.pull is not None]
+
+    # ------------------------------------------------------------------------------------------
+    # Fault injection: each fault answers the next `count` requests it matches
+    # ------------------------------------------------------------------------------------------
+
+    def fail_next(self, count: int = 1, status: int = 502, method: Optional[str] = None,
+                  path: Optional[str] = None, message: Optional[str] = None) -> None:
+        """Answer `status`: 502-504 with the HTML page GitHub's edge sends, others with a JSON message."""
+        self._add_fault(_Fault("status", count, method, path, status=status, message=message))
+
+    def slow_next(self, seconds: float, count: int = 1, method: Optional[str] = None,
+                  path: Optional[str] = None) -> None:
+        """Sleep `seconds` before answering normally."""
+        self._add_fault(_Fault("slow", count, method, path, seconds=seconds))
+
+    def drop_next(self, count: int = 1, method: Optional[str] = None, path: Optional[str] = None) -> None:
+        """Read the request, then close the connection without a byte of answer."""
+        self._add_fault(_Fault("drop", count, method, path))
+
+    def secondary_limit_next(self, retry_after: int = 60, count: int = 1, method: Optional[str] = None,
+                             path: Optional[str] = None) -> None:
+        """403 with Retry-After, as GitHub's secondary (abuse) rate limit answers."""
+        self._add_fault(_Fault("secondary_limit", count, method, path, seconds=retry_after))
+
+    def _add_fault(self, fault: _Fault) -> None:
+        with self.lock:
+            self._faults.append(fault)
+
+    def _take_fault(self, method: str, path: str) -> Optional[_Fault]:
+        with self.lock:
+            for fault in self._faults:
+                if fault.matches(method, path):
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    # ------------------------------------------------------------------------------------------
+    # Request handling
+    # ------------------------------------------------------------------------------------------
+
+    def handle(self, method: str, raw_path: str, headers: Dict[str, str], body: bytes) -> Optional[Answer]:
+        """Answer one request; None means drop the connection."""
+        record = RecordedRequest(method, raw_path, {k.lower(): v for k, v in headers.items()}, body)
+        with self.lock:
+            self.requests.append(record)
+        answer = self._answer(method, raw_path, record.headers, body)
+        record.status = answer[0] if answer else None
+        return answer
+
+    def _answer(self, method: str, raw_path: str, headers: Dict[str, str], body: bytes) -> Optional[Answer]:
+        fault = self._take_fault(method, raw_path)
+        if fault is not None and fault.kind == "drop":
+            return None
+        if fault is not None and fault.kind == "slow" and self._stopping.wait(fault.seconds):
+            return None  # closed while sleeping: the client is long gone
+        if fault is not None and fault.kind == "status":
+            if fault.status in (502, 503, 504):  # GitHub's edge answers these with HTML, not JSON
+                return self._send(fault.status, None, raw=b"<html><body><h1>Unicorn!</h1></body></html>",
+                                  content_type="text/html; charset=utf-8")
+            return self._send(fault.status, {"message": fault.message or HTTPStatus(fault.status).phrase,
+                                             "documentation_url": DOCS})
+
+        split = urlsplit(raw_path)
+        path = split.path
+        prefix = ENTERPRISE_PREFIX if path == ENTERPRISE_PREFIX or path.startswith(ENTERPRISE_PREFIX + "/") else ""
+        path = path[len(prefix):] or "/"
+        base = self.url + prefix
+        query = dict(parse_qsl(split.query, keep_blank_values=True))
+
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() not in ("bearer", "token") or token not in self.tokens:
+            return self._send(401, {"message": "Bad credentials", "documentation_url": DOCS})
+        version = headers.get("x-github-api-version")
+        if version is not None and version != API_VERSION:
+            return self._send(400, {"message": f"Unsupported 'X-GitHub-Api-Version' header '{version}'.",
+                                    "documentation_url": f"{DOCS}/overview/api-versions"})
+        if fault is not None and fault.kind == "secondary_limit":
+            return self._send(403, {"message": "You have exceeded a secondary rate limit. Please wait a few"
+                                               " minutes before you try again.",
+                                    "documentation_url": f"{DOCS}/overview/rate-limits-for-the-rest-api"},
+                              {"Retry-After": str(int(fault.seconds))})
+
+        with self.lock:
+            if self.rate_remaining <= 0:
+                return self._send(self.rate_limit_status, {
+                    "message": f"API rate limit exceeded for user ID {self._user_id(self.login)}.",
+                    "documentation_url": f"{DOCS}/overview/rate-limits-for-the-rest-api"})
+            try:
+                status, payload, extra = self._route(method, path, query, body, base)
+            except _NotFound:
+                status, payload, extra = 404, {"message": "Not Found", "documentation_url": DOCS}, {}
+            data = json.dumps(payload).encode("utf-8")
+            if method == "GET" and status == 200:
+                etag = '"' + hashlib.sha256(data).hexdigest()[:40] + '"'
+                extra["ETag"] = etag
+                if etag in _etags(headers.get("if-none-match", "")):
+                    return self._send(304, None, {"ETag": etag}, raw=b"")
+            self.rate_remaining -= 1
+            return self._send(status, payload, extra, raw=data)
+
+    def _send(self, status: int, payload: Any, extra: Optional[Dict[str, str]] = None, *,
+              raw: Optional[bytes] = None, content_type: str = "application/json; charset=utf-8") -> Answer:
+        with self.lock:
+            headers = {
+                "Content-Type": content_type,
+                "X-GitHub-Media-Type": "github.v3; format=json",
+                "X-RateLimit-Limit": str(self.rate_limit),
+                "X-RateLimit-Remaining": str(max(self.rate_remaining, 0)),
+                "X-RateLimit-Reset": str(self.rate_reset),
+                "X-RateLimit-Used": str(self.rate_limit - max(self.rate_remaining, 0)),
+                "X-RateLimit-Resource": "core",
+            }
+        headers.update(extra or {})
+        if raw is None:
+            raw = json.dumps(payload).encode("utf-8")
+        return status, headers, raw
+
+    def _route(self, method: str, path: str, query: Dict[str, str], body: bytes,
+               base: str) -> Tuple[int, Any, Dict[str, str]]:
+        # Split before unquoting: a label name may hold an encoded "/".
+        segments = [unquote(s) for s in path.strip("/").split("/")]
+        if segments == ["user"] and method == "GET":
+            return 200, dict(self._user_json(self.login, base), name="Orchestrator Bot"), {}
+        if len(segments) >= 3 and segments[0] == "repos":
+            repo, rest = self._repos.get(f"{segments[1]}/{segments[2]}".casefold()), segments[3:]
+        elif len(segments) >= 2 and segments[0] == "repositories":
+            repo = next((r for r in self._repos.values() if str(r.id) == segments[1]), None)
+            rest = segments[2:]
+        else:
+            raise _NotFound()
+        if repo is None:
+            raise _NotFound()
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            return 400, {"message": "Problems parsing JSON", "documentation_url": DOCS}, {}
+        if method == "GET" and rest == []:
+            return 200, self._repo_json(repo, base), {}
+        if method == "GET" and rest == ["issues"]:
+            return self._list_issues(repo, query, base)
+        if rest[:1] == ["issues"] and len(rest) >= 2:
+            if not rest[1].isdigit() or int(rest[1]) not in repo.issues:
+                raise _NotFound()
+            return self._issue_route(method, repo, repo.issues[int(rest[1])], rest[2:], query, data, base)
+        if method == "GET" and rest == ["labels"]:
+            return self._paged(repo, "labels", [self._label_json(l, base, repo) for l in repo.labels.values()],
+                               query, base)
+        if method == "POST" and rest == ["labels"]:
+            return self._create_label(repo, data if isinstance(data, dict) else {}, base)
+        if method == "GET" and rest == ["pulls"]:
+            return self._list_pulls(repo, query, base)
+        if method == "POST" and rest == ["pulls"]:
+            return self._create_pull(repo, data if isinstance(data, dict) else {}, base)
+        if method == "GET" and len(rest) == 3 and rest[0] == "collaborators" and rest[2] == "permission":
+            role = self.roles.get(rest[1])
+            if role is None:
+                raise _NotFound()
+            user = dict(self._user_json(rest[1], base), role_name=role)
+            return 200, {"permission": LEGACY_PERMISSION[role], "role_name": role, "user": user}, {}
+        raise _NotFound()
+
+    def _issue_route(self, method: str, repo: _Repo, issue: _Issue, rest: List[str], query: Dict[str, str],
+                     data: Any, base: str) -> Tuple[int, Any, Dict[str, str]]:
+        sub = f"issues/{issue.number}"
+        if method == "GET" and rest == []:
+            return 200, self._issue_json(repo, issue, base), {}
+        if method == "GET" and rest == ["comments"]:
+            since = query.get("since")
+            items = [c for c in issue.comments if not since or _parse(c["updated_at"]) >= _parse(since)]
+            return self._paged(repo, f"{sub}/comments", [self._comment_json(repo, issue, c, base) for c in items],
+                               query, base)
+        if method == "POST" and rest == ["comments"]:
+            if not isinstance(data, dict) or not data.get("body"):
+                return _validation_failed("IssueComment", "missing_field", "body")
+            comment = self._add_comment(issue, data["body"], self.login)
+            return 201, self._comment_json(repo, issue, comment, base), {}
+        if method == "GET" and rest == ["events"]:
+            return self._paged(repo, f"{sub}/events", [self._event_json(e, base) for e in issue.events], query, base)
+        if method == "POST" and rest == ["labels"]:
+            names = data.get("labels") if isinstance(data, dict) else data
+            if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+                return _validation_failed("Label", "invalid", "labels")
+            for name in names:
+                self._label(repo, issue, name, self.login)
+            return 200, [self._label_json(repo.labels[k], base, repo) for k in issue.labels], {}
+        if method == "DELETE" and len(rest) == 2 and rest[0] == "labels":
+            key = rest[1].casefold()
+            if key not in issue.labels:
+                return 404, {"message": "Label does not exist",
+                             "documentation_url": f"{DOCS}/issues/labels#remove-a-label-from-an-issue"}, {}
+            self._unlabel(repo, issue, key, self.login)
+            return 200, [self._label_json(repo.labels[k], base, repo) for k in issue.labels], {}
+        raise _NotFound()
+
+    # --- lists --------------------------------------------------------------------------------
+
+    def _list_issues(self, repo: _Repo, query: Dict[str, str], base: str) -> Tuple[int, Any, Dict[str, str]]:
+        state = query.get("state", "open")
+        wanted = [name.strip().casefold() for name in query.get("labels", "").split(",") if name.strip()]
+        since = query.get("since")
+        items = [i for i in repo.issues.values()
+                 if (state == "all" or i.state == state)
+                 and all(name in i.labels for name in wanted)
+                 and (not since or _parse(i.updated_at) >= _parse(since))]
+        sort = query.get("sort", "created")
+        keys = {"created": lambda i: (i.created_at, i.number), "updated": lambda i: (i.updated_at, i.number),
+                "comments": lambda i: (len(i.comments), i.number)}
+        items.sort(key=keys.get(sort, keys["created"]), reverse=query.get("direction", "desc") != "asc")
+        return self._paged(repo, "issues", [self._issue_json(repo, i, base) for i in items], query, base)
+
+    def _list_pulls(self, repo: _Repo, query: Dict[str, str], base: str) -> Tuple[int, Any, Dict[str, str]]:
+        state = query.get("state", "open")
+        head, base_ref = query.get("head"), query.get("base")
+        items = [i for i in repo.issues.values() if i.pull is not None
+                 and (state == "all" or i.state == state)
+                 and (head is None or head == (i.pull["head_label"] if ":" in head else i.pull["head_ref"]))
+                 and (base_ref is None or base_ref == i.pull["base_ref"])]
+        items.sort(key=lambda i: (i.created_at, i.number), reverse=query.get("direction", "desc") != "asc")
+        return self._paged(repo, "pulls", [self._pull_json(repo, i, base) for i in items], query, base)
+
+    def _paged(self, repo: _Repo, sub: str, items: List[Any], query: Dict[str, str],
+               base: str) -> Tuple[int, Any, Dict[str, str]]:
+        """One page of `items` and GitHub's Link header (first/prev/next/last, as they apply)."""
+        per_page = min(max(_int(query.get("per_page"), 30), 1), 100)
+        page = max(_int(query.get("page"), 1), 1)
+        last = max(math.ceil(len(items) / per_page), 1)
+
+        def link(number: int, rel: str) -> str:
+            return f'<{base}/repositories/{repo.id}/{sub}?{urlencode(dict(query, page=number))}>; rel="{rel}"'
+
+        rels = []
+        if page > 1:
+            rels += [link(page - 1, "prev"), link(1, "first")]
+        if page < last:
+            rels += [link(page + 1, "next"), link(last, "last")]
+        headers = {"Link": ", ".join(rels)} if rels else {}
+        return 200, items[(page - 1) * per_page:page * per_page], headers
+
+    # --- mutations ----------------------------------------------------------------------------
+
+    def _label(self, repo: _Repo, issue: _Issue, name: str, actor: str) -> None:
+        key = name.casefold()
+        if key not in repo.labels:  # adding an unknown label to an issue creates it, as on GitHub
+            repo.labels[key] = {"id": next(self._ids), "name": name, "color": "ededed", "description": None,
+                                "default": False}
+        if key not in issue.labels:
+            issue.labels.append(key)
+            issue.updated_at = _now()
+            issue.events.append(self._event("labeled", actor, repo.labels[key]))
+
+    def _unlabel(self, repo: _Repo, issue: _Issue, key: str, actor: str) -> None:
+        if key in issue.labels:
+            issue.labels.remove(key)
+            issue.updated_at = _now()
+            issue.events.append(self._event("unlabeled", actor, repo.labels[key]))
+
+    def _add_comment(self, issue: _Issue, body: str, user: str) -> Dict[str, Any]:
+        stamp = _now()
+        comment = {"id": next(self._ids), "body": body, "user": user, "created_at": stamp, "updated_at": stamp}
+        issue.comments.append(comment)
+        issue.updated_at = stamp
+        return comment
+
+    def _event(self, kind: str, actor: str, label: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        return {"id": next(self._ids), "event": kind, "actor": actor, "created_at": _now(),
+                "label": None if label is None else {"name": label["name"], "color": label["color"]}}
+
+    def _create_label(self, repo: _Repo, data: Dict[str, Any], base: str) -> Tuple[int, Any, Dict[str, str]]:
+        name = data.get("name")
+        if not isinstance(name, str) or not name:
+            return _validation_failed("Label", "missing_field", "name")
+        color = str(data.get("color", "ededed")).lstrip("#")
+        if len(color) != 6 or any(c not in "0123456789abcdefABCDEF" for c in color):
+            return _validation_failed("Label", "invalid", "color")
+        if name.casefold() in repo.labels:
+            return _validation_failed("Label", "already_exists", "name")
+        label = {"id": next(self._ids), "name": name, "color": color.lower(),
+                 "description": data.get("description"), "default": False}
+        repo.labels[name.casefold()] = label
+        return 201, self._label_json(label, base, repo), {}
+
+    def _create_pull(self, repo: _Repo, data: Dict[str, Any], base: str) -> Tuple[int, Any, Dict[str, str]]:
+        for name in ("title", "head", "base"):
+            if not data.get(name):
+                return _validation_failed("PullRequest", "missing_field", name)
+        owner, _, ref = data["head"].rpartition(":")
+        label = f"{owner or repo.owner}:{ref}"
+        for other in repo.issues.values():
+            if (other.pull is not None and other.state == "open" and other.pull["head_label"] == label
+                    and other.pull["base_ref"] == data["base"]):
+                return 422, {"message": "Validation Failed",
+                             "errors": [{"resource": "PullRequest", "code": "custom",
+                                         "message": f"A pull request already exists for {label}."}],
+                             "documentation_url": f"{DOCS}/pulls/pulls#create-a-pull-request"}, {}
+        stamp = _now()
+        issue = _Issue(len(repo.issues) + 1, next(self._ids), data["title"], data.get("body"), self.login,
+                       stamp, stamp)
+        issue.pull = {"head_ref": ref, "head_label": label, "base_ref": data["base"],
+                      "draft": bool(data.get("draft", False))}
+        repo.issues[issue.number] = issue
+        return 201, self._pull_json(repo, issue, base), {}
+
+    # --- JSON shapes (GitHub's REST reference) ------------------------------------------------
+
+    def _user_id(self, login: str) -> int:
+        return self._user_ids.setdefault(login, 5000 + len(self._user_ids))
+
+    def _user_json(self, login: Optional[str], base: str, kind: str = "User") -> Optional[Dict[str, Any]]:
+        if login is None:
+            return None
+        uid = self._user_id(login)
+        return {"login": login, "id": uid, "node_id": f"U_{uid}",
+                "avatar_url": f"https://avatars.githubusercontent.com/u/{uid}?v=4", "gravatar_id": "",
+                "url": f"{base}/users/{login}", "html_url": f"https://github.com/{login}",
+                "type": kind, "site_admin": False}
+
+    def _repo_json(self, repo: _Repo, base: str) -> Dict[str, Any]:
+        full = repo.full_name
+        return {"id": repo.id, "node_id": f"R_{repo.id}", "name": repo.name, "full_name": full,
+                "private": repo.private, "owner": self._user_json(repo.owner, base, "Organization"),
+                "html_url": f"https://github.com/{full}", "description": None, "fork": False,
+                "url": f"{base}/repos/{full}", "clone_url": repo.clone_url,
+                "ssh_url": f"git@github.com:{full}.git", "default_branch": repo.default_branch,
+                "visibility": "private" if repo.private else "public", "has_issues": True, "archived": False,
+                "permissions": {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True}}
+
+    def _label_json(self, label: Dict[str, Any], base: str, repo: _Repo) -> Dict[str, Any]:
+        return {"id": label["id"], "node_id": f"LA_{label['id']}",
+                "url": f"{base}/repos/{repo.full_name}/labels/{quote(label['name'], safe='')}", "name": label["name"],
+                "color": label["color"], "default": label["default"], "description": label["description"]}
+
+    def _association(self, login: str) -> str:
+        return "COLLABORATOR" if login in self.roles else "NONE"
+
+    def _issue_json(self, repo: _Repo, issue: _Issue, base: str) -> Dict[str, Any]:
+        api = f"{base}/repos/{repo.full_name}/issues/{issue.number}"
+        kind = "pull" if issue.pull is not None else "issues"
+        data = {
+            "url": api, "repository_url": f"{base}/repos/{repo.full_name}",
+            "labels_url": f"{api}/labels{{/name}}", "comments_url": f"{api}/comments",
+            "events_url": f"{api}/events", "html_url": f"https://github.com/{repo.full_name}/{kind}/{issue.number}",
+            "id": issue.id, "node_id": f"I_{issue.id}", "number": issue.number, "title": issue.title,
+            "user": self._user_json(issue.user, base),
+            "labels": [self._label_json(repo.labels[k], base, repo) for k in issue.labels],
+            "state": issue.state, "locked": False, "assignee": None, "assignees": [], "milestone": None,
+            "comments": len(issue.comments), "created_at": issue.created_at, "updated_at": issue.updated_at,
+            "closed_at": issue.closed_at, "author_association": self._association(issue.user),
+            "active_lock_reason": None, "body": issue.body,
+            "state_reason": "completed" if issue.state == "closed" else None,
+        }
+        if issue.pull is not None:
+            pulls = f"{base}/repos/{repo.full_name}/pulls/{issue.number}"
+            html = f"https://github.com/{repo.full_name}/pull/{issue.number}"
+            data["draft"] = issue.pull["draft"]
+            data["pull_request"] = {"url": pulls, "html_url": html, "diff_url": f"{html}.diff",
+                                    "patch_url": f"{html}.patch", "merged_at": None}
+        return data
+
+    def _comment_json(self, repo: _Repo, issue: _Issue, comment: Dict[str, Any], base: str) -> Dict[str, Any]:
+        kind = "pull" if issue.pull is not None else "issues"
+        return {"id": comment["id"], "node_id": f"IC_{comment['id']}",
+                "url": f"{base}/repos/{repo.full_name}/issues/comments/{comment['id']}",
+                "html_url": f"https://github.com/{repo.full_name}/{kind}/{issue.number}"
+                            f"#issuecomment-{comment['id']}",
+                "issue_url": f"{base}/repos/{repo.full_name}/issues/{issue.number}",
+                "body": comment["body"], "user": self._user_json(comment["user"], base),
+                "created_at": comment["created_at"], "updated_at": comment["updated_at"],
+                "author_association": self._association(comment["user"])}
+
+    def _event_json(self, event: Dict[str, Any], base: str) -> Dict[str, Any]:
+        data = {"id": event["id"], "node_id": f"LE_{event['id']}", "url": f"{base}/events/{event['id']}",
+                "actor": self._user_json(event["actor"], base), "event": event["event"], "commit_id": None,
+                "commit_url": None, "created_at": event["created_at"], "performed_via_github_app": None}
+        if event["label"] is not None:
+            data["label"] = dict(event["label"])
+        return data
+
+    def _pull_json(self, repo: _Repo, issue: _Issue, base: str) -> Dict[str, Any]:
+        api = f"{base}/repos/{repo.full_name}/pulls/{issue.number}"
+        html = f"https://github.com/{repo.full_name}/pull/{issue.number}"
+        pull = issue.pull
+        assert pull is not None
+
+        def ref(label: str, name: str) -> Dict[str, Any]:
+            return {"label": label, "ref": name, "sha": hashlib.sha1(name.encode()).hexdigest(),
+                    "user": self._user_json(label.split(":")[0], base, "Organization"),
+                    "repo": self._repo_json(repo, base)}
+
+        return {"url": api, "id": issue.id, "node_id": f"PR_{issue.id}", "html_url": html,
+                "diff_url": f"{html}.diff", "patch_url": f"{html}.patch",
+                "issue_url": f"{base}/repos/{repo.full_name}/issues/{issue.number}", "number": issue.number,
+                "state": issue.state, "locked": False, "title": issue.title, "user": self._user_json(issue.user, base),
+                "body": issue.body, "labels": [self._label_json(repo.labels[k], base, repo) for k in issue.labels],
+                "created_at": issue.created_at, "updated_at": issue.updated_at, "closed_at": issue.closed_at,
+                "merged_at": None, "draft": pull["draft"], "head": ref(pull["head_label"], pull["head_ref"]),
+                "base": ref(f"{repo.owner}:{pull['base_ref']}", pull["base_ref"]),
+                "author_association": self._association(issue.user)}
+
+    def _repo(self, repo: Optional[str]) -> _Repo:
+        name = repo or self._default_repo
+        assert name is not None, "add_repo() first"
+        return self._repos[name.casefold()]
+
+
+def _validation_failed(resource: str, code: str, field_name: str) -> Tuple[int, Any, Dict[str, str]]:
+    return 422, {"message": "Validation Failed",
+                 "errors": [{"resource": resource, "code": code, "field": field_name}],
+                 "documentation_url": DOCS}, {}
+
+
+def _etags(header: str) -> List[str]:
+    """The entity tags of an If-None-Match header, weak ones compared by their opaque part."""
+    return [tag.strip()[2:] if tag.strip().startswith("W/") else tag.strip() for tag in header.split(",")]
+
+
+def _parse(stamp: str) -> datetime:
+    parsed = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def _int(value: Optional[str], default: int) -> int:
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        return default
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    emulator: GitHubEmulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that gave up on a slow answer leaves a broken pipe: expected, and not worth a
+        # traceback on stderr. Emulator bugs never get here: the handler answers them with a 500.
+        pass
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like api.github.com
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle holds the body back until
+    # the client's delayed ACK (~40 ms per request).
+    disable_nagle_algorithm = True
+    server_version = "github.com"
+    sys_version = ""
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        emulator = self.server.emulator  # type: ignore[attr-defined]
+        try:
+            answer = emulator.handle(self.command, self.path, dict(self.headers), body)
+        except Exception:  # an emulator bug: answer it and keep it for the fixture's teardown check
+            emulator.errors.append(traceback.format_exc())
+            answer = (500, {"Content-Type": "text/plain"}, b"emulator error")
+        if answer is None:
+            self.close_connection = True
+            return
+        status, headers, data = answer
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if status != 304:
+            self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if status != 304:
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
+        pass
+
+
+@pytest.fixture
+def github_emulator():
+    """A started emulator accepting TOKEN, with REPO (default branch "trunk") added."""
+    emulator = GitHubEmulator().start()
+    emulator.tokens.add(TOKEN)
+    emulator.add_repo(REPO, default_branch="trunk")
+    try:
+        yield emulator
+    finally:
+        emulator.close()
+    assert not emulator.errors, "the GitHub emulator failed internally:\n" + "\n".join(emulator.errors)

@@ -1,0 +1,377 @@
+"""GitHubClient against the GitHub emulator: real HTTP on loopback, through real requests/urllib3."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import stat
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from github_emulator import REPO, TOKEN, github_emulator  # noqa: F401 (a fixture)
+from lib.github_client import (GitHubAuthError, GitHubClient, GitHubError, GitHubNotFoundError,
+                               RateLimitError)
+
+READY = "ready-for-claude"
+
+
+@pytest.fixture
+def client(github_emulator, tmp_path):
+    # No backoff between retries: the tests count retries, not wait for them.
+    with GitHubClient(TOKEN, REPO, github_emulator.url, poll_cache_file=tmp_path / "poll-cache.json",
+                      timeout=(2, 2), backoff_factor=0) as github:
+        yield github
+
+
+def new_requests(emulator, mark):
+    return emulator.requests[mark:]
+
+
+# ------------------------------------------------------------------------------------------------
+# Polling
+# ------------------------------------------------------------------------------------------------
+
+
+def test_poll_returns_labeled_issues_oldest_first_and_costs_nothing_when_unchanged(github_emulator, client):
+    expected = []
+    for i in range(250):
+        is_pr = i % 12 == 5 and i < 240  # 20 pull requests spread over all three pages
+        number = github_emulator.add_issue(f"Item {i}", labels=[READY, "bug"] if i % 3 else [READY],
+                                           is_pull_request=is_pr)
+        if not is_pr:
+            expected.append(number)
+    github_emulator.add_issue("Unlabeled", labels=["bug"])
+    closed = github_emulator.add_issue("Closed", labels=[READY])
+    github_emulator.close_issue(closed)
+    assert len(expected) == 230
+
+    mark = len(github_emulator.requests)
+    issues = client.list_issues_with_label(READY)
+    assert [issue["number"] for issue in issues] == expected
+    assert all("pull_request" not in issue for issue in issues)
+    assert [r.status for r in new_requests(github_emulator, mark)] == [200, 200, 200]
+    assert not client.last_poll_was_cached
+
+    remaining = github_emulator.rate_remaining
+    mark = len(github_emulator.requests)
+    assert client.list_issues_with_label(READY) == issues
+    assert [r.status for r in new_requests(github_emulator, mark)] == [304, 304, 304]
+    assert github_emulator.rate_remaining == remaining
+    assert client.rate_limit_remaining == remaining
+    assert client.last_poll_was_cached
+
+    newest = github_emulator.add_issue("Newest", labels=[READY])
+    mark = len(github_emulator.requests)
+    issues = client.list_issues_with_label(READY)
+    assert [issue["number"] for issue in issues] == expected + [newest]
+    assert [r.status for r in new_requests(github_emulator, mark)] == [304, 304, 200]
+    assert not client.last_poll_was_cached
+
+
+def test_poll_sees_a_new_page_behind_a_full_last_page(github_emulator, client):
+    # 100 issues fill page 1 exactly; the 101st starts page 2 without changing page 1's body.
+    for i in range(100):
+        github_emulator.add_issue(f"Item {i}", labels=[READY])
+    assert len(client.list_issues_with_label(READY)) == 100
+    github_emulator.add_issue("One more", labels=[READY])
+    assert len(client.list_issues_with_label(READY)) == 101
+
+
+def test_poll_cache_is_private_and_survives_a_new_client(github_emulator, client, tmp_path):
+    for i in range(3):
+        github_emulator.add_issue(f"Item {i}", labels=[READY])
+    first = client.list_issues_with_label(READY)
+    cache_file = tmp_path / "poll-cache.json"
+    assert stat.S_IMODE(cache_file.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["poll-cache.json"]  # no temp file left
+
+    with GitHubClient(TOKEN, REPO, github_emulator.url, poll_cache_file=cache_file) as later:
+        mark = len(github_emulator.requests)
+        assert later.list_issues_with_label(READY) == first
+        assert later.last_poll_was_cached
+    [request] = new_requests(github_emulator, mark)
+    assert request.status == 304 and request.headers["if-none-match"]
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"version": 1, "polls": {"u": {"u": {"etag": "x"}}}}'])
+def test_unreadable_poll_cache_is_rebuilt(github_emulator, client, tmp_path, caplog, content):
+    github_emulator.add_issue("Item", labels=[READY])
+    (tmp_path / "poll-cache.json").write_text(content)
+    assert [i["title"] for i in client.list_issues_with_label(READY)] == ["Item"]
+    assert "unreadable GitHub poll cache" in caplog.text
+    assert client.list_issues_with_label(READY) and client.last_poll_was_cached
+
+
+# ------------------------------------------------------------------------------------------------
+# Transient failures
+# ------------------------------------------------------------------------------------------------
+
+
+def test_three_502s_are_retried_quietly(github_emulator, client, caplog):
+    caplog.set_level(logging.DEBUG)
+    github_emulator.fail_next(3, status=502, method="GET")
+    mark = len(github_emulator.requests)
+    assert client.get_repository()["default_branch"] == "trunk"
+    assert [r.status for r in new_requests(github_emulator, mark)] == [502, 502, 502, 200]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_persistent_5xx_is_one_clear_error(github_emulator, client):
+    github_emulator.fail_next(10, status=503)
+    with pytest.raises(GitHubError) as caught:
+        client.get_repository()
+    assert str(caught.value) == "GitHub answered 503 Service Unavailable for GET /repos/octo/widgets (tried 4 times)"
+    assert caught.value.status == 503
+
+
+def test_a_post_is_not_sent_twice(github_emulator, client):
+    number = github_emulator.add_issue("Issue")
+    github_emulator.drop_next(method="POST")
+    with pytest.raises(GitHubError, match="connection closed without an answer"):
+        client.create_comment(number, "Hello")
+    github_emulator.fail_next(status=502, method="POST")
+    with pytest.raises(GitHubError, match=r"^GitHub answered 502 Bad Gateway for POST /repos/octo/widgets/issues/1/"
+                                          r"comments$"):
+        client.create_comment(number, "Hello")
+    assert [r.method for r in github_emulator.requests] == ["POST", "POST"]
+
+
+def test_dropped_connection_is_retried(github_emulator, client):
+    number = github_emulator.add_issue("Issue")
+    github_emulator.drop_next(method="GET")
+    mark = len(github_emulator.requests)
+    assert client.get_issue(number)["title"] == "Issue"
+    assert [r.status for r in new_requests(github_emulator, mark)] == [None, 200]
+
+
+def test_slow_answer_fails_in_bounded_time(github_emulator):
+    github_emulator.slow_next(5, count=3)
+    with GitHubClient(TOKEN, REPO, github_emulator.url, timeout=(1, 0.2), retries=2, backoff_factor=0) as github:
+        started = time.monotonic()
+        with pytest.raises(GitHubError) as caught:
+            github.get_repository()
+    assert time.monotonic() - started < 2
+    assert str(caught.value) == f"Could not reach GitHub at {github_emulator.url}: no answer within 0.2 s"
+    assert len(github_emulator.requests) == 3
+
+
+def test_unreachable_host_is_one_clear_error():
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with GitHubClient(TOKEN, REPO, f"http://127.0.0.1:{port}", retries=1, backoff_factor=0) as github:
+        with pytest.raises(GitHubError) as caught:
+            github.get_repository()
+    assert str(caught.value) == f"Could not reach GitHub at http://127.0.0.1:{port}: connection refused"
+    assert caught.value.status is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Rate limits
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [403, 429])
+def test_exhausted_rate_limit(github_emulator, client, status):
+    reset = int(time.time()) + 1800
+    github_emulator.rate_remaining, github_emulator.rate_reset = 0, reset
+    github_emulator.rate_limit_status = status
+    with pytest.raises(RateLimitError) as caught:
+        client.list_issues_with_label(READY)
+    reset_at = datetime.fromtimestamp(reset, timezone.utc)
+    assert caught.value.reset_at == reset_at and caught.value.status == status
+    assert str(caught.value) == f"GitHub rate limit exhausted; rate limited until {reset_at:%H:%M} UTC"
+    assert client.rate_limit_remaining == 0
+    assert len(github_emulator.requests) == 1  # not retried
+
+
+def test_secondary_rate_limit(github_emulator, client):
+    github_emulator.secondary_limit_next(retry_after=120)
+    with pytest.raises(RateLimitError, match="^GitHub secondary rate limit hit; rate limited until") as caught:
+        client.create_comment(github_emulator.add_issue("Issue"), "Hi")
+    expected = datetime.now(timezone.utc) + timedelta(seconds=120)
+    assert abs((caught.value.reset_at - expected).total_seconds()) < 5
+    assert len(github_emulator.requests) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# Authentication, permissions, secrecy
+# ------------------------------------------------------------------------------------------------
+
+
+def test_rejected_token(github_emulator):
+    with GitHubClient("ghp_wrong", REPO, github_emulator.url) as github:
+        with pytest.raises(GitHubAuthError) as caught:
+            github.get_authenticated_user()
+    assert str(caught.value) == "GitHub rejected the token (401)" and caught.value.status == 401
+
+
+def test_unknown_repository(github_emulator):
+    with GitHubClient(TOKEN, "octo/missing", github_emulator.url) as github:
+        with pytest.raises(GitHubNotFoundError, match="^octo/missing not found, or the token cannot see it$"):
+            github.get_repository()
+
+
+def test_missing_issue(github_emulator, client):
+    with pytest.raises(GitHubNotFoundError, match=r"^Issue #99 not found in octo/widgets"):
+        client.get_issue(99)
+    with pytest.raises(GitHubNotFoundError, match=r"^Issue #99 not found in octo/widgets"):
+        client.remove_label(99, READY)
+
+
+def test_permission_refusal_names_githubs_reason(github_emulator, client):
+    github_emulator.fail_next(status=403, method="POST", message="Resource not accessible by personal access token")
+    with pytest.raises(GitHubError) as caught:
+        client.add_labels(github_emulator.add_issue("Issue"), [READY])
+    assert str(caught.value) == ("GitHub refused POST /repos/octo/widgets/issues/1/labels (403):"
+                                 " Resource not accessible by personal access token")
+    assert not isinstance(caught.value, RateLimitError)
+
+
+def test_token_stays_in_the_authorization_header(github_emulator, client, caplog):
+    caplog.set_level(logging.DEBUG)
+    number = github_emulator.add_issue("Issue", labels=[READY])
+    errors = []
+    client.get_authenticated_user()
+    client.list_issues_with_label(READY)
+    client.create_comment(number, "Working on it")
+    github_emulator.fail_next(4, status=502)
+    with pytest.raises(GitHubError) as caught:
+        client.get_repository()
+    errors.append(caught.value)
+    with pytest.raises(GitHubNotFoundError) as caught:
+        client.get_issue(404)
+    errors.append(caught.value)
+    github_emulator.drop_next(4, method="GET")
+    with pytest.raises(GitHubError) as caught:
+        client.get_issue(number)
+    errors.append(caught.value)
+    github_emulator.tokens.clear()
+    with pytest.raises(GitHubAuthError) as caught:
+        client.get_repository()
+    errors.append(caught.value)
+
+    assert errors and all(TOKEN not in f"{e!s} {e!r} {e.__cause__!s}" for e in errors)
+    assert caplog.records and all(TOKEN not in record.getMessage() for record in caplog.records)
+    for request in github_emulator.requests:
+        assert request.headers["authorization"] == f"Bearer {TOKEN}"
+        assert TOKEN not in request.path and TOKEN.encode() not in request.body
+        assert all(TOKEN not in value for name, value in request.headers.items() if name != "authorization")
+        assert request.headers["accept"] == "application/vnd.github+json"
+        assert request.headers["x-github-api-version"] == "2022-11-28"
+        assert request.headers["user-agent"] == "issue-orchestrator"
+
+
+# ------------------------------------------------------------------------------------------------
+# Labels, comments, pull requests, people
+# ------------------------------------------------------------------------------------------------
+
+
+def test_add_and_remove_labels(github_emulator, client):
+    number = github_emulator.add_issue("Issue", labels=[READY])
+    names = [label["name"] for label in client.add_labels(number, ["area/ui", "v1.2", "needs input"])]
+    assert names == [READY, "area/ui", "v1.2", "needs input"]
+    mark = len(github_emulator.requests)
+    client.remove_label(number, "area/ui")
+    client.remove_label(number, READY)
+    client.remove_label(number, "v1.2")
+    assert new_requests(github_emulator, mark)[0].path.endswith("/issues/1/labels/area%2Fui")
+    assert github_emulator.issue_labels(number) == ["needs input"]
+    client.remove_label(number, "area/ui")  # absent: quietly done
+
+
+def test_ensure_labels_creates_only_missing_ones(github_emulator, client):
+    github_emulator.add_issue("Issue", labels=[READY, "Claude-Working"])
+    specs = {READY: ("0e8a16", "Queued"), "claude-working": ("fbca04", "Working"),
+             "claude-completed": ("#1d76db", "Finished"), "claude/failed": ("d93f0b", "Could not finish")}
+    assert client.ensure_labels(specs) == ["claude-completed", "claude/failed"]
+    labels = github_emulator.labels()
+    assert labels["claude-completed"]["color"] == "1d76db"
+    assert labels["claude/failed"]["description"] == "Could not finish"
+    mark = len(github_emulator.requests)
+    assert client.ensure_labels(specs) == []
+    assert [r.method for r in new_requests(github_emulator, mark)] == ["GET"]
+
+
+def test_comments(github_emulator, client):
+    number = github_emulator.add_issue("Issue")
+    for i in range(150):
+        github_emulator.add_comment(number, f"Comment {i}", user="bob")
+    comment = client.create_comment(number, "I have a question")
+    assert comment["id"] and comment["html_url"].endswith(f"#issuecomment-{comment['id']}")
+    assert comment["user"]["login"] == "orchestrator-bot"
+    mark = len(github_emulator.requests)
+    comments = client.list_comments(number)
+    assert len(new_requests(github_emulator, mark)) == 2  # two pages
+    assert [c["body"] for c in comments] == [f"Comment {i}" for i in range(150)] + ["I have a question"]
+    future = datetime.now(timezone.utc) + timedelta(hours=1)
+    assert client.list_comments(number, since=future) == []
+    assert len(client.list_comments(number, since="2000-01-01T00:00:00Z")) == 151
+
+
+def test_create_pull_request_and_find_it_again(github_emulator, client):
+    pull = client.create_pull_request("issue-5", "trunk", "Fix #5", "Closes #5")
+    assert pull["draft"] is True and pull["state"] == "open"
+    assert pull["head"]["ref"] == "issue-5" and pull["base"]["ref"] == "trunk"
+    assert pull["html_url"].endswith(f"/pull/{pull['number']}")
+
+    again = client.create_pull_request("issue-5", "trunk", "Fix #5", "Closes #5", draft=False)
+    assert again["number"] == pull["number"]
+    assert len(github_emulator.pulls()) == 1
+    assert client.find_open_pull_request("octo:issue-5")["number"] == pull["number"]
+    assert client.find_open_pull_request("issue-6") is None
+
+    with pytest.raises(GitHubError, match="^GitHub answered 422 for POST /repos/octo/widgets/pulls: Validation Failed"):
+        client.create_pull_request("issue-7", "trunk", "", "")
+
+
+def test_last_labeler(github_emulator, client):
+    number = github_emulator.add_issue("Issue", labels=[READY], labeled_by="mallory")
+    for _ in range(60):  # events beyond the first page
+        github_emulator.add_label_event(number, "bug", "someone")
+        github_emulator.add_label_event(number, "bug", "someone", event="unlabeled")
+    github_emulator.add_label_event(number, READY, "mallory", event="unlabeled")
+    github_emulator.add_label_event(number, READY, "maintainer")
+    assert client.last_labeler(number, READY) == "maintainer"
+    assert client.last_labeler(number, "claude-failed") is None
+
+
+def test_user_role(github_emulator, client):
+    github_emulator.set_role("mia", "maintain")  # the legacy permission field says "write"
+    github_emulator.set_role("tom", "triage")
+    assert client.user_role("mia") == "maintain"
+    assert client.user_role("tom") == "triage"
+    assert client.user_role("stranger") == "none"
+
+
+def test_authenticated_user_and_rate_limit_remaining(github_emulator, client):
+    assert client.rate_limit_remaining is None
+    assert client.get_authenticated_user()["login"] == "orchestrator-bot"
+    assert client.rate_limit_remaining == github_emulator.rate_remaining
+
+
+def test_enterprise_api_url(github_emulator):
+    with GitHubClient(TOKEN, REPO) as default:
+        assert default.api_url == "https://api.github.com"
+    for i in range(120):
+        github_emulator.add_issue(f"Item {i}", labels=[READY])
+    with GitHubClient(TOKEN, REPO, github_emulator.url + "/api/v3/", backoff_factor=0) as github:
+        assert github.get_repository()["full_name"] == REPO
+        assert len(github.list_issues_with_label(READY)) == 120
+        github.add_labels(1, ["v2.0/beta"])
+        github.remove_label(1, "v2.0/beta")
+    assert len(github_emulator.requests) == 5
+    assert all(r.path.startswith("/api/v3/") and r.status == 200 for r in github_emulator.requests)
+
+
+def test_pages_stay_on_the_configured_host(github_emulator):
+    # The emulator's Link headers name 127.0.0.1; a client configured with another name for the
+    # same server keeps its token (and its paging) on that name.
+    for i in range(150):
+        github_emulator.add_issue(f"Item {i}", labels=[READY])
+    port = github_emulator.url.rsplit(":", 1)[1]
+    with GitHubClient(TOKEN, REPO, f"http://localhost:{port}", backoff_factor=0) as github:
+        assert len(github.list_issues_with_label(READY)) == 150
+    assert [r.headers["host"] for r in github_emulator.requests] == [f"localhost:{port}"] * 2
