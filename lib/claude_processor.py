@@ -1070,3 +1070,511 @@ class ClaudeProcessor:
         except OSError:
             pass
         return None
+
+
+# ================================================================================================
+# The runner: one detached process per issue, `python -m lib.claude_processor run|resume|finalize`
+# ================================================================================================
+
+#: Agent text quoted on GitHub is cut to this many characters.
+SUMMARY_LIMIT = 3000
+#: Backoff for a requeue whose limit named no reset time: 15 min, 30 min, 1 h, ... at most 6 h.
+REQUEUE_BACKOFF = timedelta(minutes=15)
+REQUEUE_BACKOFF_MAX = timedelta(hours=6)
+
+
+def quote_for_markdown(text: Optional[str], limit: int = SUMMARY_LIMIT) -> str:
+    """Agent text as an inert Markdown quote: bounded, no live HTML, no @-mentions, no marker."""
+    text = (text or "").strip()
+    if len(text) > limit:
+        text = text[:limit].rstrip() + " …(cut)"
+    # Escaping `<` also defuses a forged COMMENT_MARKER: the agent never speaks in our name.
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = re.sub(r"@(?=[A-Za-z0-9])", "@\u200b", text)  # quoting a login must not notify its owner
+    return "\n".join("> " + line if line.strip() else ">" for line in text.splitlines()) or "> (no text)"
+
+
+def log_tail(path: Path, lines: int = TAIL_LINES) -> Optional[str]:
+    """The last `lines` non-empty lines of a log file, or None when it is missing or empty."""
+    try:
+        found = []
+        for line in iter_lines_reversed(path, budget=256 * 1024):
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                found.append(text[:TAIL_LINE_CHARS])
+            if len(found) >= lines:
+                break
+    except OSError:
+        return None
+    return "\n".join(reversed(found)) or None
+
+
+def _seconds_since(timestamp: Optional[str]) -> Optional[float]:
+    from lib.models import parse_iso
+
+    moment = parse_iso(timestamp)
+    return max(0.0, (datetime.now(timezone.utc) - moment).total_seconds()) if moment else None
+
+
+class RunnerBusy(OrchestratorError):
+    """Another runner already works on this issue."""
+
+    exit_code = 0
+
+
+class IssueRunner:
+    """Prepares the slot, runs Claude Code and finalizes the issue the moment the agent ends.
+
+    Modes: `run` (a claimed issue: slot, prompt, agent), `resume` (a trusted human answered the
+    question: the same session goes on in the same slot) and `finalize` (the tick found the runner
+    gone, an unanswered question expired or a stop was asked for: finish from what the stream
+    log shows). Every GitHub write is made once: comments carry a key, pull requests are reused.
+    """
+
+    def __init__(self, config, issue_number: int, *, github=None, notifications=None, repo_manager=None,
+                 processor: Optional[ClaudeProcessor] = None):
+        from lib.github_client import GitHubClient, Trust
+        from lib.notifications import Notifications
+        from lib.repo_manager import RepoManager
+        from lib.state_manager import StateManager
+
+        self.config = config
+        self.number = int(issue_number)
+        self.state = StateManager(config.state_file)
+        self.github = github or GitHubClient(config.github_token, config.github_repo, config.api_url)
+        self.trust = Trust(self.github, config.trusted_roles, config.allowed_users)
+        self.notifications = notifications or Notifications.from_config(config)
+        self.repos = repo_manager or RepoManager(config)
+        self.processor = processor or ClaudeProcessor(config, self.notifications, self.repos)
+        self.issue_dir = Path(config.log_dir) / f"issue-{self.number}"
+        self.signalled = False
+        self._issue: Optional[Dict[str, Any]] = None
+        self._repository: Optional[Dict[str, Any]] = None
+
+    # --- small helpers -------------------------------------------------------------------------
+
+    @property
+    def entry(self):
+        entry = self.state.get(self.number)
+        if entry is None:
+            raise OrchestratorError(f"Issue #{self.number} has no entry in {self.config.state_file}.")
+        return entry
+
+    def update(self, **changes):
+        return self.state.update(self.number, **changes)
+
+    def issue(self) -> Dict[str, Any]:
+        if self._issue is None:
+            self._issue = self.github.get_issue(self.number)
+        return self._issue
+
+    def base_branch(self) -> str:
+        if self.config.base_branch:
+            return self.config.base_branch
+        if self._repository is None:
+            self._repository = self.github.get_repository()
+        return self._repository["default_branch"]
+
+    def log_path(self, attempt: int, suffix: str) -> Path:
+        return self.issue_dir / f"{attempt}.{suffix}"
+
+    def slot_path(self, entry) -> Optional[Path]:
+        return self.config.get_repo_path(entry.agent_index) if entry.agent_index is not None else None
+
+    def event(self, kind: str, entry, **fields):
+        from lib.notifications import Event
+
+        issue = self._issue or {}
+        return Event(kind=kind, repo=self.config.github_repo, issue_number=self.number,
+                     title=entry.title or issue.get("title") or "", url=issue.get("html_url"),
+                     agent_index=entry.agent_index, branch=entry.branch, **fields)
+
+    def swap_labels(self, *, add: Optional[str], remove: Sequence[Optional[str]]) -> None:
+        """Add one label and take others off; labels the orchestrator does not own are left alone."""
+        if add:
+            self.github.add_labels(self.number, [add])
+        for name in remove:
+            if name and name != add:
+                self.github.remove_label(self.number, name)
+
+    def post_once(self, key: str, body: str) -> Dict[str, Any]:
+        """Comment on the issue unless a comment with this key is there already (a finalize that
+        crashed after posting runs again and must not say it twice)."""
+        from lib.github_client import COMMENT_MARKER
+
+        marker = f"{COMMENT_MARKER} {key} -->"
+        for comment in self.github.list_comments(self.number):
+            if marker in (comment.get("body") or ""):
+                return comment
+        return self.github.create_comment(self.number, f"{body}\n\n{marker}")
+
+    def stream_size(self, entry) -> int:
+        try:
+            return os.path.getsize(entry.log_path) if entry.log_path else 0
+        except OSError:
+            return 0
+
+    def should_stop(self) -> Optional[str]:
+        """Polled by the watcher: a tick asked to cancel (issue closed, label removed) or a SIGTERM."""
+        reason = self.entry.cancel_reason
+        if reason:
+            return reason
+        return "the runner was asked to stop (SIGTERM)" if self.signalled else None
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.signalled = True
+
+    def has_changes(self, path: Path, branch: str) -> bool:
+        dirty = self.repos.git(["status", "--porcelain"], cwd=path, check=False).stdout.strip()
+        return bool(dirty) or self.repos.commits_ahead(path, self.base_branch(), branch) > 0
+
+    # --- modes ---------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """A claimed issue: labels, slot, prompt, Claude, finalize."""
+        from lib.models import ProcessStatus, fault_point
+
+        entry = self.update(status=ProcessStatus.PREPARING.value, error=None, end_time=None, pr_url=None,
+                            question=None, question_comment_id=None, runner_pid=os.getpid(),
+                            runner_create_time=process_create_time(os.getpid()))
+        if entry.cancel_reason:
+            return self.finish(Outcome(status=OutcomeStatus.CANCELLED.value, reason=entry.cancel_reason), entry)
+        labels = self.config.labels
+        issue = self.issue()
+        # The tick swapped them already unless it crashed in between; doing it again is harmless.
+        self.swap_labels(add=labels.working, remove=[labels.ready, labels.completed, labels.failed,
+                                                     labels.needs_input])
+        self.notifications.notify(self.event("started", entry))
+        try:
+            self.issue_dir.mkdir(parents=True, exist_ok=True)
+            slot = self.repos.prepare_slot(entry.agent_index, self.number, base_branch=self.base_branch(),
+                                           clone_url=self.config.clone_url or self._clone_url(),
+                                           setup_log=self.log_path(entry.attempt, "setup.log"))
+        except OrchestratorError as exc:
+            return self.finish(Outcome(status=OutcomeStatus.FAILED.value, reason=str(exc)), self.entry)
+        fault_point("before-claude")
+        if self.should_stop():
+            return self.finish(Outcome(status=OutcomeStatus.CANCELLED.value, reason=self.should_stop()),
+                               self.entry)
+        prompt = build_prompt(repo=self.config.github_repo, issue=issue,
+                              comments=self.trust.human_comments(self.number), branch=slot.branch,
+                              template=self.config.claude.prompt_template)
+        return self.launch(prompt, session_id=new_session_id(), resume=False, cwd=slot.path)
+
+    def resume(self) -> int:
+        """A trusted human answered: continue the same Claude session in the same slot."""
+        from lib.models import ProcessStatus
+
+        entry = self.entry
+        if entry.status != ProcessStatus.NEEDS_INPUT.value:
+            log.info("Issue #%s is %s, not waiting for input; nothing to resume", self.number, entry.status)
+            return 0
+        replies = self.trust.human_comments(self.number, after_id=entry.question_comment_id)
+        if not replies:
+            log.info("Issue #%s: no trusted reply after the question yet", self.number)
+            return 0
+        slot = self.slot_path(entry)
+        if slot is None or not (slot / ".git").exists():
+            return self.finish(Outcome(status=OutcomeStatus.FAILED.value,
+                                       reason=f"the slot {slot} of the waiting session is gone"), entry)
+        entry = self.update(status=ProcessStatus.RUNNING.value, end_time=None, runner_pid=os.getpid(),
+                            runner_create_time=process_create_time(os.getpid()))
+        if self.config.labels.needs_input:
+            self.github.remove_label(self.number, self.config.labels.needs_input)
+        self.issue()
+        self.notifications.notify(self.event("resumed", entry))
+        reply = "\n\n".join(f"@{(c.get('user') or {}).get('login')} replied on the issue:\n"
+                            f"{clean_issue_text(c.get('body'))}" for c in replies)
+        return self.launch(reply, session_id=entry.session_id, resume=True, cwd=slot)
+
+    def finalize(self, reason: Optional[str] = None) -> int:
+        """Finish an issue whose runner is gone, whose question expired or that was stopped."""
+        entry = self.entry
+        if not entry.is_active:
+            log.info("Issue #%s is already %s", self.number, entry.status)
+            return 0
+        if entry.cancel_reason:
+            return self.finish(Outcome(status=OutcomeStatus.CANCELLED.value, reason=entry.cancel_reason), entry)
+        if reason and reason != "lost":
+            return self.finish(Outcome(status=OutcomeStatus.FAILED.value, reason=reason), entry)
+        summary = summarize_stream(entry.log_path) if entry.log_path and os.path.exists(entry.log_path) else None
+        if summary is not None and summary.result is not None:
+            return self.finish(summary.outcome(self.config.claude), entry)
+        if entry.retries < self.config.claude.max_retries:
+            log.warning("Issue #%s: the run was lost without a result; trying again (retry %d of %d)",
+                        self.number, entry.retries + 1, self.config.claude.max_retries)
+            self.update(retries=entry.retries + 1, attempt=entry.attempt + 1)
+            return self.run()
+        return self.finish(Outcome(
+            status=OutcomeStatus.FAILED.value, summary=summary.last_text if summary else None,
+            reason="the runner was lost (killed, or the machine restarted) and Claude Code left no result"), entry)
+
+    # --- the agent -----------------------------------------------------------------------------
+
+    def launch(self, prompt: str, *, session_id: str, resume: bool, cwd: Path) -> int:
+        from lib.models import ProcessStatus, fault_point
+
+        entry = self.entry
+        stream_path = self.log_path(entry.attempt, "stream.jsonl")
+        entry = self.update(status=ProcessStatus.RUNNING.value, session_id=session_id, log_path=str(stream_path))
+
+        def on_started(agent: AgentProcess) -> None:
+            self.update(claude_pid=agent.pid, claude_create_time=agent.create_time)
+            fault_point("claude-running")
+
+        try:
+            agent = self.processor.run(
+                prompt, cwd=cwd, session_id=session_id, stream_path=stream_path,
+                stderr_path=self.log_path(entry.attempt, "stderr.log"), resume=resume, on_started=on_started,
+                on_session_id=lambda sid: self.update(session_id=sid),
+                on_progress=lambda count, when: self.update(message_count=count, last_activity=when),
+                should_stop=self.should_stop,
+                has_changes=lambda: self.has_changes(cwd, entry.branch))
+        except ClaudeLaunchError as exc:
+            return self.finish(Outcome(status=OutcomeStatus.FAILED.value, reason=str(exc)), self.entry)
+        self.update(message_count=agent.message_count, last_activity=agent.last_activity)
+        outcome = agent.outcome
+        if outcome.status == OutcomeStatus.SESSION_MISSING.value:
+            log.warning("Issue #%s: session %s is gone; starting a fresh one with the whole thread",
+                        self.number, session_id)
+            prompt = build_prompt(repo=self.config.github_repo, issue=self.issue(),
+                                  comments=self.trust.human_comments(self.number), branch=entry.branch,
+                                  template=self.config.claude.prompt_template)
+            return self.launch(prompt, session_id=new_session_id(), resume=False, cwd=cwd)
+        entry = self.entry
+        if self.signalled and not entry.cancel_reason:
+            # Stopped from outside (shutdown): the entry stays active and the next tick takes over.
+            log.warning("Issue #%s: the runner was stopped by SIGTERM; the next tick finalizes it", self.number)
+            return 1
+        return self.finish(outcome, entry)
+
+    # --- finalize ------------------------------------------------------------------------------
+
+    def finish(self, outcome: Outcome, entry) -> int:
+        """Save the work, tell GitHub and the notifiers, record the end and free the slot."""
+        from lib.models import ProcessStatus, fault_point, utc_now_iso
+
+        labels = self.config.labels
+        self.issue()
+        duration = outcome.duration_seconds if outcome.duration_seconds is not None else \
+            _seconds_since(entry.start_time)
+        if outcome.status == OutcomeStatus.NEEDS_INPUT.value:
+            # Nothing is committed or pushed: the session resumes in this slot, as it left it.
+            return self.ask(entry, outcome)
+        pushed, pr_url, save_error = self.save_work(entry, outcome, duration)
+        if outcome.status == OutcomeStatus.COMPLETED.value and save_error:
+            outcome = Outcome(status=OutcomeStatus.FAILED.value, summary=outcome.summary, cost_usd=outcome.cost_usd,
+                              num_turns=outcome.num_turns, duration_seconds=outcome.duration_seconds,
+                              reason=f"the work could not be pushed: {save_error}")
+        if outcome.status == OutcomeStatus.REQUEUE.value:
+            return self.requeue(entry, outcome)
+
+        key = f"outcome:{entry.attempt}:{self.stream_size(entry)}"
+        self.post_once(key, self.outcome_comment(entry, outcome, pr_url, pushed, duration))
+        fault_point("after-comment")
+        add = {OutcomeStatus.COMPLETED.value: labels.completed, OutcomeStatus.FAILED.value: labels.failed}
+        self.swap_labels(add=add.get(outcome.status), remove=[labels.working, labels.needs_input, labels.ready])
+        fault_point("after-labels")
+        status = {OutcomeStatus.COMPLETED.value: ProcessStatus.COMPLETED,
+                  OutcomeStatus.FAILED.value: ProcessStatus.FAILED}.get(outcome.status, ProcessStatus.CANCELLED)
+        entry = self.update(status=status.value, end_time=utc_now_iso(), error=outcome.reason,
+                            cost_usd=outcome.cost_usd if outcome.cost_usd is not None else entry.cost_usd,
+                            num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns,
+                            pr_url=pr_url, claude_pid=None, question=None, requeues=0)
+        completed = status is ProcessStatus.COMPLETED
+        tail = None if completed else self._log_tail(entry)
+        self.notifications.notify(self.event(
+            "completed" if completed else "error", entry, duration_seconds=duration, cost_usd=entry.cost_usd,
+            num_turns=entry.num_turns, pr_url=pr_url, reason=None if completed else outcome.reason, log_tail=tail))
+        log.info("Issue #%s: %s%s%s", self.number, status.value, f" ({outcome.reason})" if outcome.reason else "",
+                 f", {pr_url}" if pr_url else "")
+        return 1 if status is ProcessStatus.FAILED else 0
+
+    def save_work(self, entry, outcome: Outcome, duration: Optional[float]):
+        """Commit what the agent left, push the branch when it is ahead, open (or reuse) the PR.
+
+        Returns (pushed, pr_url, error): error is a sentence when saving failed, else None.
+        """
+        from lib.models import fault_point
+
+        path = self.slot_path(entry)
+        if path is None or not (path / ".git").exists():
+            return False, entry.pr_url, None
+        try:
+            base = self.base_branch()
+            if self.repos.commit_all(path, f"Work on #{self.number} left uncommitted by Claude Code"):
+                log.info("Issue #%s: committed changes the agent left uncommitted", self.number)
+            if self.repos.commits_ahead(path, base, entry.branch) == 0:
+                return False, entry.pr_url, None
+            self.repos.push_branch(path, entry.branch)
+            fault_point("after-push")
+            if outcome.status != OutcomeStatus.COMPLETED.value or not self.config.pull_request_create:
+                return True, entry.pr_url, None
+            pull = self.github.create_pull_request(
+                head=entry.branch, base=base, title=self._pr_title(), draft=self.config.pull_request_draft,
+                body=self.pr_body(outcome, duration))
+            fault_point("after-pr")
+            pr_url = pull.get("html_url")
+            self.update(pr_url=pr_url)
+            return True, pr_url, None
+        except OrchestratorError as exc:
+            log.error("Issue #%s: could not save the work: %s", self.number, exc)
+            return False, entry.pr_url, str(exc)
+
+    def ask(self, entry, outcome: Outcome) -> int:
+        """The agent needs an answer: the question goes on the issue; the slot waits for the reply."""
+        from lib.models import ProcessStatus, utc_now_iso
+
+        body = "\n".join([
+            "⏳ Claude Code needs an answer to go on:", "", quote_for_markdown(outcome.question), "",
+            f"Reply in a comment (someone with a role in {', '.join(self.config.trusted_roles)}"
+            f"{' or a listed user' if self.config.allowed_users else ''}) and the same session resumes "
+            f"on the next tick. Without an answer within {self.config.claude.input_wait_hours:g} hours the "
+            "work so far is pushed and the issue is marked failed."])
+        comment = self.post_once(f"question:{entry.attempt}:{self.stream_size(entry)}", body)
+        if self.config.labels.needs_input:
+            self.github.add_labels(self.number, [self.config.labels.needs_input])
+        entry = self.update(status=ProcessStatus.NEEDS_INPUT.value, question=outcome.question,
+                            question_comment_id=comment.get("id"), end_time=utc_now_iso(), claude_pid=None,
+                            cost_usd=outcome.cost_usd if outcome.cost_usd is not None else entry.cost_usd,
+                            num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns)
+        self.notifications.notify(self.event("needs_input", entry, question=outcome.question,
+                                             cost_usd=entry.cost_usd, num_turns=entry.num_turns))
+        log.info("Issue #%s: waiting for an answer (comment %s)", self.number, comment.get("id"))
+        return 0
+
+    def requeue(self, entry, outcome: Outcome) -> int:
+        """A usage limit or an outage, not the issue's fault: back in the queue, launches paused."""
+        from lib.models import ProcessStatus, parse_iso, utc_now_iso
+
+        now = datetime.now(timezone.utc)
+        backoff = min(REQUEUE_BACKOFF * (2 ** entry.requeues), REQUEUE_BACKOFF_MAX)
+        until = outcome.reset_at if outcome.reset_at and outcome.reset_at > now else now + backoff
+        labels = self.config.labels
+        self.swap_labels(add=labels.ready, remove=[labels.working, labels.needs_input])
+        with self.state.transaction() as state:
+            current = state.issues[self.number]
+            current.status, current.not_before = ProcessStatus.WAITING.value, until.isoformat()
+            current.end_time, current.error, current.claude_pid = utc_now_iso(), outcome.reason, None
+            current.requeues += 1
+            current.updated_at = utc_now_iso()
+            paused = parse_iso(state.meta.get("paused_until"))
+            announce = paused is None or paused < until
+            if announce:
+                state.meta["paused_until"] = until.isoformat()
+        log.warning("Issue #%s goes back to the queue until %s: %s", self.number, until.isoformat(), outcome.reason)
+        if announce:  # one notification per pause, not one per issue that ran into it
+            self.notifications.notify(self.event("paused", current, reason=outcome.reason, until=until.isoformat()))
+        return 0
+
+    # --- texts ---------------------------------------------------------------------------------
+
+    def _clone_url(self) -> str:
+        if self._repository is None:
+            self._repository = self.github.get_repository()
+        return self._repository["clone_url"]
+
+    def _pr_title(self) -> str:
+        title = " ".join(str(self.issue().get("title") or "").split()) or f"Issue {self.number}"
+        return f"{title[:200]} (#{self.number})"
+
+    def pr_body(self, outcome: Outcome, duration: Optional[float]) -> str:
+        from lib.github_client import COMMENT_MARKER
+
+        return "\n".join([
+            f"Closes #{self.number}", "", "Summary from Claude Code:", "", quote_for_markdown(outcome.summary), "",
+            self._figures(outcome, duration), "", f"{COMMENT_MARKER} pull-request -->"])
+
+    def outcome_comment(self, entry, outcome: Outcome, pr_url: Optional[str], pushed: bool,
+                        duration: Optional[float]) -> str:
+        headline = {
+            OutcomeStatus.COMPLETED.value: "✅ Claude Code finished this issue.",
+            OutcomeStatus.FAILED.value: f"❌ Claude Code could not finish this issue: {outcome.reason}.",
+        }.get(outcome.status, f"⏹️ Stopped: {outcome.reason}. The work so far is saved.")
+        lines = [headline, ""]
+        if outcome.summary:
+            lines += [quote_for_markdown(outcome.summary), ""]
+        if pr_url:
+            lines.append(f"Pull request: {pr_url}")
+        elif pushed:
+            lines.append(f"Branch: `{entry.branch}`")
+        lines.append(f"{self._figures(outcome, duration)} · Session: `{entry.session_id or 'n/a'}`")
+        return "\n".join(lines)
+
+    @staticmethod
+    def _figures(outcome: Outcome, duration: Optional[float]) -> str:
+        from lib.notifications import format_cost, format_duration
+
+        cost = format_cost(outcome.cost_usd) if outcome.cost_usd is not None else "n/a"
+        took = format_duration(duration) if duration is not None else "n/a"
+        return f"Cost: {cost} · Turns: {outcome.num_turns if outcome.num_turns is not None else 'n/a'} · " \
+               f"Duration: {took}"
+
+    def _log_tail(self, entry) -> Optional[str]:
+        for suffix in ("stderr.log", "setup.log"):
+            tail = log_tail(self.log_path(entry.attempt, suffix), 15)
+            if tail:
+                return tail
+        return None
+
+
+def _runner_lock(issue_dir: Path):
+    """Hold `<issue_dir>/runner.lock` for the life of this process: one runner per issue, ever."""
+    import fcntl
+
+    issue_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(issue_dir / "runner.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd  # released when the process ends
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """The runner's entry point; the tick starts it detached, with stdout/stderr in `<attempt>.runner.log`."""
+    import argparse
+    import sys
+
+    from lib.config import Config, configure_logging
+    from lib.models import ConfigError
+
+    parser = argparse.ArgumentParser(prog="python -m lib.claude_processor",
+                                     description="Run, resume or finalize Claude Code on one issue.")
+    parser.add_argument("mode", choices=("run", "resume", "finalize"))
+    parser.add_argument("--issue", type=int, required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--reason", help="finalize: why (lost, cancelled, or a sentence that fails the issue)")
+    args = parser.parse_args(argv)
+    try:
+        config = Config(Path(args.config))
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(f"config error: {line}", file=sys.stderr)
+        return exc.exit_code
+    configure_logging(config.secrets, config.folder / "orchestrator.log", stream=sys.stderr)
+    log.info("Runner for issue #%s: %s%s (pid %s)", args.issue, args.mode,
+             f" ({args.reason})" if args.reason else "", os.getpid())
+    if _runner_lock(Path(config.log_dir) / f"issue-{args.issue}") is None:
+        log.info("Issue #%s: another runner works on it; this one leaves", args.issue)
+        return 0
+    try:
+        runner = IssueRunner(config, args.issue)
+        signal.signal(signal.SIGTERM, runner._on_sigterm)
+        if args.mode == "run":
+            return runner.run()
+        if args.mode == "resume":
+            return runner.resume()
+        return runner.finalize(args.reason)
+    except OrchestratorError as exc:
+        # The entry stays active; the next tick sees this runner gone and finalizes the issue.
+        log.error("Issue #%s: %s", args.issue, exc)
+        return 1
+    except Exception:
+        log.exception("Issue #%s: unexpected error in the runner; the next tick finalizes the issue", args.issue)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -45,6 +45,11 @@ _PAGE_KEYS = frozenset({"etag", "items", "next_url", "full"})
 Timeout = Union[float, Tuple[float, float]]
 
 
+#: Opens a hidden HTML comment in everything the orchestrator writes on GitHub, so its own comments
+#: are never taken for a human's reply (the token may be a maintainer's own account).
+COMMENT_MARKER = "<!-- claude-issue-orchestrator"
+
+
 class GitHubError(OrchestratorError):
     """GitHub could not be reached or refused a request. `status` is the HTTP status, if any."""
 
@@ -276,6 +281,12 @@ class GitHubClient:
         path = f"{self._repo_path}/pulls"
         response = self._request("POST", path, accept=(422,), json_body={
             "title": title, "head": head, "base": base, "body": body, "draft": draft})
+        if response.status_code == 422 and draft and any(
+                "draft pull requests are not supported" in str(e.get("message", "")).casefold()
+                for e in _github_errors(response)):
+            # Draft pull requests need a paid plan on private repositories: open a ready one.
+            log.info("Draft pull requests are not available here; opening a regular one")
+            return self.create_pull_request(head, base, title, body, draft=False)
         if response.status_code == 422:
             if any("A pull request already exists" in str(e.get("message", "")) for e in _github_errors(response)):
                 existing = self.find_open_pull_request(head)
@@ -466,3 +477,35 @@ def _rate_limit(response: requests.Response, message: str) -> Optional[RateLimit
     if status == 429 or "rate limit" in message.lower():
         return RateLimitError(now + SECONDARY_LIMIT_WAIT, status, secondary=True)
     return None
+
+
+class Trust:
+    """Who may direct the agent: a user whose role is in github.trusted_roles, or who is in
+    github.allowed_users. Roles are asked once per login and kept for the life of this object."""
+
+    def __init__(self, github: GitHubClient, trusted_roles: Sequence[str], allowed_users: Sequence[str]):
+        self.github = github
+        self.trusted_roles = set(trusted_roles)
+        self.allowed_users = set(allowed_users)
+        self._roles: Dict[str, str] = {}
+
+    def __call__(self, login: Optional[str]) -> bool:
+        if not login:
+            return False
+        if login in self.allowed_users:
+            return True
+        if login not in self._roles:
+            self._roles[login] = self.github.user_role(login)
+        return self._roles[login] in self.trusted_roles
+
+    def human_comments(self, number: int, after_id: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Comments by trusted users, oldest first, newer than comment `after_id`; never ours."""
+        comments = []
+        for comment in self.github.list_comments(number):
+            if after_id is not None and comment["id"] <= after_id:
+                continue
+            if COMMENT_MARKER in (comment.get("body") or ""):
+                continue
+            if self((comment.get("user") or {}).get("login")):
+                comments.append(comment)
+        return comments

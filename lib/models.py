@@ -6,6 +6,8 @@ Only the standard library is imported here, so any module (and `import lib`) can
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
@@ -93,6 +95,15 @@ class InstanceStatus(str, Enum):
         return self.value
 
 
+def fault_point(step: str) -> None:
+    """Crash-test hook: `ORCHESTRATOR_FAULT=<step>` kills this process with SIGKILL at that step.
+
+    The reliability tests use it to prove that a crash between any two steps loses nothing.
+    """
+    if os.environ.get("ORCHESTRATOR_FAULT") == step:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def utc_now_iso() -> str:
     """Current UTC time as ISO 8601 with seconds precision, e.g. 2024-01-15T10:30:00+00:00."""
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
@@ -145,6 +156,7 @@ class IssueState:
     question_comment_id: Optional[int] = None
     not_before: Optional[str] = None  # WAITING: do not launch before this time
     cancel_reason: Optional[str] = None  # set by a tick: the runner stops its agent and saves the work
+    requeues: int = 0  # usage-limit/outage requeues in a row: the backoff grows with it
     updated_at: Optional[str] = None
 
     @property

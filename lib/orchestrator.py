@@ -27,6 +27,7 @@ from lib.models import (
     OrchestratorError,
     ProcessStatus,
     UsageError,
+    fault_point,
     parse_iso,
     utc_now_iso,
 )
@@ -43,15 +44,6 @@ RUN, RESUME, FINALIZE = "run", "resume", "finalize"
 SPAWN_GRACE_SECONDS = 60
 #: A runner past its agent's timeout by this much is considered hung and is ended by the tick.
 RUNNER_HANG_GRACE_SECONDS = 300
-
-
-def fault_point(step: str) -> None:
-    """Crash-test hook: `ORCHESTRATOR_FAULT=<step>` kills this process with SIGKILL at that step.
-
-    The reliability tests use it to prove that a crash between any two steps loses nothing.
-    """
-    if os.environ.get("ORCHESTRATOR_FAULT") == step:
-        os.kill(os.getpid(), 9)
 
 
 @contextmanager
@@ -127,8 +119,10 @@ class IssueOrchestrator:
                 poll_cache_file=None if dry_run else config.poll_cache_file,
             )
         self.github = github
+        from lib.github_client import Trust
+
+        self.trust = Trust(github, config.trusted_roles, config.allowed_users)
         self.children: Dict[int, subprocess.Popen] = {}  # runners this process started, to reap
-        self._roles: Dict[str, str] = {}
 
     # ------------------------------------------------------------------------------------------
     # The tick
@@ -225,19 +219,7 @@ class IssueOrchestrator:
     def _trusted_reply(self, entry: IssueState) -> bool:
         if entry.question_comment_id is None:
             return False
-        me = self._own_login()
-        for comment in self.github.list_comments(entry.issue_number):
-            if comment["id"] <= entry.question_comment_id:
-                continue
-            login = (comment.get("user") or {}).get("login")
-            if login and login != me and self.is_trusted(login):
-                return True
-        return False
-
-    def _own_login(self) -> Optional[str]:
-        if not hasattr(self, "_login"):
-            self._login = self.github.get_authenticated_user().get("login")
-        return self._login
+        return bool(self.trust.human_comments(entry.issue_number, after_id=entry.question_comment_id))
 
     def _cancel(self, entry: IssueState, why: str, runner_alive: bool, summary: TickSummary) -> None:
         """A human stopped the work: end the agent; the runner (or a finalize runner) saves the work."""
@@ -310,7 +292,9 @@ class IssueOrchestrator:
             if not_before and not_before > now:
                 summary.queued.append(number)
                 continue
-            if not self._labeled_by_trusted_user(issue, state):
+            # A requeued issue got its label back from us; its first claim passed the trust check.
+            requeued = known is not None and known.status == ProcessStatus.WAITING.value
+            if not requeued and not self._labeled_by_trusted_user(issue, state):
                 summary.skipped.append(number)
                 continue
             if state.free_slot(self.config.max_concurrent) is None:
@@ -327,7 +311,7 @@ class IssueOrchestrator:
     def _labeled_by_trusted_user(self, issue: dict, state: State) -> bool:
         number = issue["number"]
         labeler = self.github.last_labeler(number, self.config.labels.ready)
-        if labeler and self.is_trusted(labeler):
+        if labeler and self.trust(labeler):
             return True
         # Log an untrusted label once per labeling, not on every tick.
         seen = state.meta.get("untrusted", {}).get(str(number))
@@ -339,13 +323,6 @@ class IssueOrchestrator:
                 with self.state.transaction() as fresh:
                     fresh.meta.setdefault("untrusted", {})[str(number)] = issue.get("updated_at")
         return False
-
-    def is_trusted(self, login: str) -> bool:
-        if login in self.config.allowed_users:
-            return True
-        if login not in self._roles:
-            self._roles[login] = self.github.user_role(login)
-        return self._roles[login] in self.config.trusted_roles
 
     def _claim(self, issue: dict) -> Optional[IssueState]:
         """State entry first, then labels, then the runner: a crash between steps is recoverable."""
@@ -369,10 +346,8 @@ class IssueOrchestrator:
                 agent_index=slot,
                 repo=self.config.github_repo,
                 title=issue.get("title") or "",
-                attempt=(previous.attempt + 1) if previous and previous.is_finished else
-                        (previous.attempt if previous else 1),
-                retries=previous.retries if previous and not previous.is_finished else 0,
-                session_id=previous.session_id if previous and not previous.is_finished else None,
+                attempt=previous.attempt + 1 if previous else 1,
+                requeues=previous.requeues if previous and previous.status == ProcessStatus.WAITING.value else 0,
                 updated_at=utc_now_iso(),
             )
             state.issues[number] = entry

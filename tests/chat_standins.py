@@ -25,6 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs
 
+import pytest
+
 TELEGRAM_TOKEN = "123456789:AAH-stand-in-token_0123456789abcdefXYZ"
 TELEGRAM_CHAT_ID = "4242"
 SLACK_TOKEN = "xoxb-1111-2222-standintokenABCDEF"
@@ -480,3 +482,21 @@ class SilentServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@pytest.fixture
+def telegram_api():
+    with TelegramStandIn() as api:
+        yield api
+
+
+@pytest.fixture
+def slack_api():
+    with SlackStandIn() as api:
+        yield api
+
+
+@pytest.fixture
+def silent_server():
+    with SilentServer() as server:
+        yield server

@@ -109,6 +109,7 @@ class _Repo:
     default_branch: str
     clone_url: str
     private: bool = False
+    drafts: bool = True  # False: a private repository on a plan without draft pull requests
     issues: Dict[int, _Issue] = field(default_factory=dict)
     labels: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # casefolded name -> label
 
@@ -184,12 +185,12 @@ class GitHubEmulator:
     # ------------------------------------------------------------------------------------------
 
     def add_repo(self, owner_name: str, default_branch: str = "trunk", clone_url: Optional[str] = None,
-                 private: bool = False) -> None:
+                 private: bool = False, drafts: bool = True) -> None:
         owner, name = owner_name.split("/")
         with self.lock:
             self._repos[owner_name.casefold()] = _Repo(
                 next(self._ids), owner, name, default_branch,
-                clone_url or f"https://github.com/{owner_name}.git", private)
+                clone_url or f"https://github.com/{owner_name}.git", private, drafts)
             self._default_repo = self._default_repo or owner_name
 
     def add_issue(self, title: str, body: Optional[str] = None, labels: Iterable[str] = (), user: str = "alice",
@@ -565,6 +566,11 @@ class GitHubEmulator:
                              "errors": [{"resource": "PullRequest", "code": "custom",
                                          "message": f"A pull request already exists for {label}."}],
                              "documentation_url": f"{DOCS}/pulls/pulls#create-a-pull-request"}, {}
+        if data.get("draft") and not repo.drafts:
+            return 422, {"message": "Validation Failed",
+                         "errors": [{"resource": "PullRequest", "code": "custom",
+                                     "message": "Draft pull requests are not supported in this repository."}],
+                         "documentation_url": f"{DOCS}/pulls/pulls#create-a-pull-request"}, {}
         stamp = _now()
         issue = _Issue(len(repo.issues) + 1, next(self._ids), data["title"], data.get("body"), self.login,
                        stamp, stamp)

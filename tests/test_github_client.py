@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from github_emulator import REPO, TOKEN, github_emulator  # noqa: F401 (a fixture)
-from lib.github_client import (GitHubAuthError, GitHubClient, GitHubError, GitHubNotFoundError,
+from lib.github_client import (COMMENT_MARKER, Trust, GitHubAuthError, GitHubClient, GitHubError, GitHubNotFoundError,
                                RateLimitError)
 
 READY = "ready-for-claude"
@@ -325,6 +325,30 @@ def test_create_pull_request_and_find_it_again(github_emulator, client):
 
     with pytest.raises(GitHubError, match="^GitHub answered 422 for POST /repos/octo/widgets/pulls: Validation Failed"):
         client.create_pull_request("issue-7", "trunk", "", "")
+
+
+def test_draft_pull_request_falls_back_to_a_ready_one_where_drafts_are_not_available(github_emulator, tmp_path):
+    github_emulator.add_repo("octo/private", private=True, drafts=False)
+    client = GitHubClient(TOKEN, "octo/private", github_emulator.url, retries=0)
+    pull = client.create_pull_request("issue-5", "trunk", "Fix #5", "Closes #5", draft=True)
+    assert pull["draft"] is False
+    assert len(github_emulator.pulls("octo/private")) == 1
+
+
+def test_trust_asks_each_role_once_and_never_counts_our_own_comments(github_emulator, client):
+    number = github_emulator.add_issue("Question")
+    github_emulator.set_role("maintainer", "maintain")
+    github_emulator.set_role("reader", "read")
+    ours = client.create_comment(number, "A question\n\n" + COMMENT_MARKER + " question:1:0 -->")
+    github_emulator.add_comment(number, "drive-by", user="reader")
+    github_emulator.add_comment(number, "the answer", user="maintainer")
+    github_emulator.add_comment(number, "more", user="friend")
+    trust = Trust(client, ["admin", "maintain", "write"], ["friend"])
+    assert [c["body"] for c in trust.human_comments(number)] == ["the answer", "more"]
+    mark = len(github_emulator.requests)
+    assert [c["body"] for c in trust.human_comments(number, after_id=ours["id"])] == ["the answer", "more"]
+    assert [r.path.split("?")[0] for r in new_requests(github_emulator, mark)] == [f"/repos/{REPO}/issues/{number}/comments"]
+    assert not trust(None) and not trust("")
 
 
 def test_last_labeler(github_emulator, client):

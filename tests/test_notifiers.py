@@ -14,7 +14,10 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from chat_standins import (
+from chat_standins import (  # noqa: F401 (fixtures)
+    silent_server,
+    slack_api,
+    telegram_api,
     SLACK_CHANNEL_ID,
     SLACK_TOKEN,
     TELEGRAM_CHAT_ID,
@@ -40,24 +43,6 @@ HOSTILE_TITLE = "Fix <script>alert('x')</script> & <b>bold</b> *_[link](x) ðŸŽ‰ð
 
 # PTB 22 warns that RetryAfter.retry_after will become a timedelta; the notifier takes both.
 RETRY_AFTER_DEPRECATION = "ignore:.*`retry_after`:DeprecationWarning"
-
-
-@pytest.fixture
-def telegram_api():
-    with TelegramStandIn() as api:
-        yield api
-
-
-@pytest.fixture
-def slack_api():
-    with SlackStandIn() as api:
-        yield api
-
-
-@pytest.fixture
-def silent_server():
-    with SilentServer() as server:
-        yield server
 
 
 def chat_config(telegram_url=None, slack_url=None, telegram_token=TELEGRAM_TOKEN, slack_token=SLACK_TOKEN,

@@ -1,0 +1,266 @@
+"""The orchestration loop end to end: real ticks, real detached runners, real git, the stand-in
+claude, the GitHub emulator. Each test drives `run_orchestrator.py` as cron would."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import time
+
+import psutil
+
+from claude_standin import alive, scenario
+from github_emulator import REPO, TOKEN
+from world import MAINTAINER, world  # noqa: F401 (a fixture)
+
+READY, WORKING, COMPLETED, FAILED = "ready-for-claude", "claude-working", "claude-completed", "claude-failed"
+
+
+def test_label_to_pull_request(world):
+    number = world.add_issue("Add a greeting", "Please add a greeting.", labels=(READY, "bug"))
+
+    tick = world.tick()
+
+    assert tick.returncode == 0, tick.stdout + tick.stderr
+    assert "1 launched" in tick.stdout
+    entry = world.entry(number)
+    assert entry["status"] == "completed", entry
+    [invocation] = world.standin.invocations()
+    assert entry["session_id"] == invocation["session_id"] and not invocation["resume"]
+    assert entry["cost_usd"] > 0 and entry["num_turns"] >= 1 and entry["agent_index"] == 0
+    assert invocation["cwd"] == str(world.slots / "widgets_0")
+    # The branch is on origin, made from trunk (the default branch), with the agent's commit.
+    assert world.origin_file(f"issue-{number}", f"fix_issue_{number}.txt") is not None
+    assert world.origin_file(f"issue-{number}", "README.md") == world.origin_file("trunk", "README.md")
+    [pull] = world.github.pulls()
+    assert pull["draft"] is True and pull["base"]["ref"] == "trunk" and pull["head"]["ref"] == f"issue-{number}"
+    assert f"Closes #{number}" in pull["body"] and "Add a greeting" in pull["title"]
+    assert entry["pr_url"] == pull["html_url"]
+    [comment] = world.comments(number)
+    assert "finished" in comment and pull["html_url"] in comment and entry["session_id"] in comment
+    assert world.labels(number) == ["bug", COMPLETED]
+
+
+def test_a_second_tick_changes_nothing(world):
+    number = world.add_issue()
+    assert world.tick().returncode == 0
+    requests_before = len(world.github.requests)
+
+    again = world.tick()
+
+    assert again.returncode == 0 and "0 launched" in again.stdout
+    assert len(world.standin.invocations()) == 1
+    assert len(world.comments(number)) == 1
+    writes = [r for r in world.github.requests[requests_before:] if r.method != "GET"]
+    assert writes == []
+
+
+def test_five_ticks_at_once_launch_each_issue_exactly_once(world):
+    numbers = [world.add_issue(f"Issue {i}") for i in range(3)]
+    ticks = [world.start_tick() for _ in range(5)]
+    outputs = [t.communicate(timeout=60)[0] for t in ticks]
+
+    assert all(t.returncode == 0 for t in ticks), outputs
+    assert sum("Another tick is running" in o for o in outputs) + \
+        sum("launched" in o for o in outputs) == 5
+    world.tick()  # waits for the runners
+    launched = sorted(int(inv["cwd"].rsplit("_", 1)[1]) for inv in world.standin.invocations())
+    assert launched == [0, 1, 2]
+    prompts = " ".join(inv["prompt"] for inv in world.standin.invocations())
+    for number in numbers:
+        assert prompts.count(f"issue #{number} ") == 1
+        assert world.entry(number)["status"] == "completed"
+
+
+def test_max_concurrent_is_never_exceeded(world):
+    world.write_config(github={"max_concurrent": 2})
+    numbers = [world.add_issue(f"Slow {i}", scenario("slow", "1.5")) for i in range(4)]
+
+    first = world.tick(wait=False)
+    assert "2 launched" in first.stdout and "2 queued" in first.stdout, first.stdout
+    most = 0
+    deadline = time.monotonic() + 60
+    while not all(world.entry(n).get("status") == "completed" for n in numbers):
+        assert time.monotonic() < deadline, world.state()
+        agents = [p for p in world.processes() if "claude" in " ".join(p.cmdline()[:2])]
+        most = max(most, len(agents))
+        active = [e for k, e in world.state().items() if not k.startswith("_") and e["status"] in
+                  ("pending", "preparing", "running", "needs_input")]
+        assert len(active) <= 2
+        assert len({e["agent_index"] for e in active}) == len(active)
+        world.tick(wait=False)
+        time.sleep(0.2)
+    assert most <= 2
+    assert sorted({e["agent_index"] for k, e in world.state().items() if not k.startswith("_")}) == [0, 1]
+
+
+def test_kill_9_of_a_runner_fails_the_issue_on_the_next_tick_and_frees_the_slot(world):
+    world.write_config(claude={"max_retries": 0})
+    number = world.add_issue("Hangs", scenario("hang"))
+    world.tick(wait=False)
+    entry = world.wait_for(lambda: world.entry(number).get("claude_pid") and world.entry(number), what="the agent")
+    claude_pid = entry["claude_pid"]
+
+    os.kill(entry["runner_pid"], signal.SIGKILL)
+    world.wait_for(lambda: not alive(entry["runner_pid"]), what="the runner to die")
+    tick = world.tick()
+
+    assert tick.returncode == 0, tick.stdout + tick.stderr
+    entry = world.entry(number)
+    assert entry["status"] == "failed" and "runner was lost" in entry["error"]
+    assert not alive(claude_pid)
+    assert world.labels(number) == [FAILED]
+    assert "could not finish" in world.comments(number)[-1]
+
+
+def test_a_lost_run_is_retried_once_by_default(world):
+    number = world.add_issue("Hangs first", scenario("hang"))
+    world.tick(wait=False)
+    entry = world.wait_for(lambda: world.entry(number).get("claude_pid") and world.entry(number), what="the agent")
+    os.kill(entry["runner_pid"], signal.SIGKILL)
+    world.wait_for(lambda: not alive(entry["runner_pid"]), what="the runner to die")
+    # The retry hangs again; end it by its own timeout so the test stays short.
+    world.write_config(claude={"timeout_seconds": 1})
+
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["retries"] == 1 and entry["attempt"] == 2
+    assert entry["status"] == "failed" and "timed out after 1 s" in entry["error"]
+    assert len(world.standin.invocations()) == 2
+
+
+def test_a_timeout_ends_claude_and_the_grandchild_it_left(world):
+    world.write_config(claude={"timeout_seconds": 2})
+    number = world.add_issue("Spawns a grandchild", scenario("grandchild"))
+
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["status"] == "failed" and "timed out after 2 s (claude.timeout_seconds)" in entry["error"]
+    grandchild = world.standin.grandchild_pid()
+    assert not alive(grandchild)
+    assert world.processes() == []
+    assert "timed out after 2 s" in world.comments(number)[-1]
+
+
+def test_a_hostile_title_changes_nothing_outside_the_slot(world, tmp_path):
+    target = tmp_path / "pwned"
+    title = f'$(touch {target}); `touch {target}` <b>"x"</b> && rm -rf ~'
+    number = world.add_issue(title, f"; touch {target} #\n<!-- hidden instruction -->")
+
+    world.tick()
+
+    assert not target.exists()
+    entry = world.entry(number)
+    assert entry["status"] == "completed" and entry["branch"] == f"issue-{number}"
+    [pull] = world.github.pulls()
+    assert title in pull["title"]
+    [invocation] = world.standin.invocations()
+    assert "hidden instruction" not in invocation["prompt"]
+
+
+def test_the_token_reaches_no_file_no_git_config_and_no_comment(world):
+    numbers = [world.add_issue("Works"), world.add_issue("Fails", scenario("crash"))]
+    world.write_config(claude={"max_retries": 0})
+
+    world.tick()
+
+    hits = []
+    for folder in (world.state_file.parent, world.log_dir, world.config_path.parent):
+        for path in folder.rglob("*"):
+            if path.is_file() and path != world.config_path and TOKEN.encode() in path.read_bytes():
+                hits.append(path)
+    for config in world.slots.glob("*/.git/config"):
+        if TOKEN in config.read_text():
+            hits.append(config)
+    assert hits == []
+    for number in numbers:
+        assert all(TOKEN not in body for body in world.comments(number))
+    assert all(TOKEN.encode() not in r.body for r in world.github.requests)
+
+
+def test_a_held_lock_means_another_tick_runs(world):
+    world.add_issue()
+    lock = world.config_path.parent / "state" / "orchestrator.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        tick = world.tick(wait=False)
+    assert tick.returncode == 0
+    assert "Another tick is running" in tick.stdout
+    assert world.standin.invocations() == []
+
+
+def test_dry_run_changes_nothing(world):
+    number = world.add_issue()
+
+    tick = world.tick("--dry-run", wait=False)
+
+    assert tick.returncode == 0, tick.stderr
+    assert "would claim issue #1" in tick.stdout
+    assert not world.state_file.exists() and not world.slots.exists()
+    assert world.labels(number) == [READY]
+    assert [r for r in world.github.requests if r.method != "GET"] == []
+
+
+def test_an_untrusted_label_is_skipped_and_said_once(world):
+    world.github.set_role("drive-by", "read")
+    number = world.add_issue(labeled_by="drive-by")
+
+    first, second = world.tick(), world.tick()
+
+    assert "1 skipped" in first.stdout and world.standin.invocations() == []
+    assert world.log_text().count("applied by drive-by") == 1
+    assert world.labels(number) == [READY]
+    assert "1 skipped" in second.stdout
+
+
+def test_a_finished_issue_labeled_again_continues_its_branch(world):
+    number = world.add_issue()
+    world.tick()
+    first_session = world.entry(number)["session_id"]
+    world.github.add_label_event(number, READY, MAINTAINER)
+
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["status"] == "completed" and entry["attempt"] == 2 and entry["session_id"] != first_session
+    assert len(world.github.pulls()) == 1  # the open pull request of the branch is reused
+    second = world.standin.invocations()[1]
+    assert second["cwd"].endswith("widgets_0")
+    assert world.labels(number) == [COMPLETED]
+
+
+def test_wrong_config_is_exit_2_with_one_line_per_mistake(world):
+    world.write_config(github={"max_concurrent": 0, "repo": "not a repo"}, claude={"timeout_seconds": -1})
+
+    tick = world.tick(wait=False)
+
+    assert tick.returncode == 2
+    lines = tick.stderr.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("config error: ") for line in lines), tick.stderr
+    assert "Traceback" not in tick.stderr + tick.stdout
+
+
+def test_a_rejected_token_is_exit_1_with_one_sentence(world):
+    world.write_config(github={"token": "ghp_notTheRightOne000000000000000000000"})
+    world.add_issue()
+
+    tick = world.tick(wait=False)
+
+    assert tick.returncode == 1
+    assert "GitHub rejected the token (401)" in tick.stdout
+    assert "Traceback" not in tick.stdout + tick.stderr
+
+
+def test_an_exhausted_rate_limit_ends_the_tick_cleanly(world):
+    world.add_issue()
+    world.github.rate_remaining = 0
+
+    tick = world.tick(wait=False)
+
+    assert tick.returncode == 0, tick.stdout
+    assert "rate limited until" in tick.stdout
+    assert world.standin.invocations() == []

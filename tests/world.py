@@ -1,0 +1,184 @@
+"""An end-to-end world for tests: the GitHub emulator, a bare `origin` whose default branch is
+`trunk`, the stand-in `claude`, optional Telegram and Slack stand-ins, and a config.json that ties
+them together. Ticks run as real processes through `run_orchestrator.py`; runners are real detached
+processes; git is real.
+
+Import the fixture into a test module: `from world import world`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import psutil
+import pytest
+
+from chat_standins import SLACK_CHANNEL_ID, SLACK_TOKEN, TELEGRAM_CHAT_ID, TELEGRAM_TOKEN
+from claude_standin import STANDIN, Standin, alive, standin_env
+from git_fixtures import git_env, make_origin, read_file
+from github_emulator import REPO, TOKEN, GitHubEmulator
+
+PROJECT = Path(__file__).resolve().parent.parent
+MAINTAINER = "maintainer"
+
+
+class World:
+    """One orchestrator installation under `root`, talking to local stand-ins only."""
+
+    def __init__(self, root: Path, github: GitHubEmulator):
+        self.root = root
+        self.github = github
+        self.origin = make_origin(root / "origin.git")
+        github.add_repo(REPO, default_branch="trunk", clone_url=str(self.origin))
+        github.set_role(MAINTAINER, "maintain")
+        self.standin = Standin(path=STANDIN, root=root / "standin", env=standin_env(root / "standin"))
+        self.config_path = root / "install" / "config.json"
+        self.config_path.parent.mkdir(parents=True)
+        self.settings: Dict[str, Any] = {
+            "github": {"token": TOKEN, "repo": REPO, "base_repo_path": str(root / "slots"),
+                       "max_concurrent": 3, "api_url": github.url},
+            "claude": {"executable": str(STANDIN), "check_interval": 0.2, "timeout_seconds": 60},
+            "state_file": "state/processing-state.json",
+            "log_dir": "logs",
+        }
+        self.env = {**self.standin.env, **git_env(root / "gitconfig")}
+        for name in ("PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "LC_ALL"):
+            if name in os.environ:
+                self.env[name] = os.environ[name]
+        self.write_config()
+
+    # --- setup ---------------------------------------------------------------------------------
+
+    def write_config(self, **changes: Any) -> None:
+        """Merge `changes` (section -> dict, or key -> value) into config.json."""
+        for key, value in changes.items():
+            if isinstance(value, dict):
+                self.settings.setdefault(key, {}).update(value)
+            else:
+                self.settings[key] = value
+        self.config_path.write_text(json.dumps(self.settings, indent=2))
+        self.config_path.chmod(0o600)
+
+    def chat(self, telegram=None, slack=None) -> None:
+        if telegram is not None:
+            self.write_config(telegram={"bot_token": TELEGRAM_TOKEN, "chat_id": TELEGRAM_CHAT_ID,
+                                        "api_base_url": telegram.api_base_url})
+        if slack is not None:
+            self.write_config(slack={"bot_token": SLACK_TOKEN, "channel_id": SLACK_CHANNEL_ID,
+                                     "api_base_url": slack.api_base_url})
+
+    def add_issue(self, title: str = "Add a greeting", body: Optional[str] = "Please add a greeting.",
+                  labels=("ready-for-claude",), labeled_by: str = MAINTAINER, **kwargs: Any) -> int:
+        return self.github.add_issue(title, body, labels=labels, labeled_by=labeled_by, **kwargs)
+
+    # --- running -------------------------------------------------------------------------------
+
+    def tick(self, *args: str, wait: bool = True, timeout: float = 120, env: Optional[Dict[str, str]] = None
+             ) -> subprocess.CompletedProcess:
+        """One tick through the real entry point; with `wait`, until its runners have ended."""
+        command = [sys.executable, str(PROJECT / "run_orchestrator.py"), "--config", str(self.config_path), *args]
+        if wait:
+            command.append("--wait")
+        return subprocess.run(command, cwd=self.root, env={**self.env, **(env or {})}, capture_output=True,
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def start_tick(self, *args: str, env: Optional[Dict[str, str]] = None) -> subprocess.Popen:
+        command = [sys.executable, str(PROJECT / "run_orchestrator.py"), "--config", str(self.config_path), *args]
+        return subprocess.Popen(command, cwd=self.root, env={**self.env, **(env or {})}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+
+    # --- looking ---------------------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.config_path.parent / "state" / "processing-state.json"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.config_path.parent / "logs"
+
+    @property
+    def slots(self) -> Path:
+        return self.root / "slots"
+
+    def state(self) -> Dict[str, Any]:
+        return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
+
+    def entry(self, number: int) -> Dict[str, Any]:
+        return self.state().get(str(number), {})
+
+    def labels(self, number: int) -> List[str]:
+        return sorted(self.github.issue_labels(number))
+
+    def comments(self, number: int) -> List[str]:
+        return [c["body"] for c in self.github.comments(number)]
+
+    def origin_file(self, branch: str, path: str) -> Optional[str]:
+        return read_file(self.origin, branch, path)
+
+    def wait_for(self, condition: Callable[[], Any], timeout: float = 30, what: str = "the condition") -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = condition()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def log_text(self) -> str:
+        """Everything the orchestrator logged: orchestrator.log and every runner log."""
+        parts = []
+        main_log = self.config_path.parent / "orchestrator.log"
+        if main_log.exists():
+            parts.append(main_log.read_text(errors="replace"))
+        parts += [p.read_text(errors="replace") for p in sorted(self.log_dir.glob("issue-*/*.runner.log"))]
+        return "\n".join(parts)
+
+    def processes(self) -> List[psutil.Process]:
+        """Runners and agents of this world still alive."""
+        found = []
+        for process in psutil.process_iter(["cmdline", "status"]):
+            cmdline = " ".join(process.info["cmdline"] or [])
+            if process.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if str(self.config_path) in cmdline or (str(STANDIN) in cmdline and str(self.root) in _cwd(process)):
+                found.append(process)
+        return found
+
+    def cleanup(self) -> None:
+        for process in self.processes():
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.standin.pidfile.exists():
+            pid = int(self.standin.pidfile.read_text())
+            if alive(pid):
+                psutil.Process(pid).kill()
+
+
+def _cwd(process: psutil.Process) -> str:
+    try:
+        return process.cwd()
+    except (psutil.Error, OSError):
+        return ""
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    emulator = GitHubEmulator().start()
+    emulator.tokens.add(TOKEN)
+    world = World(tmp_path, emulator)
+    try:
+        yield world
+    finally:
+        world.cleanup()
+        emulator.close()
+    assert not emulator.errors, "the GitHub emulator failed internally:\n" + "\n".join(emulator.errors)
