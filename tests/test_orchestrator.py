@@ -4,15 +4,20 @@ claude, the GitHub emulator. Each test drives `run_orchestrator.py` as cron woul
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import psutil
 
+from chat_standins import (SLACK_TOKEN, TELEGRAM_TOKEN, closed_port, silent_server,  # noqa: F401 (fixtures)
+                           slack_api, telegram_api)
 from claude_standin import alive, scenario
 from github_emulator import REPO, TOKEN
-from world import MAINTAINER, world  # noqa: F401 (a fixture)
+from world import MAINTAINER, PROJECT, world  # noqa: F401 (a fixture)
 
 READY, WORKING, COMPLETED, FAILED = "ready-for-claude", "claude-working", "claude-completed", "claude-failed"
 
@@ -264,3 +269,57 @@ def test_an_exhausted_rate_limit_ends_the_tick_cleanly(world):
     assert tick.returncode == 0, tick.stdout
     assert "rate limited until" in tick.stdout
     assert world.standin.invocations() == []
+
+
+def test_notifiers_that_refuse_or_hang_do_not_hold_up_the_work(world, silent_server):
+    world.write_config(
+        telegram={"bot_token": TELEGRAM_TOKEN, "chat_id": "1", "api_base_url": f"http://127.0.0.1:{closed_port()}/bot"},
+        slack={"bot_token": SLACK_TOKEN, "channel_id": "C1", "api_base_url": f"http://127.0.0.1:{silent_server.port}/api/"})
+    number = world.add_issue()
+
+    tick = world.tick()
+
+    assert tick.returncode == 0, tick.stdout + tick.stderr
+    assert world.entry(number)["status"] == "completed" and world.labels(number) == [COMPLETED]
+    log = world.log_text()
+    assert "Telegram" in log and "Slack: no answer within" in log
+    assert "Traceback" not in log and TELEGRAM_TOKEN not in log and SLACK_TOKEN not in log
+
+
+def test_every_event_reaches_telegram_and_slack_with_its_fields(world, telegram_api, slack_api):
+    world.chat(telegram=telegram_api, slack=slack_api)
+    title = "Fix <script>alert(1)</script> & *_[x] 🎉"
+    number = world.add_issue(title, "x" * 5000)
+
+    world.tick()
+
+    started, completed = telegram_api.messages
+    assert started["plain_text"].startswith("🚀") and completed["plain_text"].startswith("✅")
+    for message in (started, completed):
+        assert f"{REPO}#{number}" in message["plain_text"] and title in message["plain_text"]
+        assert "issue-1" in message["plain_text"] and "slot 0" in message["plain_text"].lower()
+    entry = world.entry(number)
+    assert entry["pr_url"] in completed["plain_text"] and "$" in completed["plain_text"]
+    slack_started, slack_completed = slack_api.messages
+    assert slack_completed["text"].startswith("✅") and entry["pr_url"] in slack_completed["rendered"]
+    assert slack_api.messages[0]["problems"] == [] and slack_completed["problems"] == []
+
+
+def test_the_monitor_shows_a_real_run_and_its_conversation(world):
+    number = world.add_issue("Add a greeting")
+    world.tick()
+
+    def monitor(*args):
+        done = subprocess.run([sys.executable, str(PROJECT / "claude_monitor.py"), "--config", str(world.config_path),
+                               "--format", "json", *args], env=world.env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    status = monitor("status", "--issue", str(number))
+    entry = world.entry(number)
+    assert status["status"] == "completed" and status["pr_url"] == entry["pr_url"]
+    assert status["session_id"] == entry["session_id"] and status["cost_usd"] == entry["cost_usd"]
+    history = monitor("history", "--issue", str(number))
+    kinds = {m["kind"] for m in history["messages"]}
+    assert {"prompt", "text", "tool_use"} <= kinds
+    assert any(f"issue #{number}" in m["text"] for m in history["messages"] if m["kind"] == "prompt")
