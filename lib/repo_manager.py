@@ -1,16 +1,25 @@
 """Agent slots: one clone of the repository per slot, made clean and ready for one issue.
 
 Slot i is `<base_repo_path>/<repo_name>_<i>`. Before a run the runner calls `prepare_slot`: clone
-when absent (else fetch), clean, run the repository's `setup.sh`, and check out `issue-<N>`.
-After the run it calls `commit_all`, `commits_ahead` and `push_branch`.
+when absent (else fetch), clean, check out `issue-<N>`, run the repository's `setup.sh`. After the
+run it calls `commit_all`, `commits_ahead`, `push_branch` and `head_sha`.
 
 * Git authenticates per command through the environment (`GIT_CONFIG_COUNT` with an
-  `http.extraheader`), so the token is never in `.git/config`, an argv or a log line.
+  `http.extraheader`), so the token is never in `.git/config`, an argv or a log line. A clone URL
+  that carries credentials itself is refused.
 * Cleaning removes untracked files but keeps ignored ones: virtualenvs and `node_modules` made by
   `setup.sh` survive from one issue to the next, and a setup run stays fast.
-* Unpushed commits of an issue branch are never thrown away: before a slot is reset they are kept
-  on `refs/orchestrator/backup/<branch>-<time>` (and the log says so).
-* Every git call gets `cwd=`; nothing calls `os.chdir` (runners of several slots share nothing).
+* Nothing unpushed is thrown away. Local `issue-*` branches are never deleted; `issue-<N>` with
+  unpushed commits is continued, not reset. Commits that would become unreachable (a detached
+  HEAD, a local branch that diverged from origin's) and uncommitted edits on an issue branch are
+  kept on `refs/orchestrator/backup/<what>-<time>` first, and the log says so.
+* `refs/orchestrator/origin/<branch>` remembers the last commit of a branch known to be on origin
+  (pushed or checked out from it), so a branch that origin deleted after merging its pull request
+  is not mistaken for unpushed work once `fetch --prune` forgets `origin/<branch>`.
+* A slot that is not a working clone of the repository (no `.git`, corrupt, another remote) is
+  moved aside to `<slot>.damaged-<time>`, never deleted: it may hold the only copy of some work.
+* Every git call gets `cwd=`; nothing calls `os.chdir` (runners of several slots share a process
+  tree, not a working directory).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
+from urllib.parse import urlsplit
 
 from lib.models import OrchestratorError, fault_point
 
@@ -34,7 +44,19 @@ NETWORK_TIMEOUT = 600
 LOCAL_TIMEOUT = 120
 #: Identity for commits the orchestrator makes, used only when git has none configured.
 IDENTITY = ("Claude Issue Orchestrator", "orchestrator@localhost")
-TAIL_LINES = 20
+BACKUP_PREFIX = "refs/orchestrator/backup/"
+ON_ORIGIN_PREFIX = "refs/orchestrator/origin/"
+#: (marker in .git, command that ends it) for every operation a slot can be left in the middle of.
+UNFINISHED_OPERATIONS = (
+    ("MERGE_HEAD", ["merge", "--abort"]),
+    ("rebase-merge", ["rebase", "--abort"]),
+    ("rebase-apply/applying", ["am", "--abort"]),
+    ("rebase-apply", ["rebase", "--abort"]),
+    ("CHERRY_PICK_HEAD", ["cherry-pick", "--abort"]),
+    ("REVERT_HEAD", ["revert", "--abort"]),
+    ("sequencer", ["cherry-pick", "--abort"]),
+    ("BISECT_LOG", ["bisect", "reset"]),
+)
 
 
 class GitError(OrchestratorError):
@@ -54,13 +76,20 @@ class SlotInfo:
     path: Path
     branch: str
     base_branch: str
-    continued: bool  # the branch continues origin/issue-<N> from an earlier attempt
+    continued: bool  # the branch continues an earlier attempt (origin's or this slot's unpushed one)
     warnings: List[str] = field(default_factory=list)
+
+
+def issue_branch(issue_number: int) -> str:
+    """`issue-<N>`: a branch name is made from the number only, never from issue text."""
+    if isinstance(issue_number, bool) or not isinstance(issue_number, int) or issue_number < 1:
+        raise ValueError(f"an issue number must be a positive int, not {issue_number!r}")
+    return f"issue-{issue_number}"
 
 
 class RepoManager:
     """`RepoManager(config)` as in the seed README; `token` defaults to config.github_token and
-    `env` (default os.environ) is the environment git runs in."""
+    `env` (default os.environ) is the environment git and setup.sh start from."""
 
     def __init__(self, config, token: Optional[str] = None, *, env: Optional[Mapping[str, str]] = None):
         self.config = config
@@ -74,15 +103,14 @@ class RepoManager:
     # --- running git ---------------------------------------------------------------------------
 
     def git_env(self) -> Dict[str, str]:
-        """This environment plus per-command git settings: auth header, no prompts, an identity
-        when git has none."""
+        """The base environment plus per-command git settings: the auth header, no prompts, and an
+        identity when git has none."""
         env = dict(os.environ if self.env is None else self.env)
         env["GIT_TERMINAL_PROMPT"] = "0"
-        env.setdefault("GIT_ASKPASS", "true")  # never wait for a password on a terminal-less box
+        env.setdefault("GIT_ASKPASS", "true")  # an ssh or credential prompt answers empty instead of waiting
         settings: List[tuple] = []
         if self.token:
-            basic = base64.b64encode(f"x-access-token:{self.token}".encode()).decode()
-            settings.append(("http.extraheader", f"AUTHORIZATION: basic {basic}"))
+            settings.append(("http.extraheader", f"AUTHORIZATION: basic {self._basic_auth()}"))
         if not self._has_identity(env):
             settings += [("user.name", IDENTITY[0]), ("user.email", IDENTITY[1])]
         start = int(env.get("GIT_CONFIG_COUNT", "0") or 0)
@@ -91,6 +119,9 @@ class RepoManager:
             env[f"GIT_CONFIG_VALUE_{start + offset}"] = value
         env["GIT_CONFIG_COUNT"] = str(start + len(settings))
         return env
+
+    def _basic_auth(self) -> str:
+        return base64.b64encode(f"x-access-token:{self.token}".encode()).decode()
 
     @staticmethod
     def _has_identity(env: Mapping[str, str]) -> bool:
@@ -102,16 +133,32 @@ class RepoManager:
 
     def git(self, args: Sequence[str], cwd: os.PathLike, *, timeout: float = LOCAL_TIMEOUT,
             check: bool = True) -> subprocess.CompletedProcess:
-        """Run `git <args>` in `cwd`; with `check`, a failure raises GitError in words."""
+        """Run `git <args>` in `cwd`; with `check`, a failure raises GitError in words.
+
+        git runs in its own process group: on a timeout its helpers (git-remote-https, ssh) are
+        ended with it, and none of them is left holding our pipes open.
+        """
         if self._git_env is None:
             self._git_env = self.git_env()
+        args = [str(arg) for arg in args]
+        log.debug("git %s (in %s)", " ".join(args), cwd)
         try:
-            done = subprocess.run(["git", *args], cwd=str(cwd), env=self._git_env, capture_output=True,
-                                  text=True, errors="replace", stdin=subprocess.DEVNULL, timeout=timeout)
+            process = subprocess.Popen(["git", *args], cwd=str(cwd), env=self._git_env, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                                       start_new_session=True)
+        except FileNotFoundError as exc:
+            if not Path(cwd).is_dir():
+                raise GitError(f"git {args[0]} cannot run in {cwd}: the folder does not exist") from None
+            raise GitError("git is not installed (or not on PATH)") from exc
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
+            from lib.claude_processor import terminate_tree
+
+            terminate_tree(process, grace_seconds=2)
+            process.communicate()
             raise GitError(f"git {args[0]} in {cwd} did not finish within {timeout:g} s") from None
-        except FileNotFoundError:
-            raise GitError("git is not installed (or not on PATH)") from None
+        done = subprocess.CompletedProcess(["git", *args], process.returncode, stdout, stderr)
         if check and done.returncode != 0:
             raise GitError(f"git {args[0]} failed in {cwd} (exit {done.returncode}): {self._last_words(done)}")
         return done
@@ -122,115 +169,200 @@ class RepoManager:
         return self._scrub(words)
 
     def _scrub(self, text: str) -> str:
-        if self.token:
-            text = text.replace(self.token, "***")
-            text = text.replace(base64.b64encode(f"x-access-token:{self.token}".encode()).decode(), "***")
+        secrets = [self.token, self.token and self._basic_auth(), *getattr(self.config, "secrets", [])]
+        for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+            text = text.replace(secret, "***")
         return text
+
+    def _sha(self, path: Path, ref: str) -> Optional[str]:
+        done = self.git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], path, check=False)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    def _count(self, path: Path, args: Sequence[str]) -> int:
+        return int(self.git(["rev-list", "--count", *args], path).stdout.strip() or 0)
+
+    def _unpushed(self, path: Path, ref: str) -> int:
+        """Commits of `ref` that origin lacks, as far as this slot knows (its remote-tracking refs and
+        its marks of what was on origin)."""
+        return self._count(path, [ref, "--not", "--remotes=origin", f"--glob={ON_ORIGIN_PREFIX}*"])
 
     # --- the slot ------------------------------------------------------------------------------
 
     def prepare_slot(self, agent_index: int, issue_number: int, *, base_branch: str, clone_url: str,
                      setup_log: Path) -> SlotInfo:
-        """Make slot `agent_index` a clean checkout of `issue-<N>` for a run, ready for the agent."""
+        """Make slot `agent_index` a clean checkout of `issue-<N>`, with setup.sh run, for the agent.
+
+        Cleaning keeps ignored files (the environments setup.sh made) and every unpushed commit;
+        see the module docstring. Raises GitError or SetupError with a sentence.
+        """
+        branch = issue_branch(issue_number)
         path = self.repo_path(agent_index)
-        branch = f"issue-{int(issue_number)}"  # never text from the issue
+        self._refuse_credentials_in(clone_url)
+        log.info("Preparing slot %s (%s) for #%s", agent_index, path, issue_number)
         self._clone_or_fetch(path, clone_url)
         warnings = self._clean(path, base_branch)
-        continued = self._checkout(path, branch, base_branch)
-        self._run_setup(path, setup_log)
-        current = self.git(["symbolic-ref", "--short", "HEAD"], path, check=False).stdout.strip()
+        continued = self._checkout(path, branch, base_branch, warnings)
+        self._run_setup(path, Path(setup_log))
+        current = self.git(["symbolic-ref", "--quiet", "--short", "HEAD"], path, check=False).stdout.strip()
         if current != branch:
             raise GitError(f"{path} is on {current or 'a detached HEAD'} after setup.sh, not on {branch}")
-        dirty = self.git(["status", "--porcelain"], path).stdout.strip()
+        dirty = self.git(["status", "--porcelain"], path).stdout.splitlines()
         if dirty:
-            warnings.append(f"setup.sh left uncommitted changes in {path}: {len(dirty.splitlines())} file(s)")
-            log.warning("Slot %s: %s", agent_index, warnings[-1])
+            self._warn(path, warnings, f"setup.sh left {len(dirty)} uncommitted change(s); the agent starts"
+                                       " with them and they will be committed with its work")
         log.info("Slot %s ready at %s on %s (%s)", agent_index, path, branch,
-                 f"continuing origin/{branch}" if continued else f"new from origin/{base_branch}")
+                 "continuing an earlier attempt" if continued else f"new from origin/{base_branch}")
         return SlotInfo(path=path, branch=branch, base_branch=base_branch, continued=continued, warnings=warnings)
 
+    @staticmethod
+    def _warn(path: Path, warnings: List[str], text: str) -> None:
+        warnings.append(text)
+        log.warning("Slot %s: %s", path, text)
+
+    def _refuse_credentials_in(self, clone_url: str) -> None:
+        """A URL with credentials would be written to `.git/config`; the token goes per command."""
+        try:
+            has_password = bool(urlsplit(clone_url).password)
+        except ValueError:
+            has_password = False
+        if has_password or self._scrub(clone_url) != clone_url:
+            raise GitError("The clone URL carries credentials; give it without them (the token is sent per"
+                           " command, never stored in the clone).")
+
     def _clone_or_fetch(self, path: Path, clone_url: str) -> None:
-        if path.exists() and not self._healthy(path, clone_url):
+        if (path.exists() or path.is_symlink()) and not self._healthy(path, clone_url):
             self._set_aside(path)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             log.info("Cloning %s into %s", clone_url, path)
             fault_point("during-clone")
             try:
-                self.git(["clone", "--quiet", "--no-tags", clone_url, str(path)], path.parent,
-                         timeout=NETWORK_TIMEOUT)
+                self.git(["clone", "--quiet", clone_url, str(path)], path.parent, timeout=NETWORK_TIMEOUT)
             except GitError:
-                shutil.rmtree(path, ignore_errors=True)  # a half clone would look like a damaged slot
+                shutil.rmtree(path, ignore_errors=True)  # a half clone would look like a damaged slot next time
                 raise
             return
-        self.git(["fetch", "--quiet", "--prune", "--no-tags", "origin"], path, timeout=NETWORK_TIMEOUT)
+        self.git(["fetch", "--quiet", "--prune", "origin"], path, timeout=NETWORK_TIMEOUT)
 
     def _healthy(self, path: Path, clone_url: str) -> bool:
         """The folder is a working clone of `clone_url` (else it is rebuilt)."""
-        if not (path / ".git").exists():
+        if path.is_symlink() or not (path / ".git").is_dir():
             return False
         top = self.git(["rev-parse", "--show-toplevel"], path, check=False)
         if top.returncode != 0 or Path(top.stdout.strip()).resolve() != path.resolve():
-            return False
+            return False  # not a repository, or only a folder inside some other one
         if self.git(["status", "--porcelain"], path, check=False).returncode != 0:
-            return False  # a damaged index or object store
+            return False  # a damaged HEAD, index or object store
         url = self.git(["config", "--get", "remote.origin.url"], path, check=False).stdout.strip()
         return url == clone_url
 
     def _set_aside(self, path: Path) -> None:
         """Move a damaged slot out of the way, keeping it (it may hold the only copy of some work)."""
-        aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-        path.rename(aside)
-        log.warning("Slot %s is not a working clone of the repository; moved it to %s and cloning afresh",
-                    path, aside)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        aside = path.with_name(f"{path.name}.damaged-{stamp}")
+        serial = 1
+        while aside.exists():
+            serial += 1
+            aside = path.with_name(f"{path.name}.damaged-{stamp}-{serial}")
+        try:
+            path.rename(aside)
+        except OSError as exc:
+            raise GitError(f"The damaged slot {path} could not be moved aside ({exc.strerror}).") from None
+        log.warning("Slot %s is not a working clone of the repository (no or a corrupt .git, or another"
+                    " remote); moved it with everything in it to %s and cloning afresh", path, aside)
 
     def _clean(self, path: Path, base_branch: str) -> List[str]:
-        """Leave nothing of an earlier run: unfinished operations, detached HEAD, edits, untracked
-        files (ignored ones stay). Unpushed commits of an issue branch are kept on a backup ref."""
+        """Leave nothing of an earlier run: unfinished operations, a detached HEAD, edits, untracked
+        files (ignored ones stay). Work that would be lost is kept on a backup ref first."""
         warnings: List[str] = []
         git_dir = path / ".git"
-        for marker, command in (("MERGE_HEAD", ["merge", "--abort"]), ("rebase-merge", ["rebase", "--abort"]),
-                                ("rebase-apply", ["rebase", "--abort"]),
-                                ("CHERRY_PICK_HEAD", ["cherry-pick", "--abort"]),
-                                ("REVERT_HEAD", ["revert", "--abort"])):
-            if (git_dir / marker).exists():
-                self.git(command, path, check=False)
-                warnings.append(f"aborted an unfinished {command[0]} in {path}")
-                log.warning("Slot %s: %s", path, warnings[-1])
-        self._back_up_unpushed(path, warnings)
+        for marker, command in UNFINISHED_OPERATIONS:
+            if not (git_dir / marker).exists():
+                continue
+            self.git(command, path, check=False)
+            if command[0] in ("rebase", "am") and (git_dir / marker).exists():
+                self.git([command[0], "--quit"], path, check=False)  # abort failed: drop the state, keep HEAD
+            self._warn(path, warnings, f"aborted an unfinished {command[0]} left in the slot")
+        self._keep_uncommitted(path, warnings)
+        if self.git(["symbolic-ref", "--quiet", "HEAD"], path, check=False).returncode != 0:
+            self._keep_if_unpushed(path, "HEAD", "detached", warnings)
         remote_base = f"origin/{base_branch}"
-        if self.git(["rev-parse", "--verify", "--quiet", remote_base], path, check=False).returncode != 0:
-            raise GitError(f"the base branch {base_branch!r} does not exist on origin")
-        self.git(["checkout", "--quiet", "--force", "-B", base_branch, remote_base], path)
-        self.git(["reset", "--quiet", "--hard", remote_base], path)
-        self.git(["clean", "-fd", "--quiet"], path)  # no -x: ignored files (venvs, caches) stay
+        if self._sha(path, f"refs/remotes/{remote_base}") is None:
+            raise GitError(f"The base branch {base_branch!r} does not exist on origin.")
+        # --force -B: the base branch, index and tracked files become exactly origin's (a hard reset).
+        self.git(["checkout", "--quiet", "--force", "--no-track", "-B", base_branch, remote_base], path)
+        # -ff also removes untracked nested repositories; no -x: ignored files (venvs, caches) stay.
+        self.git(["clean", "-ffd", "--quiet"], path)
         return warnings
 
-    def _back_up_unpushed(self, path: Path, warnings: List[str]) -> None:
-        """Keep each local issue branch (and a detached HEAD) whose commits origin lacks."""
-        heads = self.git(["for-each-ref", "--format=%(refname:short)", "refs/heads/issue-*"], path).stdout.split()
-        candidates = [(name, name) for name in heads]
-        if self.git(["symbolic-ref", "-q", "HEAD"], path, check=False).returncode != 0:
-            candidates.append(("HEAD", "detached"))
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for ref, label in candidates:
-            unpushed = self.git(["rev-list", "--count", ref, "--not", "--remotes=origin"], path, check=False)
-            count = int(unpushed.stdout.strip() or 0) if unpushed.returncode == 0 else 0
-            if not count:
-                continue
-            backup = f"refs/orchestrator/backup/{label}-{stamp}"
-            self.git(["update-ref", backup, ref], path)
-            warnings.append(f"{count} unpushed commit(s) of {label} kept on {backup}")
-            log.warning("Slot %s: %s", path, warnings[-1])
+    def _keep_uncommitted(self, path: Path, warnings: List[str]) -> None:
+        """Edits left on an issue branch or a detached HEAD go to a backup ref (`git stash apply`
+        restores them); edits on any other branch are leftovers of setup.sh and are dropped."""
+        head = self.git(["symbolic-ref", "--quiet", "--short", "HEAD"], path, check=False).stdout.strip()
+        if head and not head.startswith("issue-"):
+            return
+        changes = self.git(["status", "--porcelain"], path).stdout.splitlines()
+        if not changes or self._sha(path, "HEAD") is None:
+            return
+        label = f"{head or 'detached'}-uncommitted"
+        saved = self.git(["stash", "push", "--quiet", "--include-untracked", "-m", f"orchestrator: {label}"],
+                         path, check=False)
+        if saved.returncode != 0 or self._sha(path, "refs/stash") is None:
+            self._warn(path, warnings, f"could not keep {len(changes)} uncommitted change(s) on {head or 'HEAD'}"
+                                       f" before cleaning: {self._last_words(saved)}")
+            return
+        backup = self._backup(path, label, "refs/stash")
+        self.git(["stash", "drop", "--quiet"], path)
+        self._warn(path, warnings, f"{len(changes)} uncommitted change(s) on {head or 'a detached HEAD'} kept on"
+                                   f" {backup} (restore with `git stash apply {backup}`)")
 
-    def _checkout(self, path: Path, branch: str, base_branch: str) -> bool:
-        """Check out `branch`: origin's when an earlier attempt pushed it, else new from the base."""
-        remote = f"origin/{branch}"
-        continued = self.git(["rev-parse", "--verify", "--quiet", remote], path, check=False).returncode == 0
-        self.git(["checkout", "--quiet", "--force", "-B", branch, remote if continued else f"origin/{base_branch}"],
-                 path)
-        self.git(["branch", "--quiet", "--unset-upstream"], path, check=False)
+    def _keep_if_unpushed(self, path: Path, ref: str, label: str, warnings: List[str]) -> None:
+        """Put `ref` on a backup ref when it has commits no branch, remote or backup holds."""
+        count = self._count(path, [ref, "--not", "--branches", "--remotes=origin", "--glob=refs/orchestrator/*"])
+        if count:
+            backup = self._backup(path, label, ref)
+            self._warn(path, warnings, f"{count} unpushed commit(s) of {label} kept on {backup}")
+
+    def _backup(self, path: Path, label: str, ref: str) -> str:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name, serial = f"{BACKUP_PREFIX}{label}-{stamp}", 1
+        while self._sha(path, name) is not None:
+            serial += 1
+            name = f"{BACKUP_PREFIX}{label}-{stamp}-{serial}"
+        self.git(["update-ref", name, ref], path)
+        return name
+
+    def _checkout(self, path: Path, branch: str, base_branch: str, warnings: List[str]) -> bool:
+        """Check out `branch`: this slot's own when it has unpushed commits (origin's when that moved
+        on in another direction, the local one kept on a backup ref), else origin's when an earlier
+        attempt pushed it, else new from the base. Returns whether an earlier attempt is continued."""
+        for other in self.git(["for-each-ref", "--format=%(refname:short)", "refs/heads/issue-*"], path).stdout.split():
+            count = self._unpushed(path, f"refs/heads/{other}") if other != branch else 0
+            if count:
+                log.info("Slot %s: %s keeps %s commit(s) that are not on origin; the branch stays as it is",
+                         path, other, count)
+        local = self._sha(path, f"refs/heads/{branch}")
+        remote = self._sha(path, f"refs/remotes/origin/{branch}")
+        unpushed = self._unpushed(path, local) if local else 0
+        if unpushed and (remote is None or self._is_ancestor(path, remote, local)):
+            start, continued = local, True
+            self._warn(path, warnings, f"continuing {branch} of this slot with {unpushed} commit(s) not on origin yet")
+        elif unpushed:
+            backup = self._backup(path, branch, local)
+            self._warn(path, warnings, f"{branch} of this slot and origin's have diverged; continuing origin's,"
+                                       f" the {unpushed} local commit(s) are kept on {backup}")
+            start, continued = remote, True
+        elif remote:
+            start, continued = remote, True
+        else:
+            start, continued = f"refs/remotes/origin/{base_branch}", False
+        self.git(["checkout", "--quiet", "--force", "--no-track", "-B", branch, start], path)
+        if remote:
+            self.git(["update-ref", f"{ON_ORIGIN_PREFIX}{branch}", remote], path)
         return continued
+
+    def _is_ancestor(self, path: Path, older: str, newer: str) -> bool:
+        return self.git(["merge-base", "--is-ancestor", older, newer], path, check=False).returncode == 0
 
     def _run_setup(self, path: Path, setup_log: Path) -> None:
         """Run the repository's setup.sh (if any) in its own process group, output to `setup_log`."""
@@ -241,26 +373,37 @@ class RepoManager:
 
         timeout = float(getattr(self.config, "setup_timeout_seconds", 1800))
         setup_log.parent.mkdir(parents=True, exist_ok=True)
+        # An executable setup.sh with a #! line chooses its interpreter; anything else is a bash script.
+        with open(script, "rb") as head:
+            shebang = head.read(2) == b"#!"
+        command = [str(script)] if shebang and os.access(script, os.X_OK) else ["bash", str(script)]
         log.info("Running setup.sh in %s (log: %s)", path, setup_log)
         fault_point("during-setup")
         with open(setup_log, "ab") as out:
-            process = subprocess.Popen(["bash", str(script)], cwd=str(path), env=self._setup_env(),
-                                       stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            out.write(f"--- setup.sh in {path}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            out.flush()
+            try:
+                process = subprocess.Popen(command, cwd=str(path), env=self._setup_env(), stdin=subprocess.DEVNULL,
+                                           stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            except OSError as exc:  # e.g. the interpreter its #! line names is not installed
+                raise SetupError(f"setup.sh could not be started ({exc.strerror})") from None
             try:
                 code = process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 terminate_tree(process, grace_seconds=5)
                 raise SetupError(f"setup.sh did not finish within {timeout:g} s (setup_timeout_seconds)",
-                                 log_tail(setup_log, TAIL_LINES) or "") from None
+                                 log_tail(setup_log) or "") from None
         if code != 0:
-            raise SetupError(f"setup.sh failed with exit code {code}", log_tail(setup_log, TAIL_LINES) or "")
+            raise SetupError(f"setup.sh failed with exit code {code}", log_tail(setup_log) or "")
 
     def _setup_env(self) -> Dict[str, str]:
-        """setup.sh is the repository's code: it gets no token of ours."""
-        env = {k: v for k, v in (os.environ if self.env is None else self.env).items()}
-        for name in ("GITHUB_TOKEN", "GH_TOKEN", "TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN"):
-            env.pop(name, None)
+        """setup.sh is the repository's code: it gets none of our tokens, and git in it never prompts."""
+        from lib.claude_processor import TOKEN_ENV_VARS
+
+        secrets = [s for s in [self.token, *getattr(self.config, "secrets", [])] if s]
+        env = {name: value for name, value in (os.environ if self.env is None else self.env).items()
+               if name not in TOKEN_ENV_VARS and not any(secret in value for secret in secrets)}
+        env["GIT_TERMINAL_PROMPT"] = "0"
         return env
 
     # --- after the run ---------------------------------------------------------------------------
@@ -270,26 +413,34 @@ class RepoManager:
         if not self.git(["status", "--porcelain"], path).stdout.strip():
             return False
         self.git(["add", "--all"], path)
+        # --no-verify: a hook setup.sh installed must not stand between the agent's work and the push.
         self.git(["commit", "--quiet", "--no-verify", "-m", message], path)
         return True
 
     def commits_ahead(self, path: os.PathLike, base_branch: str, branch: Optional[str] = None) -> int:
         """How many commits `branch` (default HEAD) has that origin/<base> lacks."""
-        done = self.git(["rev-list", "--count", f"origin/{base_branch}..{branch or 'HEAD'}"], path)
-        return int(done.stdout.strip() or 0)
+        return self._count(Path(path), [f"refs/remotes/origin/{base_branch}..{branch or 'HEAD'}"])
 
     def push_branch(self, path: os.PathLike, branch: str) -> None:
-        """Push `branch` to origin; a rejected non-fast-forward is an error in words."""
-        done = self.git(["push", "--quiet", "--porcelain", "origin", f"refs/heads/{branch}:refs/heads/{branch}"],
+        """Push `branch` to origin. Refusals are errors in words: a non-fast-forward means someone
+        else pushed to the branch meanwhile; the work stays in the slot either way."""
+        path = Path(path)
+        done = self.git(["push", "--porcelain", "origin", f"refs/heads/{branch}:refs/heads/{branch}"],
                         path, timeout=NETWORK_TIMEOUT, check=False)
         if done.returncode == 0:
+            self.git(["update-ref", f"{ON_ORIGIN_PREFIX}{branch}", f"refs/heads/{branch}"], path)
             log.info("Pushed %s from %s", branch, path)
             return
-        said = self._last_words(done)
-        if "non-fast-forward" in said or "rejected" in (done.stdout or ""):
+        # --porcelain: "!<TAB>src:dst<TAB>[rejected] (non-fast-forward)" or "[remote rejected] (reason)"
+        refused = [line.split("\t")[-1] for line in (done.stdout or "").splitlines() if line.startswith("!")]
+        summary = self._scrub(refused[0]) if refused else ""
+        if summary.startswith("[rejected]"):
             raise GitError(f"origin refused {branch}: it has commits this slot does not (someone pushed to the"
                            f" branch meanwhile); the work is kept in {path}")
-        raise GitError(f"git push of {branch} failed (exit {done.returncode}): {said}")
+        if summary.startswith("[remote rejected]"):
+            reason = summary[len("[remote rejected]"):].strip(" ()") or "no reason given"
+            raise GitError(f"origin refused {branch} ({reason}); the work is kept in {path}")
+        raise GitError(f"git push of {branch} failed (exit {done.returncode}): {self._last_words(done)}")
 
     def head_sha(self, path: os.PathLike) -> str:
         return self.git(["rev-parse", "HEAD"], path).stdout.strip()

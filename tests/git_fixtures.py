@@ -60,7 +60,7 @@ def commit_to(origin: Path, branch: str, files: Mapping[str, str], message: str,
         work = Path(scratch) / "work"
         git(Path(scratch), "clone", "--quiet", str(origin), str(work), env=env)
         exists = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"origin/{branch}"], cwd=work,
-                                capture_output=True).returncode == 0
+                                capture_output=True, timeout=60).returncode == 0
         git(work, "checkout", "--quiet", "-B", branch, f"origin/{branch}" if exists else f"origin/{start}", env=env)
         _write_files(work, files)
         git(work, "add", "--all", env=env)
@@ -69,12 +69,15 @@ def commit_to(origin: Path, branch: str, files: Mapping[str, str], message: str,
         return git(work, "rev-parse", "HEAD")
 
 
-def make_origin(path: Path, files: Optional[Mapping[str, str]] = None) -> Path:
-    """A bare repository at `path` whose default branch is `trunk`, with a first commit."""
+def make_origin(path: Path, files: Optional[Mapping[str, str]] = None, setup_sh: Optional[str] = None) -> Path:
+    """A bare repository at `path` whose default branch is `trunk`, with a first commit: a README,
+    a .gitignore (`.venv/`, `*.log`), `files` and, when given, `setup.sh` with that text."""
     path.parent.mkdir(parents=True, exist_ok=True)
     git(path.parent, "init", "--quiet", "--bare", f"--initial-branch={DEFAULT_BRANCH}", str(path))
     first = {"README.md": "# Widgets\n", ".gitignore": ".venv/\n*.log\n"}
     first.update(files or {})
+    if setup_sh is not None:
+        first["setup.sh"] = setup_sh
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch) / "work"
         env = _author_env()
@@ -88,15 +91,18 @@ def make_origin(path: Path, files: Optional[Mapping[str, str]] = None) -> Path:
 
 def read_file(origin: Path, branch: str, name: str) -> Optional[str]:
     """`name` as committed on `branch` of `origin`, or None when the branch or file is missing."""
-    done = subprocess.run(["git", "show", f"{branch}:{name}"], cwd=str(origin), capture_output=True, text=True)
+    done = subprocess.run(["git", "show", f"{branch}:{name}"], cwd=str(origin), capture_output=True, text=True,
+                          timeout=60)
     return done.stdout if done.returncode == 0 else None
 
 
 def branches(origin: Path) -> list:
+    """Branch names of `origin`."""
     return git(origin, "for-each-ref", "--format=%(refname:short)", "refs/heads").split()
 
 
 def log_messages(origin: Path, branch: str) -> list:
+    """Subjects of `branch` in `origin`, newest first."""
     return git(origin, "log", "--format=%s", branch).splitlines()
 
 
@@ -111,4 +117,5 @@ def git_isolation(tmp_path: Path, monkeypatch) -> Path:
 
 @pytest.fixture
 def origin_repo(tmp_path: Path, git_isolation) -> Path:
+    """A bare `origin` at `<tmp>/origin.git`: default branch `trunk`, one commit, no setup.sh."""
     return make_origin(tmp_path / "origin.git")
