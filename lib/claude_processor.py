@@ -215,6 +215,8 @@ NEEDS_INPUT: <your question>
 _PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Zero-width characters and bidi controls hide or reorder text a reviewer reads on GitHub.
 _INVISIBLE_RE = re.compile("[\u200b-\u200d\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
+# Control characters (NUL cannot even be in an argument; ESC drives terminals) mean nothing in an issue.
+_CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # GitHub hides an unclosed comment up to the end of the text, so it is cut to the end here too.
 _HTML_COMMENT_RE = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
 
@@ -236,11 +238,11 @@ def render_template(template: str, values: Mapping[str, Any]) -> str:
 
 
 def clean_issue_text(text: Optional[str]) -> str:
-    """Issue-derived text without HTML comments, zero-width characters and bidi controls."""
+    """Issue-derived text without HTML comments, control characters, zero-width characters and bidi controls."""
     if not text:
         return ""
     # Invisible characters go first: "<!\u200b--" must not survive as a comment opener in disguise.
-    return _HTML_COMMENT_RE.sub("", _INVISIBLE_RE.sub("", str(text))).strip()
+    return _HTML_COMMENT_RE.sub("", _INVISIBLE_RE.sub("", _CONTROL_RE.sub("", str(text)))).strip()
 
 
 def _cut(text: str, max_chars: int, what: str) -> str:

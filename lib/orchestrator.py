@@ -40,8 +40,6 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 #: Runner modes, passed as `python -m lib.claude_processor <mode> --issue N`.
 RUN, RESUME, FINALIZE = "run", "resume", "finalize"
 
-#: A claimed entry with no runner yet is re-spawned after this long (the claiming tick crashed).
-SPAWN_GRACE_SECONDS = 60
 #: A runner past its agent's timeout by this much is considered hung and is ended by the tick.
 RUNNER_HANG_GRACE_SECONDS = 300
 
@@ -137,6 +135,11 @@ class IssueOrchestrator:
                 return summary
             from lib.github_client import RateLimitError
 
+            if not self.dry_run:
+                # Runners write their logs there: without it no run could be followed or judged.
+                writable, why = _writable(self.config.log_dir)
+                if not writable:
+                    raise OrchestratorError(f"Cannot write the log folder (log_dir): {why}")
             try:
                 self.reconcile(summary)
                 self.ensure_labels()
@@ -168,15 +171,16 @@ class IssueOrchestrator:
         runner_alive = process_alive(entry.runner_pid, entry.runner_create_time)
 
         if entry.status == ProcessStatus.PENDING.value and entry.runner_pid is None:
-            age = _age_seconds(entry.updated_at or entry.start_time)
-            if age is not None and age >= SPAWN_GRACE_SECONDS:
-                log.warning("Issue #%s was claimed but its runner never started; starting it now", number)
-                self._spawn(entry, RUN, summary.launched)
+            # Claims and spawns happen under the tick lock we hold now: the claiming tick died.
+            log.warning("Issue #%s was claimed but its runner never started; starting it now", number)
+            self._spawn(entry, RUN, summary.launched)
             return
 
         issue = self.github.get_issue(number)
         labels = {label["name"] for label in issue.get("labels", [])}
-        if issue.get("state") == "closed" or self.config.labels.working not in labels:
+        # A runner that died right after swapping in its outcome label took `working` off itself.
+        finished_by_us = bool(labels & {self.config.labels.completed, self.config.labels.failed})
+        if issue.get("state") == "closed" or (self.config.labels.working not in labels and not finished_by_us):
             why = "the issue was closed" if issue.get("state") == "closed" else \
                 f"the {self.config.labels.working} label was removed"
             self._cancel(entry, why, runner_alive, summary)
@@ -429,11 +433,6 @@ class IssueOrchestrator:
             if not live_runner and not self.children:
                 return
             time.sleep(poll_seconds)
-
-
-def _age_seconds(timestamp: Optional[str]) -> Optional[float]:
-    moment = parse_iso(timestamp)
-    return (datetime.now(timezone.utc) - moment).total_seconds() if moment else None
 
 
 # ----------------------------------------------------------------------------------------------

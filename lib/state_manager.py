@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Union
 
-from lib.models import IssueState, StateError, utc_now_iso
+from lib.models import IssueState, StateError, fault_point, utc_now_iso
 
 SCHEMA_VERSION = 1
 #: Finished entries kept as history; older ones are dropped on write.
@@ -41,6 +41,7 @@ def atomic_write(path: Union[str, Path], data: Union[str, bytes], mode: int = 0o
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
+        fault_point("during-state-write")
         os.replace(tmp, path)
     except BaseException:
         try:
