@@ -18,6 +18,7 @@ import os
 import sys
 
 from lib.claude_monitor import HISTORY_LIMIT, OUTPUT_FORMATS, ClaudeMonitor
+from lib.config import config_error_lines
 from lib.models import ConfigError, OrchestratorError
 
 EXIT_NOTHING, EXIT_INTERRUPTED = 1, 130
@@ -79,8 +80,8 @@ def main(argv=None) -> int:
         else:
             print(monitor.render(monitor.overview()))
     except ConfigError as exc:
-        for line in exc.errors:
-            print(f"config error: {line}", file=sys.stderr)
+        for line in config_error_lines(exc):
+            print(line, file=sys.stderr)
         return exc.exit_code
     except OrchestratorError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from lib.models import ConfigError
 
@@ -89,6 +89,12 @@ Checker = Callable[[Any], Optional[str]]
 
 def _got(value: Any) -> str:
     return f"got {json.dumps(value)}" if not isinstance(value, str) else f"got {value!r}"
+
+
+def _got_kind(value: Any) -> str:
+    """`_got` for what should be an object: a list is named, not printed, as it may be a whole config,
+    tokens included."""
+    return "got a list" if isinstance(value, list) else _got(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -175,7 +181,6 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "token": (_unset_or(_string), None),
         "repo": (_repo, None),
         "base_repo_path": (_string, None),
-        "repo_path": (lambda v: None, None),  # legacy: accepted and ignored
         "max_concurrent": (_int_at_least(1), 3),
         "api_url": (_url, "https://api.github.com"),
         "clone_url": (_unset_or(_string), None),
@@ -230,6 +235,10 @@ TOP_LEVEL: Dict[str, tuple] = {
 }
 
 REQUIRED = {("github", "repo"), ("github", "base_repo_path")}
+#: Keys older versions read, accepted and ignored: (section, key) -> the warning.
+LEGACY_KEYS = {("github", "repo_path"): "legacy key, ignored; slots live under github.base_repo_path"}
+#: Keys holding a token: a config file with one must not be readable by other users.
+TOKEN_KEYS = (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"))
 OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request"}
 
 
@@ -264,9 +273,8 @@ class Config:
         config_path = Path(path) if path is not None else default_config_path(env)
         data = self._read(config_path)
         self._build(data, config_path.resolve().parent, env, config_path.resolve(),
-                    use_gh_cli and require_token, require_token)
-        if self.secrets:
-            self._warn_if_readable(config_path)
+                    use_gh_cli and require_token, require_token,
+                    warnings=self._readable_token_warnings(config_path, data))
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], folder: os.PathLike, env: Optional[Mapping[str, str]] = None,
@@ -298,13 +306,15 @@ class Config:
         return data
 
     def _build(self, data: Any, folder: Path, env: Dict[str, str], path: Path, use_gh_cli: bool,
-               require_token: bool) -> None:
+               require_token: bool, warnings: Sequence[str] = ()) -> None:
+        """Validate `data` and set every attribute; `warnings` start the list of warnings."""
         self.path = path
         self.folder = folder
-        self.warnings: List[str] = []
+        self.warnings: List[str] = list(warnings)
         errors: List[str] = []
         if not isinstance(data, dict):
-            raise ConfigError([f"{path.name}: must be a JSON object with a \"github\" section, {_got(data)}"])
+            raise ConfigError([f"{path.name}: must be a JSON object with a \"github\" section,"
+                               f" {_got_kind(data)}"], self.warnings)
 
         values: Dict[str, Dict[str, Any]] = {}
         for section, keys in SCHEMA.items():
@@ -316,11 +326,12 @@ class Config:
                 errors.append("github: section is required (token, repo, base_repo_path)")
                 continue
             if not isinstance(raw, dict):
-                errors.append(f"{section}: must be an object, {_got(raw)}")
+                errors.append(f"{section}: must be an object, {_got_kind(raw)}")
                 continue
             for key in raw:
                 if key not in keys:
-                    self.warnings.append(f"{section}.{key}: unknown key, ignored (a typo?)")
+                    why = LEGACY_KEYS.get((section, key), "unknown key, ignored (a typo?)")
+                    self.warnings.append(f"{section}.{key}: {why}")
             for key, (checker, default) in keys.items():
                 if key not in raw:
                     if (section, key) in REQUIRED:
@@ -341,8 +352,6 @@ class Config:
         for key in data:
             if key not in SCHEMA and key not in TOP_LEVEL:
                 self.warnings.append(f"{key}: unknown key, ignored (a typo?)")
-        if "repo_path" in (data.get("github") or {}):
-            self.warnings.append("github.repo_path: legacy key, ignored; slots live under github.base_repo_path")
 
         # Environment variables win over the file.
         for section, key, names in ENV_OVERRIDES:
@@ -360,7 +369,7 @@ class Config:
 
         for section, pair in (("telegram", ("bot_token", "chat_id")), ("slack", ("bot_token", "channel_id"))):
             given = [k for k in pair if values[section].get(k)]
-            reported = any(e.startswith(f"{section}.") for e in errors)
+            reported = any(e.startswith((f"{section}.", f"{section}:")) for e in errors)
             if len(given) == 1 and not reported:
                 missing = pair[1] if given[0] == pair[0] else pair[0]
                 errors.append(f"{section}.{missing}: is required when {section}.{given[0]} is set"
@@ -379,7 +388,7 @@ class Config:
                 errors.append(f"claude.prompt_template: file not found: {template_path}")
 
         if errors:
-            raise ConfigError(errors)
+            raise ConfigError(errors, self.warnings)
 
         self.github_token: Optional[str] = github["token"] or None
         self.github_repo: str = github["repo"]
@@ -412,24 +421,21 @@ class Config:
         path = Path(value).expanduser()
         return path if path.is_absolute() else folder / path
 
-    def _warn_if_readable(self, path: Path) -> None:
+    @staticmethod
+    def _readable_token_warnings(path: Path, data: Any) -> List[str]:
+        """The warning for a config file, parsed into `data`, that holds a token other users can read."""
+        holds_token = isinstance(data, dict) and any(
+            isinstance(data.get(section), dict) and data[section].get(key) for section, key in TOKEN_KEYS
+        )
+        if not holds_token:
+            return []
         try:
             mode = path.stat().st_mode
         except OSError:
-            return
-        if mode & (stat.S_IRGRP | stat.S_IROTH) and self._file_holds_token(path):
-            self.warnings.append(f"{path}: holds a token but is readable by other users; run chmod 600 {path}")
-
-    @staticmethod
-    def _file_holds_token(path: Path) -> bool:
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return False
-        return any(
-            isinstance(data.get(section), dict) and data[section].get(key)
-            for section, key in (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"))
-        )
+            return []
+        if mode & (stat.S_IRGRP | stat.S_IROTH):
+            return [f"{path}: holds a token but is readable by other users; run chmod 600 {path}"]
+        return []
 
     # ----------------------------------------------------------------------------------------
 
@@ -451,6 +457,12 @@ class Config:
     def get_repo_path(self, agent_index: int) -> Path:
         """Slot i is its own clone: `<base_repo_path>/<repo_name>_<i>`."""
         return self.base_repo_path / f"{self.repo_name}_{agent_index}"
+
+
+def config_error_lines(exc: ConfigError) -> List[str]:
+    """What a main prints to stderr for `exc`: each error, then each warning (a typo's warning often
+    explains an error), one line each."""
+    return [f"config error: {line}" for line in exc.errors] + [f"config warning: {line}" for line in exc.warnings]
 
 
 # ------------------------------------------------------------------------------------------------

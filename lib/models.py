@@ -31,8 +31,10 @@ class ConfigError(OrchestratorError):
 
     exit_code = 2
 
-    def __init__(self, errors: List[str]):
+    def __init__(self, errors: List[str], warnings: Optional[List[str]] = None):
+        """`warnings` are the config's warnings found on the way (a typo's warning often explains an error)."""
         self.errors = list(errors)
+        self.warnings = list(warnings or [])
         super().__init__("\n".join(self.errors))
 
 
@@ -109,6 +111,13 @@ def utc_now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
+def _known_fields(cls, data: Dict[str, Any]) -> Dict[str, Any]:
+    """The entries of `data` that are fields of the dataclass `cls`; the rest (keys of a newer version,
+    or computed ones like MonitorReport's counts) is ignored."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return {key: value for key, value in data.items() if key in known}
+
+
 def parse_iso(value: Optional[str]) -> Optional[datetime]:
     """Parse an ISO 8601 timestamp (naive values are taken as UTC); None stays None."""
     if not value:
@@ -178,8 +187,7 @@ class IssueState:
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "IssueState":
         """Build from a state-file entry; unknown keys (a newer minor version) are ignored."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
+        values = _known_fields(cls, data)
         if isinstance(values.get("status"), Enum):
             values["status"] = values["status"].value
         return cls(**values)
@@ -194,8 +202,8 @@ class IssueState:
 class Message:
     """One step of a conversation: a prompt, assistant text, a tool call or a tool result."""
 
-    role: str  # "user" | "assistant"
-    kind: str  # "prompt" | "text" | "tool_use" | "tool_result" | "error"
+    role: str  # "user" | "assistant" | "system"
+    kind: str  # "prompt" | "text" | "tool_use" | "tool_result" | "error" | "status"
     text: str
     timestamp: Optional[str] = None
     tool_name: Optional[str] = None
@@ -203,6 +211,10 @@ class Message:
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Message":
+        return cls(**_known_fields(cls, data))
 
 
 @dataclass
@@ -234,6 +246,10 @@ class ClaudeInstance:
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "ClaudeInstance":
+        return cls(**_known_fields(cls, data))
+
 
 @dataclass
 class MonitorReport:
@@ -256,6 +272,14 @@ class MonitorReport:
             "active_instances": [i.to_dict() for i in self.active_instances],
             "completed_instances": [i.to_dict() for i in self.completed_instances],
         }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "MonitorReport":
+        """Build from `to_dict` output; its counts are derived, so they are ignored."""
+        values = _known_fields(cls, data)
+        for key in ("active_instances", "completed_instances"):
+            values[key] = [ClaudeInstance.from_dict(item) for item in values.get(key, [])]
+        return cls(**values)
 
     def to_text(self) -> str:
         from lib.claude_monitor import report_to_text  # rendering lives with the monitor

@@ -585,6 +585,7 @@ def test_errors_are_one_line_with_exit_codes(setup, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"github": {"repo": "nope", "base_repo_path": "x", "max_concurrent": 0,
                                           "token": "t"}}))
+    bad.chmod(0o600)  # else a warning about the readable token joins the errors
     broken = setup.cli("--config", str(bad))
     assert broken.returncode == 2 and "Traceback" not in broken.stderr
     assert broken.stderr.splitlines() == [

@@ -2,13 +2,16 @@
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from lib.config import Config, RedactingFilter, default_config_path
+from lib.config import ENV_OVERRIDES, Config, RedactingFilter, config_error_lines, default_config_path
 from lib.models import ConfigError
 
+PROJECT = Path(__file__).resolve().parent.parent
 MINIMAL = {"github": {"token": "ghp_abcdef123456", "repo": "octo/widgets", "base_repo_path": "slots"}}
 
 
@@ -24,10 +27,14 @@ def with_changes(**sections):
     return data
 
 
-def errors_of(data, env=None):
+def config_error_of(data, env=None) -> ConfigError:
     with pytest.raises(ConfigError) as raised:
         Config.from_dict(data, "/tmp", env or {})
-    return raised.value.errors
+    return raised.value
+
+
+def errors_of(data, env=None):
+    return config_error_of(data, env).errors
 
 
 def test_defaults_and_paths_resolve_against_the_config_folder(tmp_path):
@@ -121,6 +128,17 @@ BROKEN = [
     (dict(state_file=""), "state_file"),
     (dict(log_dir=[]), "log_dir"),
     (dict(setup_timeout_seconds=0), "setup_timeout_seconds"),
+    # A section of the wrong type.
+    (dict(github=5), "github: must be an object, got 5"),
+    (dict(github=True), "github: must be an object, got true"),
+    (dict(github=False), "github: must be an object, got false"),
+    (dict(github=["octo/widgets"]), "github: must be an object, got a list"),
+    (dict(github="repo_path"), "github: must be an object, got 'repo_path'"),
+    (dict(telegram="x"), "telegram: must be an object, got 'x'"),
+    (dict(slack=7), "slack: must be an object, got 7"),
+    (dict(claude=[]), "claude: must be an object, got a list"),
+    (dict(labels=True), "labels: must be an object, got true"),
+    (dict(pull_request="yes"), "pull_request: must be an object, got 'yes'"),
 ]
 
 
@@ -142,6 +160,60 @@ def test_example_config_needs_only_a_token_and_real_paths(tmp_path):
 
 def test_not_an_object():
     assert errors_of([1, 2])[0].startswith("config.json: must be a JSON object")
+    assert errors_of("x") == ["config.json: must be a JSON object with a \"github\" section, got 'x'"]
+
+
+def test_a_list_is_named_not_printed_as_it_may_hold_tokens():
+    assert errors_of([MINIMAL]) == ["config.json: must be a JSON object with a \"github\" section, got a list"]
+    assert errors_of(with_changes(github=[MINIMAL["github"]])) == ["github: must be an object, got a list"]
+
+
+def test_every_section_of_the_wrong_type_is_reported_at_once():
+    data = {"github": 5, "labels": True, "telegram": "x", "slack": 7, "claude": [], "pull_request": "yes",
+            "state_file": 1}
+    assert errors_of(data) == [
+        "github: must be an object, got 5",
+        "labels: must be an object, got true",
+        "telegram: must be an object, got 'x'",
+        "slack: must be an object, got 7",
+        "claude: must be an object, got a list",
+        "pull_request: must be an object, got 'yes'",
+        "state_file: must be a non-empty string, got 1",
+    ]
+
+
+def test_a_notifier_section_of_the_wrong_type_is_one_line_even_with_its_token_in_the_env():
+    env = {"TELEGRAM_BOT_TOKEN": "123:tg", "SLACK_CHANNEL_ID": "C1"}
+    assert errors_of(with_changes(telegram="x", slack=[]), env) == [
+        "telegram: must be an object, got 'x'", "slack: must be an object, got a list"]
+
+
+def test_warnings_come_with_the_errors():
+    github = {"token": "ghp_abcdef123456", "rep": "octo/widgets", "base_repo_path": "slots", "repo_path": "/old"}
+    raised = config_error_of({"github": github, "extra": 1})
+    assert raised.errors == ["github.repo: is required"]
+    assert raised.warnings == [
+        "github.rep: unknown key, ignored (a typo?)",
+        "github.repo_path: legacy key, ignored; slots live under github.base_repo_path",
+        "extra: unknown key, ignored (a typo?)",
+    ]
+    assert raised.exit_code == 2 and str(raised) == "github.repo: is required"
+    assert config_error_lines(raised) == [
+        "config error: github.repo: is required",
+        "config warning: github.rep: unknown key, ignored (a typo?)",
+        "config warning: github.repo_path: legacy key, ignored; slots live under github.base_repo_path",
+        "config warning: extra: unknown key, ignored (a typo?)",
+    ]
+
+
+def test_a_section_of_the_wrong_type_warns_of_nothing_inside_it():
+    assert config_error_of(with_changes(github="repo_path")).warnings == []
+
+
+def test_config_error_without_warnings_keeps_its_api():
+    raised = ConfigError(["a: is wrong", "b: is wrong"])
+    assert raised.errors == ["a: is wrong", "b: is wrong"] and raised.warnings == [] and raised.exit_code == 2
+    assert config_error_lines(raised) == ["config error: a: is wrong", "config error: b: is wrong"]
 
 
 def test_unknown_and_legacy_keys_are_warnings():
@@ -171,6 +243,45 @@ def test_readable_config_with_a_token_is_warned_about(tmp_path):
     assert any("chmod 600" in w for w in Config(path, env={}).warnings)
     os.chmod(path, 0o600)
     assert not Config(path, env={}).warnings
+
+
+def test_a_readable_token_is_warned_about_when_the_config_is_also_broken(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(with_changes(github={"max_concurrent": 0})))
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError) as raised:
+        Config(path, env={})
+    assert raised.value.errors == ["github.max_concurrent: must be an integer >= 1, got 0"]
+    assert raised.value.warnings == [f"{path}: holds a token but is readable by other users; run chmod 600 {path}"]
+
+
+# Every entry point that reads a config, with the arguments it needs besides `--config PATH`.
+ENTRY_POINTS = {
+    "run_orchestrator.py": ["run_orchestrator.py"],
+    "claude_monitor.py": ["claude_monitor.py"],
+    "runner": ["-m", "lib.claude_processor", "run", "--issue", "1"],
+}
+
+
+@pytest.mark.parametrize("entry_point", ENTRY_POINTS)
+def test_sections_of_the_wrong_type_through_the_real_cli(tmp_path, entry_point):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"github": True, "telegram": "x", "slack": 7, "claude": [], "labels": 0,
+                                "pull_request": "yes"}))
+    token_variables = {name for _, _, names in ENV_OVERRIDES for name in names}
+    env = {name: value for name, value in os.environ.items() if name not in token_variables}
+    done = subprocess.run([sys.executable, *ENTRY_POINTS[entry_point], "--config", str(path)], cwd=PROJECT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "config error: github: must be an object, got true",
+        "config error: labels: must be an object, got 0",
+        "config error: telegram: must be an object, got 'x'",
+        "config error: slack: must be an object, got 7",
+        "config error: claude: must be an object, got a list",
+        "config error: pull_request: must be an object, got 'yes'",
+    ]
 
 
 def test_config_path_from_env():

@@ -1,0 +1,51 @@
+"""`import lib` is free: no third-party package loads until a name that needs it is used.
+
+Each check runs in a fresh interpreter, since this test process has long imported everything.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+THIRD_PARTY = ("telegram", "slack_sdk", "psutil", "requests", "httpx")
+
+
+def python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_import_lib_loads_no_third_party_package():
+    loaded = python(f"import lib, sys; print(sorted(m for m in sys.modules if m.split('.')[0] in {THIRD_PARTY!r}))")
+    assert loaded == "[]"
+
+
+def test_a_tick_loads_no_chat_library_until_it_notifies():
+    loaded = python("import lib, sys; lib.Config, lib.IssueOrchestrator;"
+                    " print(sorted(m for m in sys.modules if m.split('.')[0] in ('telegram', 'slack_sdk')))")
+    assert loaded == "[]"
+
+
+def test_every_exported_name_loads_on_first_use():
+    report = json.loads(python(
+        "import importlib, json, sys, lib\n"
+        "submodules_at_import = sorted(m for m in sys.modules if m.startswith('lib.'))\n"
+        "wrong = [name for name, module in lib._EXPORTS.items()\n"
+        "         if getattr(lib, name) is not getattr(importlib.import_module('lib.' + module), name)]\n"
+        "try:\n"
+        "    lib.NoSuchName\n"
+        "    missing = 'no error'\n"
+        "except AttributeError as exc:\n"
+        "    missing = str(exc)\n"
+        "print(json.dumps({'submodules_at_import': submodules_at_import, 'exports': sorted(lib._EXPORTS),\n"
+        "                  'all': lib.__all__, 'dir': dir(lib), 'wrong': wrong, 'missing': missing}))\n"
+    ))
+    assert report["submodules_at_import"] == []
+    expected = {"Config", "IssueOrchestrator", "ClaudeMonitor", "ClaudeProcessor", "MonitorReport"}
+    assert expected <= set(report["exports"])
+    assert report["all"] == report["exports"] and set(report["exports"]) <= set(report["dir"])
+    assert report["wrong"] == []
+    assert report["missing"] == "module 'lib' has no attribute 'NoSuchName'"
