@@ -287,7 +287,7 @@ def build_prompt(*, repo: str, issue: Mapping[str, Any], comments: Sequence[Mapp
         "body": body or "(no description)",
         "comments": _format_comments(comments),
         "branch": branch,
-        "issue_url": issue.get("html_url") or f"https://github.com/{repo}/issues/{number}",
+        "issue_url": issue.get("html_url") or f"{repo}#{number}",  # no host guessed: Enterprise has its own
     }
     text = template.read_text(encoding="utf-8") if template else DEFAULT_PROMPT_TEMPLATE
     return render_template(text, values)
@@ -1223,12 +1223,30 @@ class IssueRunner:
             return reason
         return "the runner was asked to stop (SIGTERM)" if self.signalled else None
 
+    def stopped_between_steps(self) -> Optional[int]:
+        """The exit code when the run must not go on: a tick's cancel finishes the issue as
+        cancelled; a bare SIGTERM (a shutdown, or a tick ending a hung runner) leaves the entry
+        active for the next tick to finalize. None: go on."""
+        entry = self.entry
+        if entry.cancel_reason:
+            return self.finish(Outcome(status=OutcomeStatus.CANCELLED.value, reason=entry.cancel_reason), entry)
+        if self.signalled:
+            log.warning("Issue #%s: the runner was stopped by SIGTERM; the next tick finalizes the issue",
+                        self.number)
+            return 1
+        return None
+
     def _on_sigterm(self, signum, frame) -> None:
         self.signalled = True
 
-    def has_changes(self, path: Path, branch: str) -> bool:
+    def has_changes(self, path: Path, since: Optional[str]) -> bool:
+        """Did this invocation change anything: edits left, or commits made since HEAD was `since`?
+        (Not "ahead of the base": a re-run or a resume starts on a branch with earlier work.)"""
         dirty = self.repos.git(["status", "--porcelain"], cwd=path, check=False).stdout.strip()
-        return bool(dirty) or self.repos.commits_ahead(path, self.base_branch(), branch) > 0
+        return bool(dirty) or self._head(path) != since
+
+    def _head(self, path: Path) -> str:
+        return self.repos.git(["rev-parse", "--verify", "--quiet", "HEAD"], path, check=False).stdout.strip()
 
     # --- modes ---------------------------------------------------------------------------------
 
@@ -1239,8 +1257,9 @@ class IssueRunner:
         entry = self.update(status=ProcessStatus.PREPARING.value, error=None, end_time=None, pr_url=None,
                             question=None, question_comment_id=None, runner_pid=os.getpid(),
                             runner_create_time=process_create_time(os.getpid()))
-        if entry.cancel_reason:
-            return self.finish(Outcome(status=OutcomeStatus.CANCELLED.value, reason=entry.cancel_reason), entry)
+        stopped = self.stopped_between_steps()
+        if stopped is not None:
+            return stopped
         labels = self.config.labels
         issue = self.issue()
         # The tick swapped them already unless it crashed in between; doing it again is harmless.
@@ -1251,13 +1270,17 @@ class IssueRunner:
             self.issue_dir.mkdir(parents=True, exist_ok=True)
             slot = self.repos.prepare_slot(entry.agent_index, self.number, base_branch=self.base_branch(),
                                            clone_url=self.config.clone_url or self._clone_url(),
-                                           setup_log=self.log_path(entry.attempt, "setup.log"))
+                                           setup_log=self.log_path(entry.attempt, "setup.log"),
+                                           should_stop=self.should_stop)
         except OrchestratorError as exc:
+            stopped = self.stopped_between_steps()  # setup.sh ends early when asked to stop
+            if stopped is not None:
+                return stopped
             return self.finish(Outcome(status=OutcomeStatus.FAILED.value, reason=str(exc)), self.entry)
         fault_point("before-claude")
-        if self.should_stop():
-            return self.finish(Outcome(status=OutcomeStatus.CANCELLED.value, reason=self.should_stop()),
-                               self.entry)
+        stopped = self.stopped_between_steps()
+        if stopped is not None:
+            return stopped
         prompt = build_prompt(repo=self.config.github_repo, issue=issue,
                               comments=self.trust.human_comments(self.number), branch=slot.branch,
                               template=self.config.claude.prompt_template)
@@ -1303,13 +1326,19 @@ class IssueRunner:
         if summary is not None and summary.result is not None:
             return self.finish(summary.outcome(self.config.claude), entry)
         if entry.retries < self.config.claude.max_retries:
-            log.warning("Issue #%s: the run was lost without a result; trying again (retry %d of %d)",
-                        self.number, entry.retries + 1, self.config.claude.max_retries)
-            self.update(retries=entry.retries + 1, attempt=entry.attempt + 1)
-            return self.run()
+            return self.retry(entry, "the run was lost without a result")
         return self.finish(Outcome(
             status=OutcomeStatus.FAILED.value, summary=summary.last_text if summary else None,
             reason="the runner was lost (killed, or the machine restarted) and Claude Code left no result"), entry)
+
+    def retry(self, entry, why: str) -> int:
+        """A run that ended without a result (lost runner, crashed CLI) is not the agent's verdict:
+        save what it did, then a new attempt continues the branch. Bounded by claude.max_retries."""
+        log.warning("Issue #%s: %s; trying again (retry %d of %d)", self.number, why, entry.retries + 1,
+                    self.config.claude.max_retries)
+        self.save_work(entry, Outcome(status=OutcomeStatus.FAILED.value, reason=why), None)
+        self.update(retries=entry.retries + 1, attempt=entry.attempt + 1)
+        return self.run()
 
     # --- the agent -----------------------------------------------------------------------------
 
@@ -1319,6 +1348,7 @@ class IssueRunner:
         entry = self.entry
         stream_path = self.log_path(entry.attempt, "stream.jsonl")
         entry = self.update(status=ProcessStatus.RUNNING.value, session_id=session_id, log_path=str(stream_path))
+        head_at_launch = self._head(cwd)
 
         def on_started(agent: AgentProcess) -> None:
             self.update(claude_pid=agent.pid, claude_create_time=agent.create_time)
@@ -1331,7 +1361,7 @@ class IssueRunner:
                 on_session_id=lambda sid: self.update(session_id=sid),
                 on_progress=lambda count, when: self.update(message_count=count, last_activity=when),
                 should_stop=self.should_stop,
-                has_changes=lambda: self.has_changes(cwd, entry.branch))
+                has_changes=lambda: self.has_changes(cwd, head_at_launch))
         except ClaudeLaunchError as exc:
             return self.finish(Outcome(status=OutcomeStatus.FAILED.value, reason=str(exc)), self.entry)
         self.update(message_count=agent.message_count, last_activity=agent.last_activity)
@@ -1344,10 +1374,11 @@ class IssueRunner:
                                   template=self.config.claude.prompt_template)
             return self.launch(prompt, session_id=new_session_id(), resume=False, cwd=cwd)
         entry = self.entry
+        crashed = agent.result is None and agent.killed_by is None and outcome.status == OutcomeStatus.FAILED.value
+        if crashed and not self.signalled and entry.retries < self.config.claude.max_retries:
+            return self.retry(entry, outcome.reason)
         if self.signalled and not entry.cancel_reason:
-            # Stopped from outside (shutdown): the entry stays active and the next tick takes over.
-            log.warning("Issue #%s: the runner was stopped by SIGTERM; the next tick finalizes it", self.number)
-            return 1
+            return self.stopped_between_steps()
         return self.finish(outcome, entry)
 
     # --- finalize ------------------------------------------------------------------------------
@@ -1375,7 +1406,8 @@ class IssueRunner:
         self.post_once(key, self.outcome_comment(entry, outcome, pr_url, pushed, duration))
         fault_point("after-comment")
         add = {OutcomeStatus.COMPLETED.value: labels.completed, OutcomeStatus.FAILED.value: labels.failed}
-        self.swap_labels(add=add.get(outcome.status), remove=[labels.working, labels.needs_input, labels.ready])
+        # `ready` stays when a human put it back during the run: the next tick starts a new attempt.
+        self.swap_labels(add=add.get(outcome.status), remove=[labels.working, labels.needs_input])
         fault_point("after-labels")
         status = {OutcomeStatus.COMPLETED.value: ProcessStatus.COMPLETED,
                   OutcomeStatus.FAILED.value: ProcessStatus.FAILED}.get(outcome.status, ProcessStatus.CANCELLED)
@@ -1384,10 +1416,11 @@ class IssueRunner:
                             num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns,
                             pr_url=pr_url, claude_pid=None, question=None, requeues=0)
         completed = status is ProcessStatus.COMPLETED
-        tail = None if completed else self._log_tail(entry)
+        tail = self._log_tail(entry) if status is ProcessStatus.FAILED else None
+        kind = {ProcessStatus.COMPLETED: "completed", ProcessStatus.FAILED: "error"}.get(status, "cancelled")
         self.notifications.notify(self.event(
-            "completed" if completed else "error", entry, duration_seconds=duration, cost_usd=entry.cost_usd,
-            num_turns=entry.num_turns, pr_url=pr_url, reason=None if completed else outcome.reason, log_tail=tail))
+            kind, entry, duration_seconds=duration, cost_usd=entry.cost_usd, num_turns=entry.num_turns,
+            pr_url=pr_url, reason=None if completed else outcome.reason, log_tail=tail))
         log.info("Issue #%s: %s%s%s", self.number, status.value, f" ({outcome.reason})" if outcome.reason else "",
                  f", {pr_url}" if pr_url else "")
         return 1 if status is ProcessStatus.FAILED else 0
@@ -1513,7 +1546,9 @@ class IssueRunner:
                f"Duration: {took}"
 
     def _log_tail(self, entry) -> Optional[str]:
-        for suffix in ("stderr.log", "setup.log"):
+        """What Claude Code wrote to stderr, else the runner's own log (a setup.sh failure quotes
+        its log in the reason already)."""
+        for suffix in ("stderr.log", "runner.log"):
             tail = log_tail(self.log_path(entry.attempt, suffix), 15)
             if tail:
                 return tail
@@ -1539,7 +1574,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import argparse
     import sys
 
-    from lib.config import Config, configure_logging
+    from lib.config import Config, config_error_lines, configure_logging
     from lib.models import ConfigError
 
     parser = argparse.ArgumentParser(prog="python -m lib.claude_processor",
@@ -1552,8 +1587,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = Config(Path(args.config))
     except ConfigError as exc:
-        for line in exc.errors:
-            print(f"config error: {line}", file=sys.stderr)
+        for line in config_error_lines(exc):
+            print(line, file=sys.stderr)
         return exc.exit_code
     configure_logging(config.secrets, config.folder / "orchestrator.log", stream=sys.stderr)
     log.info("Runner for issue #%s: %s%s (pid %s)", args.issue, args.mode,

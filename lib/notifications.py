@@ -31,6 +31,7 @@ EVENT_KINDS = {
     "error": ("❌", "Error"),
     "resumed": ("▶️", "Resumed"),
     "paused": ("⏸️", "Paused"),
+    "cancelled": ("⏹️", "Cancelled"),  # a human closed the issue or took claude-working off it
     "test": ("🔔", "Test"),
 }
 
@@ -137,6 +138,7 @@ def summary(event: Event) -> str:
         "error": "Claude Code did not finish the issue.",
         "resumed": "Claude Code resumed the session with the answer from the issue.",
         "paused": f"Usage limit reached: no new launches until {event.until or 'the limit resets'}.",
+        "cancelled": "Claude Code was stopped; the work so far is saved on the branch.",
         "test": "Test message from the issue orchestrator: this notifier works.",
     }[event.kind]
 

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-from lib.config import PROJECT_DIR, Config, configure_logging, default_config_path
+from lib.config import PROJECT_DIR, Config, config_error_lines, configure_logging, default_config_path
 from lib.models import (
     ConfigError,
     IssueState,
@@ -140,14 +140,14 @@ class IssueOrchestrator:
                 writable, why = _writable(self.config.log_dir)
                 if not writable:
                     raise OrchestratorError(f"Cannot write the log folder (log_dir): {why}")
+            if not self.dry_run:
+                self.state.verify()
             try:
                 self.reconcile(summary)
                 self.ensure_labels()
                 self.poll_and_claim(summary)
             except RateLimitError as exc:
-                summary.rate_limited_until = exc.reset_at
-                log.warning("GitHub rate limit reached: rate limited until %s; the next tick goes on",
-                            exc.reset_at.astimezone().strftime("%H:%M"))
+                summary.rate_limited_until = exc.reset_at  # the summary line says it, once
         log.info(summary.line())
         return summary
 
@@ -191,10 +191,7 @@ class IssueOrchestrator:
             return
 
         if runner_alive:
-            started = parse_iso(entry.start_time)
-            limit = self.config.claude.timeout_seconds + self.config.setup_timeout_seconds \
-                + RUNNER_HANG_GRACE_SECONDS
-            if started and (datetime.now(timezone.utc) - started).total_seconds() > limit:
+            if entry.runner_create_time and time.time() - entry.runner_create_time > self._runner_age_limit():
                 log.error("Issue #%s: runner %s is past every timeout; ending it", number, entry.runner_pid)
                 self._end_processes(entry)
                 self._spawn(entry, FINALIZE, summary.finalizing,
@@ -207,12 +204,23 @@ class IssueOrchestrator:
         log.warning("Issue #%s: runner %s is gone; finalizing from its stream log", number, entry.runner_pid)
         self._spawn(entry, FINALIZE, summary.finalizing, reason="lost")
 
+    def _runner_age_limit(self) -> float:
+        """How long a runner may live: every run it may make (a retry after a crash, a fresh session
+        after a lost one) with its git network calls, setup.sh and Claude's own timeout."""
+        from lib.repo_manager import NETWORK_TIMEOUT
+
+        one_run = 2 * NETWORK_TIMEOUT + self.config.setup_timeout_seconds + self.config.claude.timeout_seconds
+        return one_run * (self.config.claude.max_retries + 2) + RUNNER_HANG_GRACE_SECONDS
+
     def _reconcile_waiting_for_input(self, entry: IssueState, summary: TickSummary) -> None:
         """A question is open: resume on a trusted reply, or give up after input_wait_hours."""
         asked = parse_iso(entry.end_time or entry.updated_at)
         waited = (datetime.now(timezone.utc) - asked).total_seconds() if asked else 0
         reply = self._trusted_reply(entry)
-        if reply:
+        if reply and self._paused_until():
+            log.info("Issue #%s: a trusted reply waits until launches resume at %s", entry.issue_number,
+                     self._paused_until().astimezone().strftime("%H:%M"))
+        elif reply:
             log.info("Issue #%s: a trusted reply came; resuming session %s", entry.issue_number, entry.session_id)
             self._spawn(entry, RESUME, summary.resumed)
         elif waited > self.config.claude.input_wait_hours * 3600:
@@ -255,8 +263,9 @@ class IssueOrchestrator:
             return
         from lib.claude_processor import terminate_tree
 
-        for pid, created in ((entry.claude_pid, entry.claude_create_time),
-                             (entry.runner_pid, entry.runner_create_time)):
+        # The runner first: were Claude ended first, a live runner would take that for a crash and retry.
+        for pid, created in ((entry.runner_pid, entry.runner_create_time),
+                             (entry.claude_pid, entry.claude_create_time)):
             if process_alive(pid, created):
                 terminate_tree(pid, grace_seconds=10, create_time=created)
 
@@ -279,9 +288,10 @@ class IssueOrchestrator:
         if getattr(self.github, "last_poll_was_cached", False):
             log.debug("Label poll unchanged (304)")
         state = self.state.load_state()
-        paused_until = parse_iso(state.meta.get("paused_until"))
+        self._withdraw_waiting(state, {issue["number"] for issue in issues}, summary)
+        paused_until = self._paused_until()
         now = datetime.now(timezone.utc)
-        if paused_until and paused_until > now:
+        if paused_until:
             if issues:
                 log.info("Launches paused until %s (usage limit); %d issue(s) wait",
                          paused_until.astimezone().strftime("%H:%M"), len(issues))
@@ -298,11 +308,12 @@ class IssueOrchestrator:
                 continue
             # A requeued issue got its label back from us; its first claim passed the trust check.
             requeued = known is not None and known.status == ProcessStatus.WAITING.value
+            if state.free_slot(self.config.max_concurrent) is None:
+                # Checked before trust: a full house must not cost one events request per queued issue.
+                summary.queued.append(number)
+                continue
             if not requeued and not self._labeled_by_trusted_user(issue, state):
                 summary.skipped.append(number)
-                continue
-            if state.free_slot(self.config.max_concurrent) is None:
-                summary.queued.append(number)
                 continue
             entry = self._claim(issue)
             if entry is not None:
@@ -312,20 +323,47 @@ class IssueOrchestrator:
             log.info("%d issue(s) wait for a free slot or their retry time: %s", len(summary.queued),
                      ", ".join(f"#{n}" for n in summary.queued))
 
+    def _paused_until(self) -> Optional[datetime]:
+        """The end of a usage-limit pause of all launches and resumes, if one is on."""
+        until = parse_iso(self.state.load_state().meta.get("paused_until"))
+        return until if until and until > datetime.now(timezone.utc) else None
+
+    def _withdraw_waiting(self, state: State, labeled: set, summary: TickSummary) -> None:
+        """A requeued issue that was closed or lost its ready label while it waited is given up."""
+        labels = self.config.labels
+        for entry in state.issues.values():
+            if entry.status != ProcessStatus.WAITING.value or entry.issue_number in labeled:
+                continue
+            issue = self.github.get_issue(entry.issue_number)
+            names = {label["name"] for label in issue.get("labels", [])}
+            if issue.get("state") != "closed" and labels.working in names:
+                if not self.dry_run:  # our requeue could not swap the labels back: finish that swap
+                    self.swap_labels(entry.issue_number, add=labels.ready, remove=[labels.working])
+                continue
+            why = "the issue was closed" if issue.get("state") == "closed" else f"the {labels.ready} label was removed"
+            summary.cancelled.append(entry.issue_number)
+            log.info("Issue #%s no longer waits for a launch: %s", entry.issue_number, why)
+            if not self.dry_run:
+                self.state.update(entry.issue_number, status=ProcessStatus.CANCELLED.value, not_before=None,
+                                  error=f"withdrawn while queued: {why}", end_time=utc_now_iso())
+
     def _labeled_by_trusted_user(self, issue: dict, state: State) -> bool:
         number = issue["number"]
+        # An issue found untrusted is not asked about (nor logged) again until it changes (someone
+        # labels it anew) or the trust settings do.
+        verdict_key = f"{issue.get('updated_at')} {sorted(self.config.trusted_roles)} " \
+                      f"{sorted(self.config.allowed_users)}"
+        if state.meta.get("untrusted", {}).get(str(number)) == verdict_key:
+            return False
         labeler = self.github.last_labeler(number, self.config.labels.ready)
         if labeler and self.trust(labeler):
             return True
-        # Log an untrusted label once per labeling, not on every tick.
-        seen = state.meta.get("untrusted", {}).get(str(number))
-        if seen != issue.get("updated_at"):
-            log.warning("Issue #%s: skipped: the %s label was applied by %s, whose role is not in"
-                        " github.trusted_roles and who is not in github.allowed_users",
-                        number, self.config.labels.ready, labeler or "an unknown user")
-            if not self.dry_run:
-                with self.state.transaction() as fresh:
-                    fresh.meta.setdefault("untrusted", {})[str(number)] = issue.get("updated_at")
+        log.warning("Issue #%s: skipped: the %s label was applied by %s, whose role is not in"
+                    " github.trusted_roles and who is not in github.allowed_users",
+                    number, self.config.labels.ready, labeler or "an unknown user")
+        if not self.dry_run:
+            with self.state.transaction() as fresh:
+                fresh.meta.setdefault("untrusted", {})[str(number)] = verdict_key
         return False
 
     def _claim(self, issue: dict) -> Optional[IssueState]:
@@ -498,9 +536,10 @@ def run_checks(config: Config, *, notify_test: bool = False, out=None) -> int:
     except GitHubError as exc:
         report(False, "GitHub", str(exc))
 
-    report(*_writable(config.base_repo_path), "base_repo_path")
-    report(*_writable(config.state_file.parent), "state folder")
-    report(*_writable(config.log_dir), "log_dir")
+    for item, folder in (("base_repo_path", config.base_repo_path), ("state folder", config.state_file.parent),
+                         ("log_dir", config.log_dir)):
+        writable, text = _writable(folder)
+        report(writable, item, text)
     try:
         StateManager(config.state_file).load()
         report(True, "state file", f"{config.state_file} readable")
@@ -517,7 +556,8 @@ def run_checks(config: Config, *, notify_test: bool = False, out=None) -> int:
                                       " (--notify-test sends a test message)")
     else:
         for name, error in notifications.test_all():
-            report(error is None, name, error or "test message sent")
+            # The notifier's errors name it already ("Telegram: chat not found").
+            report(error is None, name, error.removeprefix(f"{name}: ") if error else "test message sent")
     print(f"{'All checks passed.' if not failures else f'{failures} check(s) failed.'}", file=out)
     return EXIT_FAILED if failures else EXIT_OK
 
@@ -573,8 +613,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
             raise UsageError("--notify-test goes with --check")
         config = Config(config_path)
     except ConfigError as exc:
-        for line in exc.errors:
-            print(f"config error: {line}", file=sys.stderr)
+        for line in config_error_lines(exc):
+            print(line, file=sys.stderr)
         return exc.exit_code
     except OrchestratorError as exc:
         print(f"error: {exc}", file=sys.stderr)

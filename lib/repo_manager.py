@@ -32,7 +32,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
 from lib.models import OrchestratorError, fault_point
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 #: Network operations (clone, fetch, push) may take this long; local ones much less.
 NETWORK_TIMEOUT = 600
 LOCAL_TIMEOUT = 120
+#: How often a running setup.sh is checked against its timeout and a request to stop.
+SETUP_POLL_SECONDS = 1.0
 #: Identity for commits the orchestrator makes, used only when git has none configured.
 IDENTITY = ("Claude Issue Orchestrator", "orchestrator@localhost")
 BACKUP_PREFIX = "refs/orchestrator/backup/"
@@ -189,11 +191,12 @@ class RepoManager:
     # --- the slot ------------------------------------------------------------------------------
 
     def prepare_slot(self, agent_index: int, issue_number: int, *, base_branch: str, clone_url: str,
-                     setup_log: Path) -> SlotInfo:
+                     setup_log: Path, should_stop: Optional[Callable[[], Optional[str]]] = None) -> SlotInfo:
         """Make slot `agent_index` a clean checkout of `issue-<N>`, with setup.sh run, for the agent.
 
         Cleaning keeps ignored files (the environments setup.sh made) and every unpushed commit;
-        see the module docstring. Raises GitError or SetupError with a sentence.
+        see the module docstring. `should_stop()` (a reason, or None) is polled while setup.sh
+        runs and ends it. Raises GitError or SetupError with a sentence.
         """
         branch = issue_branch(issue_number)
         path = self.repo_path(agent_index)
@@ -202,7 +205,7 @@ class RepoManager:
         self._clone_or_fetch(path, clone_url)
         warnings = self._clean(path, base_branch)
         continued = self._checkout(path, branch, base_branch, warnings)
-        self._run_setup(path, Path(setup_log))
+        self._run_setup(path, Path(setup_log), should_stop)
         current = self.git(["symbolic-ref", "--quiet", "--short", "HEAD"], path, check=False).stdout.strip()
         if current != branch:
             raise GitError(f"{path} is on {current or 'a detached HEAD'} after setup.sh, not on {branch}")
@@ -364,7 +367,7 @@ class RepoManager:
     def _is_ancestor(self, path: Path, older: str, newer: str) -> bool:
         return self.git(["merge-base", "--is-ancestor", older, newer], path, check=False).returncode == 0
 
-    def _run_setup(self, path: Path, setup_log: Path) -> None:
+    def _run_setup(self, path: Path, setup_log: Path, should_stop: Optional[Callable[[], Optional[str]]]) -> None:
         """Run the repository's setup.sh (if any) in its own process group, output to `setup_log`."""
         script = path / "setup.sh"
         if not script.is_file():
@@ -387,12 +390,18 @@ class RepoManager:
                                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as exc:  # e.g. the interpreter its #! line names is not installed
                 raise SetupError(f"setup.sh could not be started ({exc.strerror})") from None
-            try:
-                code = process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                terminate_tree(process, grace_seconds=5)
-                raise SetupError(f"setup.sh did not finish within {timeout:g} s (setup_timeout_seconds)",
-                                 log_tail(setup_log) or "") from None
+            deadline = time.monotonic() + timeout
+            code = None
+            while code is None:
+                try:
+                    code = process.wait(timeout=max(0.0, min(SETUP_POLL_SECONDS, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    stop = should_stop() if should_stop else None
+                    if stop or time.monotonic() >= deadline:
+                        terminate_tree(process, grace_seconds=5)
+                        raise SetupError(f"setup.sh was stopped: {stop}" if stop else
+                                         f"setup.sh did not finish within {timeout:g} s (setup_timeout_seconds)",
+                                         log_tail(setup_log) or "") from None
         if code != 0:
             raise SetupError(f"setup.sh failed with exit code {code}", log_tail(setup_log) or "")
 

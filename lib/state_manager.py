@@ -104,6 +104,12 @@ class StateManager:
             yield state
             self._write(state)
 
+    def verify(self) -> State:
+        """A tick's first read: under the lock, and a corrupt file is moved aside (kept) before the
+        StateError, so that the next tick starts afresh once a human has looked."""
+        with self._locked(exclusive=True):
+            return self._read(move_corrupt_aside=True)
+
     # --- reading ------------------------------------------------------------------------------
 
     def load_state(self) -> State:

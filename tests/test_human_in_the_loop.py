@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
+import psutil
 import pytest
 
 from chat_standins import slack_api, telegram_api  # noqa: F401 (fixtures)
 from claude_standin import alive, scenario
+from git_fixtures import commit_to
 from world import MAINTAINER, world  # noqa: F401 (a fixture)
 
 READY, WORKING, COMPLETED, FAILED, NEEDS_INPUT = (
@@ -41,12 +43,15 @@ def test_a_question_waits_for_a_maintainer_and_the_same_session_resumes(world, t
     assert world.entry(number)["status"] == "needs_input" and len(world.standin.invocations()) == 1
 
     world.github.add_comment(number, "Use blue, please.", user=MAINTAINER)
+    world.github.set_role("co-maintainer", "write")
+    world.github.add_comment(number, "And make it bold.", user="co-maintainer")
     resumed = world.tick()
 
     assert "1 resumed" in resumed.stdout, resumed.stdout
     first, second = world.standin.invocations()
     assert second["resume"] and second["session_id"] == session == first["session_id"]
-    assert "Use blue, please." in second["prompt"] and "Use red" not in second["prompt"]
+    assert "Use blue, please." in second["prompt"] and "And make it bold." in second["prompt"]
+    assert "Use red" not in second["prompt"]
     entry = world.entry(number)
     assert entry["status"] == "completed" and entry["session_id"] == session
     assert world.labels(number) == [COMPLETED]
@@ -54,6 +59,40 @@ def test_a_question_waits_for_a_maintainer_and_the_same_session_resumes(world, t
     assert f"Closes #{number}" in pull["body"] and entry["pr_url"] == pull["html_url"]
     kinds = [t.split(" ", 1)[0] for t in texts(telegram_api)]
     assert kinds == ["🚀", "⏳", "▶️", "✅"], texts(telegram_api)
+
+
+def test_a_resume_whose_session_is_gone_starts_a_fresh_one_with_the_whole_thread(world):
+    number = world.add_issue("Pick an API", "Which API? " + scenario("ask-once"))
+    world.tick()
+    asked = world.entry(number)
+    assert asked["status"] == "needs_input"
+    for transcript in (world.standin.root / "claude-config").rglob("*.jsonl"):
+        transcript.unlink()  # Claude Code's own history of the session is gone
+    world.github.add_comment(number, "ANSWER: the v2 API", user=MAINTAINER)
+
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["status"] == "completed" and entry["session_id"] != asked["session_id"], entry
+    first, resumed, fresh = world.standin.invocations()
+    assert resumed["resume"] and resumed["session_id"] == asked["session_id"]
+    assert not fresh["resume"] and fresh["session_id"] == entry["session_id"]
+    assert "Which API?" in fresh["prompt"] and "ANSWER: the v2 API" in fresh["prompt"]
+    assert world.labels(number) == [COMPLETED]
+
+
+def test_a_rerun_that_only_asks_is_a_question_though_its_branch_holds_earlier_work(world):
+    number = world.add_issue("Two steps")
+    world.tick()
+    assert world.entry(number)["status"] == "completed"
+    world.github.add_comment(number, "Now the docs too. " + scenario("question-plain"), user=MAINTAINER)
+    world.github.add_label_event(number, READY, MAINTAINER)
+
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["status"] == "needs_input" and entry["attempt"] == 2, entry
+    assert world.labels(number) == [NEEDS_INPUT, WORKING]
 
 
 def test_an_unanswered_question_expires_pushes_the_work_and_frees_the_slot(world):
@@ -112,7 +151,31 @@ def test_usage_limits_and_outages_requeue_the_issue_and_pause_launches(world, te
     assert world.entry(other) == {}
 
 
-def test_closing_the_issue_mid_run_ends_the_agent_and_its_children_within_one_tick(world):
+def test_a_crash_without_a_result_is_retried_and_continues_the_saved_work(world):
+    number = world.add_issue("Flaky", scenario("crash-once"))
+
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["status"] == "completed" and entry["retries"] == 1 and entry["attempt"] == 2, entry
+    # The crashed attempt's file was saved (committed and pushed) and the retry found it on the branch.
+    assert world.origin_file(f"issue-{number}", f"partial_issue_{number}.txt") == "half done\n"
+    assert len(world.standin.invocations()) == 2 and world.labels(number) == [COMPLETED]
+
+
+def test_a_crash_that_repeats_fails_after_max_retries(world):
+    world.write_config(claude={"max_retries": 2})
+    number = world.add_issue("Broken", scenario("crash"))
+
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["status"] == "failed" and entry["retries"] == 2 and "without a result" in entry["error"]
+    assert len(world.standin.invocations()) == 3 and world.labels(number) == [FAILED]
+
+
+def test_closing_the_issue_mid_run_ends_the_agent_and_its_children_within_one_tick(world, slack_api):
+    world.chat(slack=slack_api)
     number = world.add_issue("Long job", scenario("grandchild"))
     world.tick(wait=False)
     world.wait_for(lambda: world.entry(number).get("claude_pid"), what="the agent")
@@ -128,6 +191,25 @@ def test_closing_the_issue_mid_run_ends_the_agent_and_its_children_within_one_ti
     assert world.processes() == []
     assert "Stopped: the issue was closed" in world.comments(number)[-1]
     assert COMPLETED not in world.labels(number) and FAILED not in world.labels(number)
+    [stopped] = [m for m in slack_api.messages if m["text"].startswith("⏹️")]
+    assert "the issue was closed" in stopped["rendered"] and f"#{number}" in stopped["rendered"]
+    assert not any(m["text"].startswith("❌") for m in slack_api.messages)
+
+
+def test_closing_the_issue_during_a_long_setup_ends_it_within_one_tick(world):
+    commit_to(world.origin, "trunk", {"setup.sh": "echo installing\nsleep 120\n"}, "A slow setup")
+    number = world.add_issue("Slow setup")
+    world.tick(wait=False)
+    setup_log = world.log_dir / f"issue-{number}" / "1.setup.log"
+    world.wait_for(lambda: setup_log.exists() and "installing" in setup_log.read_text(), what="setup.sh")
+    world.github.close_issue(number, actor=MAINTAINER)
+
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["status"] == "cancelled" and entry["error"] == "the issue was closed", entry
+    assert world.standin.invocations() == [] and world.processes() == []
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "sleep 120" in " ".join(p.info["cmdline"] or [])]
 
 
 def test_taking_the_working_label_off_stops_the_agent_and_pushes_the_work(world):

@@ -67,6 +67,7 @@ EXTRAS = {
                   log_tail="\n".join(f"log line {i}" for i in range(1, 41))),
     "resumed": {},
     "paused": dict(until="2024-01-15T15:00:00+00:00", reason="usage limit"),
+    "cancelled": dict(reason="the issue was closed", duration_seconds=30),
 }
 #: What a reader must see in each kind of message, beyond the issue, slot and branch.
 EXPECTED = {
@@ -76,6 +77,7 @@ EXPECTED = {
     "error": ["❌", "Error", "claude exited with status 1", "1m 5s", "log line 21", "log line 40"],
     "resumed": ["▶️", "Resumed"],
     "paused": ["⏸️", "Paused", "2024-01-15T15:00:00+00:00"],
+    "cancelled": ["⏹️", "Cancelled", "the issue was closed"],
 }
 
 

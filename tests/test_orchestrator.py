@@ -12,6 +12,7 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from chat_standins import (SLACK_TOKEN, TELEGRAM_TOKEN, closed_port, silent_server,  # noqa: F401 (fixtures)
                            slack_api, telegram_api)
@@ -166,6 +167,30 @@ def test_a_hostile_title_changes_nothing_outside_the_slot(world, tmp_path):
     assert "hidden instruction" not in invocation["prompt"]
 
 
+def test_a_runner_alive_past_every_timeout_is_ended_and_its_issue_failed(world, monkeypatch):
+    from types import SimpleNamespace
+
+    import lib.orchestrator
+    from lib.config import Config
+
+    number = world.add_issue("Hangs", scenario("hang"))
+    world.tick(wait=False)
+    entry = world.wait_for(lambda: world.entry(number).get("claude_pid") and world.entry(number), what="the agent")
+    # The clock is the one thing not real here: the tick sees the runner ten days old.
+    ten_days_later = SimpleNamespace(time=lambda: time.time() + 10 * 86400, sleep=time.sleep)
+    monkeypatch.setattr(lib.orchestrator, "time", ten_days_later)
+    orchestrator = lib.orchestrator.IssueOrchestrator(Config(world.config_path))
+
+    summary = orchestrator.run()
+    orchestrator.wait_for_runners(poll_seconds=0.2, out=open(os.devnull, "w"))
+
+    assert summary.finalizing == [number]
+    assert not alive(entry["runner_pid"]) and not alive(entry["claude_pid"])
+    finished = world.entry(number)
+    assert finished["status"] == "failed" and "the runner hung" in finished["error"], finished
+    assert world.labels(number) == [FAILED] and world.processes() == []
+
+
 def test_the_token_reaches_no_file_no_git_config_and_no_comment(world):
     numbers = [world.add_issue("Works"), world.add_issue("Fails", scenario("crash"))]
     world.write_config(claude={"max_retries": 0})
@@ -226,6 +251,7 @@ def test_a_finished_issue_labeled_again_continues_its_branch(world):
     number = world.add_issue()
     world.tick()
     first_session = world.entry(number)["session_id"]
+    first_tip = origin_sha(world, f"issue-{number}")
     world.github.add_label_event(number, READY, MAINTAINER)
 
     world.tick()
@@ -236,6 +262,29 @@ def test_a_finished_issue_labeled_again_continues_its_branch(world):
     second = world.standin.invocations()[1]
     assert second["cwd"].endswith("widgets_0")
     assert world.labels(number) == [COMPLETED]
+    # The second attempt built on the first: its pushed branch still holds the first attempt's commit.
+    subprocess.run(["git", "merge-base", "--is-ancestor", first_tip, f"refs/heads/issue-{number}"],
+                   cwd=world.origin, check=True)
+
+
+def test_ready_put_back_during_a_run_starts_a_new_attempt_after_it(world):
+    number = world.add_issue("Slow", scenario("slow", "2"))
+    world.tick(wait=False)
+    world.wait_for(lambda: world.entry(number).get("claude_pid"), what="the agent")
+    world.github.add_label_event(number, READY, MAINTAINER)  # "and once more, please"
+
+    world.wait_for(lambda: world.entry(number).get("status") == "completed", what="the first attempt")
+    assert world.labels(number) == [COMPLETED, READY]
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["status"] == "completed" and entry["attempt"] == 2
+    assert len(world.standin.invocations()) == 2 and world.labels(number) == [COMPLETED]
+
+
+def origin_sha(world, branch: str) -> str:
+    return subprocess.run(["git", "rev-parse", f"refs/heads/{branch}"], cwd=world.origin, capture_output=True,
+                          text=True, check=True).stdout.strip()
 
 
 def test_wrong_config_is_exit_2_with_one_line_per_mistake(world):
@@ -323,3 +372,43 @@ def test_the_monitor_shows_a_real_run_and_its_conversation(world):
     kinds = {m["kind"] for m in history["messages"]}
     assert {"prompt", "text", "tool_use"} <= kinds
     assert any(f"issue #{number}" in m["text"] for m in history["messages"] if m["kind"] == "prompt")
+
+
+@pytest.mark.parametrize("entry_point", [["issue_orchestrator.py"], ["-m", "lib.orchestrator"]])
+def test_the_legacy_entry_point_and_the_module_run_the_same_tick(world, entry_point):
+    number = world.add_issue()
+    script = [str(PROJECT / entry_point[0])] if entry_point[0].endswith(".py") else entry_point
+
+    tick = subprocess.run([sys.executable, *script, "--config", str(world.config_path), "--wait"], cwd=PROJECT,
+                          env=world.env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+    assert tick.returncode == 0, tick.stdout + tick.stderr
+    assert "Tick done: 1 launched" in tick.stdout
+    assert world.entry(number)["status"] == "completed" and world.labels(number) == [COMPLETED]
+
+
+def test_check_says_for_each_item_ok_or_what_to_fix(world, telegram_api, slack_api):
+    world.chat(telegram=telegram_api, slack=slack_api)
+
+    good = world.tick("--check", "--notify-test", wait=False)
+
+    assert good.returncode == 0, good.stdout + good.stderr
+    for item in ("config", "git", "claude", "GitHub token", "repository", "base_repo_path", "state folder",
+                 "log_dir", "state file", "Telegram", "Slack"):
+        assert f"  ok  {item}: " in good.stdout, (item, good.stdout)
+    assert "warn  labels: missing ready-for-claude, claude-working" in good.stdout  # the first tick makes them
+    assert "ok  base_repo_path: " + str(world.slots) + " will be created" in good.stdout
+    assert good.stdout.rstrip().endswith("All checks passed.")
+    assert len(telegram_api.messages) == 1 and len(slack_api.messages) == 1
+    assert world.github.labels() == {} and not world.state_file.exists()  # --check changes nothing
+
+    world.write_config(telegram={"chat_id": "-100999"}, slack={"channel_id": "C0NOPE"},
+                       claude={"executable": "no-such-claude"})
+    bad = world.tick("--check", "--notify-test", wait=False)
+
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert "FAIL  Telegram: chat not found" in bad.stdout
+    assert "FAIL  Slack: channel_not_found" in bad.stdout
+    assert "FAIL  claude: 'no-such-claude' not found or not executable; cron runs with a short PATH" in bad.stdout
+    assert bad.stdout.rstrip().endswith("3 check(s) failed.")
+    assert "Traceback" not in bad.stdout + bad.stderr
