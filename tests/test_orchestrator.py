@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -352,6 +353,37 @@ def test_every_event_reaches_telegram_and_slack_with_its_fields(world, telegram_
     slack_started, slack_completed = slack_api.messages
     assert slack_completed["text"].startswith("✅") and entry["pr_url"] in slack_completed["rendered"]
     assert slack_api.messages[0]["problems"] == [] and slack_completed["problems"] == []
+
+
+def test_questions_resumes_errors_and_pauses_reach_the_chats_with_their_fields(world, telegram_api, slack_api):
+    world.chat(telegram=telegram_api, slack=slack_api)
+    world.write_config(github={"max_concurrent": 3})
+    asking = world.add_issue("Ask me", scenario("question"))
+    failing = world.add_issue("Break me", scenario("api-error-500"))
+
+    world.tick()
+    world.github.add_comment(asking, "Use the v2 API.", user=MAINTAINER)
+    world.tick()
+    limited = world.add_issue("Limit me", scenario("usage-limit"))  # last: a pause holds resumes too
+    world.tick()
+
+    def message(emoji, number=None):
+        for chat in (telegram_api.messages, slack_api.messages):
+            [found] = [m for m in chat if (m.get("plain_text") or m["text"]).startswith(emoji)
+                       and (number is None or f"{REPO}#{number}" in (m.get("plain_text") or m["rendered"]))]
+            yield found.get("plain_text") or found["rendered"]
+
+    for number, title, slot in ((asking, "Ask me", 0), (failing, "Break me", 1)):
+        for emoji in ("⏳", "▶️", "✅") if number == asking else ("❌",):
+            for text in message(emoji, number):
+                assert title in text and f"issue-{number}" in text and re.search(rf"slot\W+{slot}\b", text, re.I), text
+    for text in message("⏳", asking):
+        assert "v1 API or the v2 API" in text  # the question itself
+    for text in message("❌", failing):
+        assert "API Error: 500" in text and "Started Claude Code" in text  # the reason, the log's last lines
+    for text in message("⏸️"):
+        assert re.search(r"no new launches until \d{4}-\d\d-\d\dT", text), text
+    assert world.entry(limited)["status"] == "waiting"
 
 
 def test_the_monitor_shows_a_real_run_and_its_conversation(world):
