@@ -151,6 +151,32 @@ def test_usage_limits_and_outages_requeue_the_issue_and_pause_launches(world, te
     assert world.entry(other) == {}
 
 
+def test_a_pause_holds_resumes_and_a_queued_issue_closed_meanwhile_is_given_up(world):
+    from lib.state_manager import StateManager
+
+    asking = world.add_issue("Ask", scenario("question"))
+    world.tick()
+    limited = world.add_issue("Limited", scenario("usage-limit"))
+    world.tick()
+    assert world.entry(limited)["status"] == "waiting" and world.state()["_meta"]["paused_until"]
+
+    world.github.add_comment(asking, "Use the v2 API.", user=MAINTAINER)
+    world.github.close_issue(limited, actor=MAINTAINER)
+    held = world.tick()
+
+    assert world.entry(asking)["status"] == "needs_input" and len(world.standin.invocations()) == 2
+    assert "a trusted reply waits until launches resume" in held.stdout, held.stdout
+    withdrawn = world.entry(limited)
+    assert withdrawn["status"] == "cancelled" and withdrawn["error"] == "withdrawn while queued: the issue was closed"
+
+    with StateManager(world.state_file).transaction() as state:  # the usage limit has reset
+        state.meta["paused_until"] = (datetime.now(timezone.utc) - timedelta(minutes=1)).isoformat()
+    world.tick()
+
+    assert world.entry(asking)["status"] == "completed" and world.standin.invocations()[-1]["resume"]
+    assert world.entry(limited)["status"] == "cancelled" and len(world.standin.invocations()) == 3
+
+
 def test_a_crash_without_a_result_is_retried_and_continues_the_saved_work(world):
     number = world.add_issue("Flaky", scenario("crash-once"))
 
