@@ -288,7 +288,9 @@ class IssueOrchestrator:
         if getattr(self.github, "last_poll_was_cached", False):
             log.debug("Label poll unchanged (304)")
         state = self.state.load_state()
-        self._withdraw_waiting(state, {issue["number"] for issue in issues}, summary)
+        labeled = {issue["number"] for issue in issues}
+        self._withdraw_waiting(state, labeled, summary)
+        self._forget_untrusted_verdicts(state, labeled)
         paused_until = self._paused_until()
         now = datetime.now(timezone.utc)
         if paused_until:
@@ -346,6 +348,14 @@ class IssueOrchestrator:
             if not self.dry_run:
                 self.state.update(entry.issue_number, status=ProcessStatus.CANCELLED.value, not_before=None,
                                   error=f"withdrawn while queued: {why}", end_time=utc_now_iso())
+
+    def _forget_untrusted_verdicts(self, state: State, labeled: set) -> None:
+        """Verdicts on issues no longer labeled ready are of no use: the state file stays small."""
+        if self.dry_run or not set(state.meta.get("untrusted", {})) - {str(n) for n in labeled}:
+            return
+        with self.state.transaction() as fresh:
+            verdicts = fresh.meta.get("untrusted", {})
+            fresh.meta["untrusted"] = {key: value for key, value in verdicts.items() if int(key) in labeled}
 
     def _labeled_by_trusted_user(self, issue: dict, state: State) -> bool:
         number = issue["number"]

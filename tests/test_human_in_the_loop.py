@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 
-import psutil
 import pytest
 
 from chat_standins import slack_api, telegram_api  # noqa: F401 (fixtures)
@@ -223,7 +222,9 @@ def test_closing_the_issue_mid_run_ends_the_agent_and_its_children_within_one_ti
 
 
 def test_closing_the_issue_during_a_long_setup_ends_it_within_one_tick(world):
-    commit_to(world.origin, "trunk", {"setup.sh": "echo installing\nsleep 120\n"}, "A slow setup")
+    pidfile = world.root / "setup-child.pid"
+    commit_to(world.origin, "trunk", {"setup.sh": f"sleep 120 &\necho $! > {pidfile}\necho installing\nwait\n"},
+              "A slow setup")
     number = world.add_issue("Slow setup")
     world.tick(wait=False)
     setup_log = world.log_dir / f"issue-{number}" / "1.setup.log"
@@ -235,7 +236,7 @@ def test_closing_the_issue_during_a_long_setup_ends_it_within_one_tick(world):
     entry = world.entry(number)
     assert entry["status"] == "cancelled" and entry["error"] == "the issue was closed", entry
     assert world.standin.invocations() == [] and world.processes() == []
-    assert not [p for p in psutil.process_iter(["cmdline"]) if "sleep 120" in " ".join(p.info["cmdline"] or [])]
+    assert not alive(int(pidfile.read_text()))  # what setup.sh started ended with it
 
 
 def test_taking_the_working_label_off_stops_the_agent_and_pushes_the_work(world):

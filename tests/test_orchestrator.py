@@ -246,6 +246,16 @@ def test_an_untrusted_label_is_skipped_and_said_once(world):
     assert world.log_text().count("applied by drive-by") == 1
     assert world.labels(number) == [READY]
     assert "1 skipped" in second.stdout
+    assert list(world.state()["_meta"]["untrusted"]) == [str(number)]
+
+    # A maintainer vouches for it by applying the label anew: it is looked at again and processed.
+    time.sleep(1.1)  # GitHub's updated_at has whole seconds; a human is slower than that anyway
+    world.github.add_label_event(number, READY, MAINTAINER, event="unlabeled")
+    world.github.add_label_event(number, READY, MAINTAINER)
+    third = world.tick()
+    assert "1 launched" in third.stdout and world.entry(number)["status"] == "completed"
+    world.tick()
+    assert world.state()["_meta"]["untrusted"] == {}  # no verdict is kept on an issue no longer queued
 
 
 def test_a_finished_issue_labeled_again_continues_its_branch(world):
