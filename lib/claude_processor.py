@@ -1334,9 +1334,16 @@ class IssueRunner:
     def retry(self, entry, why: str) -> int:
         """A run that ended without a result (lost runner, crashed CLI) is not the agent's verdict:
         save what it did, then a new attempt continues the branch. Bounded by claude.max_retries."""
+        from lib.models import parse_iso
+
+        self.save_work(entry, Outcome(status=OutcomeStatus.FAILED.value, reason=why), None)
+        paused_until = parse_iso(self.state.load_state().meta.get("paused_until"))
+        if paused_until and paused_until > datetime.now(timezone.utc):
+            # A retry is a launch, and launches wait for the usage limit to reset like any other.
+            return self.requeue(entry, Outcome(status=OutcomeStatus.REQUEUE.value, reset_at=paused_until,
+                                               reason=f"{why}; launches are paused for a usage limit"))
         log.warning("Issue #%s: %s; trying again (retry %d of %d)", self.number, why, entry.retries + 1,
                     self.config.claude.max_retries)
-        self.save_work(entry, Outcome(status=OutcomeStatus.FAILED.value, reason=why), None)
         self.update(retries=entry.retries + 1, attempt=entry.attempt + 1)
         return self.run()
 

@@ -188,6 +188,24 @@ def test_a_crash_without_a_result_is_retried_and_continues_the_saved_work(world)
     assert len(world.standin.invocations()) == 2 and world.labels(number) == [COMPLETED]
 
 
+def test_a_lost_run_during_a_usage_limit_pause_waits_for_the_reset_instead_of_retrying(world):
+    from lib.state_manager import StateManager
+
+    number = world.add_issue("Hangs", scenario("hang"))
+    world.tick(env={"ORCHESTRATOR_FAULT": "claude-running"})  # the runner dies; its Claude hangs on
+    reset = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=2)
+    with StateManager(world.state_file).transaction() as state:  # another issue hit the usage limit
+        state.meta["paused_until"] = reset.isoformat()
+
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["status"] == "waiting" and entry["not_before"] == reset.isoformat(), entry
+    assert "launches are paused" in entry["error"]
+    assert len(world.standin.invocations()) == 1 and world.labels(number) == [READY]
+    assert world.processes() == []
+
+
 def test_a_crash_that_repeats_fails_after_max_retries(world):
     world.write_config(claude={"max_retries": 2})
     number = world.add_issue("Broken", scenario("crash"))
