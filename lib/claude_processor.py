@@ -1255,7 +1255,7 @@ class IssueRunner:
         from lib.models import ProcessStatus, fault_point
 
         entry = self.update(status=ProcessStatus.PREPARING.value, error=None, end_time=None, pr_url=None,
-                            question=None, question_comment_id=None, runner_pid=os.getpid(),
+                            question=None, question_comment_id=None, slot_notes=[], runner_pid=os.getpid(),
                             runner_create_time=process_create_time(os.getpid()))
         stopped = self.stopped_between_steps()
         if stopped is not None:
@@ -1277,6 +1277,8 @@ class IssueRunner:
             if stopped is not None:
                 return stopped
             return self.finish(Outcome(status=OutcomeStatus.FAILED.value, reason=str(exc)), self.entry)
+        if slot.warnings:
+            self.update(slot_notes=slot.warnings)
         fault_point("before-claude")
         stopped = self.stopped_between_steps()
         if stopped is not None:
@@ -1541,6 +1543,8 @@ class IssueRunner:
         elif pushed:
             lines.append(f"Branch: `{entry.branch}`")
         lines.append(f"{self._figures(outcome, duration)} · Session: `{entry.session_id or 'n/a'}`")
+        if entry.slot_notes:  # e.g. work of an earlier run kept on a backup ref: the reader should know
+            lines += ["", "Notes from preparing the slot:", *(f"- {note}" for note in entry.slot_notes)]
         return "\n".join(lines)
 
     @staticmethod

@@ -166,6 +166,7 @@ class IssueState:
     not_before: Optional[str] = None  # WAITING: do not launch before this time
     cancel_reason: Optional[str] = None  # set by a tick: the runner stops its agent and saves the work
     requeues: int = 0  # usage-limit/outage requeues in a row: the backoff grows with it
+    slot_notes: List[str] = field(default_factory=list)  # what preparing the slot kept or found, for the comment
     updated_at: Optional[str] = None
 
     @property

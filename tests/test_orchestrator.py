@@ -18,6 +18,7 @@ import pytest
 from chat_standins import (SLACK_TOKEN, TELEGRAM_TOKEN, closed_port, silent_server,  # noqa: F401 (fixtures)
                            slack_api, telegram_api)
 from claude_standin import alive, scenario
+from git_fixtures import commit_to
 from github_emulator import REPO, TOKEN
 from world import MAINTAINER, PROJECT, world  # noqa: F401 (a fixture)
 
@@ -276,6 +277,17 @@ def test_a_finished_issue_labeled_again_continues_its_branch(world):
     # The second attempt built on the first: its pushed branch still holds the first attempt's commit.
     subprocess.run(["git", "merge-base", "--is-ancestor", first_tip, f"refs/heads/issue-{number}"],
                    cwd=world.origin, check=True)
+
+
+def test_what_preparing_the_slot_found_is_told_in_the_outcome_comment(world):
+    commit_to(world.origin, "trunk", {"setup.sh": "echo generated > generated.txt\n"}, "A setup that writes a file")
+    number = world.add_issue()
+
+    world.tick()
+
+    assert world.entry(number)["status"] == "completed"
+    comment = world.comments(number)[-1]
+    assert "Notes from preparing the slot:\n- setup.sh left 1 uncommitted change(s)" in comment, comment
 
 
 def test_ready_put_back_during_a_run_starts_a_new_attempt_after_it(world):
