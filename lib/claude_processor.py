@@ -1404,6 +1404,7 @@ class IssueRunner:
             # Nothing is committed or pushed: the session resumes in this slot, as it left it.
             return self.ask(entry, outcome)
         pushed, pr_url, save_error = self.save_work(entry, outcome, duration)
+        entry = self.entry  # saving may have added a note for the comment
         if outcome.status == OutcomeStatus.COMPLETED.value and save_error:
             outcome = Outcome(status=OutcomeStatus.FAILED.value, summary=outcome.summary, cost_usd=outcome.cost_usd,
                               num_turns=outcome.num_turns, duration_seconds=outcome.duration_seconds,
@@ -1448,6 +1449,10 @@ class IssueRunner:
             base = self.base_branch()
             if self.repos.commit_all(path, f"Work on #{self.number} left uncommitted by Claude Code"):
                 log.info("Issue #%s: committed changes the agent left uncommitted", self.number)
+            moved = self.repos.bring_branch_to_head(path, entry.branch)
+            if moved:
+                log.warning("Issue #%s: %s", self.number, moved)
+                self.update(slot_notes=[*entry.slot_notes, moved])
             if self.repos.commits_ahead(path, base, entry.branch) == 0:
                 return False, entry.pr_url, None
             self.repos.push_branch(path, entry.branch)

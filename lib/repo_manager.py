@@ -417,6 +417,26 @@ class RepoManager:
 
     # --- after the run ---------------------------------------------------------------------------
 
+    def bring_branch_to_head(self, path: os.PathLike, branch: str) -> Optional[str]:
+        """The agent was told to stay on `branch`; if it left HEAD elsewhere (detached, another
+        branch) with commits, those belong to the issue: `branch` is moved to HEAD when HEAD builds
+        on it, else HEAD is kept on a backup ref. Returns what was done, in words, or None."""
+        path = Path(path)
+        current = self.git(["symbolic-ref", "--quiet", "--short", "HEAD"], path, check=False).stdout.strip()
+        head, tip = self._sha(path, "HEAD"), self._sha(path, f"refs/heads/{branch}")
+        if current == branch or head is None or head == tip:
+            return None
+        where = current or "a detached HEAD"
+        if tip is None or self._is_ancestor(path, tip, head):
+            self.git(["checkout", "--quiet", "--no-track", "-B", branch, head], path)
+            return f"Claude Code left its commits on {where}; {branch} was moved forward to them"
+        if not self._unpushed(path, "HEAD") or self._is_ancestor(path, head, tip):
+            self.git(["checkout", "--quiet", branch], path)  # HEAD holds nothing the branch lacks
+            return None
+        backup = self._backup(path, current or "detached", "HEAD")
+        self.git(["checkout", "--quiet", branch], path)
+        return f"Claude Code left commits on {where} that do not build on {branch}; they are kept on {backup}"
+
     def commit_all(self, path: os.PathLike, message: str) -> bool:
         """Commit every change in the working tree (ignored files stay ignored); False if none."""
         if not self.git(["status", "--porcelain"], path).stdout.strip():

@@ -290,6 +290,17 @@ def test_what_preparing_the_slot_found_is_told_in_the_outcome_comment(world):
     assert "Notes from preparing the slot:\n- setup.sh left 1 uncommitted change(s)" in comment, comment
 
 
+def test_commits_the_agent_made_off_its_branch_reach_the_pull_request(world):
+    number = world.add_issue("Wanders off", scenario("detach"))
+
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["status"] == "completed" and entry["pr_url"], entry
+    assert world.origin_file(f"issue-{number}", f"fix_issue_{number}.txt") == f"Fixed issue #{number}\n"
+    assert f"a detached HEAD; issue-{number} was moved forward" in world.comments(number)[-1]
+
+
 def test_ready_put_back_during_a_run_starts_a_new_attempt_after_it(world):
     number = world.add_issue("Slow", scenario("slow", "2"))
     world.tick(wait=False)

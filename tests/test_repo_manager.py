@@ -279,6 +279,36 @@ def test_commit_all_commits_ahead_and_push(repos, origin_repo, tmp_path):
     assert repos.head_sha(slot) == git(origin_repo, "rev-parse", "issue-5")
 
 
+@pytest.mark.parametrize("leave", ["detached", "other-branch"])
+def test_commits_the_agent_left_off_its_branch_are_brought_back_to_it(repos, origin_repo, tmp_path, leave):
+    slot = prepare(repos, origin_repo, tmp_path).path
+    if leave == "detached":
+        git(slot, "checkout", "--quiet", "--detach")
+    else:
+        git(slot, "checkout", "--quiet", "-b", "claude/feature")
+    work = commit_in(slot, "feature.txt", "done\n", "Fix #5: the feature")
+
+    said = repos.bring_branch_to_head(slot, "issue-5")
+
+    assert "issue-5 was moved forward" in said
+    assert git(slot, "symbolic-ref", "--short", "HEAD") == "issue-5" and git(slot, "rev-parse", "HEAD") == work
+    assert repos.commits_ahead(slot, "trunk", "issue-5") == 1
+    assert repos.bring_branch_to_head(slot, "issue-5") is None  # on the branch: nothing to do
+
+
+def test_commits_left_on_an_unrelated_line_are_kept_on_a_ref(repos, origin_repo, tmp_path):
+    slot = prepare(repos, origin_repo, tmp_path).path
+    commit_in(slot, "mine.txt", "on the branch\n", "Fix #5: part one")
+    git(slot, "checkout", "--quiet", "--orphan", "elsewhere")
+    stray = commit_in(slot, "stray.txt", "stray\n", "Unrelated")
+
+    said = repos.bring_branch_to_head(slot, "issue-5")
+
+    [backup] = refs(slot)
+    assert f"kept on {backup}" in said and refs(slot)[backup] == stray
+    assert git(slot, "symbolic-ref", "--short", "HEAD") == "issue-5"
+
+
 def test_a_rejected_push_is_an_error_in_words(repos, origin_repo, tmp_path):
     slot = prepare(repos, origin_repo, tmp_path, issue=5).path
     commit_to(origin_repo, "issue-5", {"theirs.txt": "someone else\n"}, "Someone else pushed")
