@@ -63,6 +63,16 @@ log = logging.getLogger(__name__)
 #: Environment variables that carry the orchestrator's tokens; the agent does not get them.
 TOKEN_ENV_VARS = ("GITHUB_TOKEN", "GH_TOKEN", "GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN",
                   "TELEGRAM_BOT_TOKEN", "SLACK_BOT_TOKEN")
+
+
+def without_tokens(env: Mapping[str, str], secrets: Iterable[Optional[str]]) -> Dict[str, str]:
+    """`env` minus the token variables and any variable whose value holds one of `secrets`: what
+    code we did not write (the agent, a repository's setup.sh) may see."""
+    secrets = [secret for secret in secrets if secret]
+    return {name: value for name, value in env.items()
+            if name not in TOKEN_ENV_VARS and not any(secret in value for secret in secrets)}
+
+
 #: Set to the session id in the agent's environment. Every process Claude starts inherits it, so
 #: what its tools leave behind is found even after it was reparented away from a dead Claude.
 RUN_MARKER_VAR = "CLAUDE_ORCHESTRATOR_SESSION"
@@ -874,13 +884,8 @@ class ClaudeProcessor:
         tokens, unless claude.inherit_tokens; TMPDIR set to `tmpdir`."""
         if base_env is None:
             base_env = self.env if self.env is not None else os.environ
-        env = dict(base_env)
-        if not self.settings.inherit_tokens:
-            secrets = [s for s in getattr(self.config, "secrets", []) if s]
-            for name in list(env):
-                value = env[name]
-                if name in TOKEN_ENV_VARS or any(secret in value for secret in secrets):
-                    del env[name]
+        env = dict(base_env) if self.settings.inherit_tokens else \
+            without_tokens(base_env, getattr(self.config, "secrets", []))
         if tmpdir is not None:
             env["TMPDIR"] = str(tmpdir)
         return env
@@ -1336,11 +1341,9 @@ class IssueRunner:
     def retry(self, entry, why: str) -> int:
         """A run that ended without a result (lost runner, crashed CLI) is not the agent's verdict:
         save what it did, then a new attempt continues the branch. Bounded by claude.max_retries."""
-        from lib.models import parse_iso
-
         self.save_work(entry, Outcome(status=OutcomeStatus.FAILED.value, reason=why), None)
-        paused_until = parse_iso(self.state.load_state().meta.get("paused_until"))
-        if paused_until and paused_until > datetime.now(timezone.utc):
+        paused_until = self.state.load_state().paused_until()
+        if paused_until:
             # A retry is a launch, and launches wait for the usage limit to reset like any other.
             return self.requeue(entry, Outcome(status=OutcomeStatus.REQUEUE.value, reset_at=paused_until,
                                                reason=f"{why}; launches are paused for a usage limit"))
@@ -1494,7 +1497,7 @@ class IssueRunner:
 
     def requeue(self, entry, outcome: Outcome) -> int:
         """A usage limit or an outage, not the issue's fault: back in the queue, launches paused."""
-        from lib.models import ProcessStatus, parse_iso, utc_now_iso
+        from lib.models import ProcessStatus, utc_now_iso
 
         now = datetime.now(timezone.utc)
         backoff = min(REQUEUE_BACKOFF * (2 ** entry.requeues), REQUEUE_BACKOFF_MAX)
@@ -1507,7 +1510,7 @@ class IssueRunner:
             current.end_time, current.error, current.claude_pid = utc_now_iso(), outcome.reason, None
             current.requeues += 1
             current.updated_at = utc_now_iso()
-            paused = parse_iso(state.meta.get("paused_until"))
+            paused = state.paused_until()
             announce = paused is None or paused < until
             if announce:
                 state.meta["paused_until"] = until.isoformat()

@@ -16,7 +16,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
@@ -140,7 +140,6 @@ class IssueOrchestrator:
                 writable, why = _writable(self.config.log_dir)
                 if not writable:
                     raise OrchestratorError(f"Cannot write the log folder (log_dir): {why}")
-            if not self.dry_run:
                 self.state.verify()
             try:
                 self.reconcile(summary)
@@ -181,8 +180,7 @@ class IssueOrchestrator:
         # A runner that died right after swapping in its outcome label took `working` off itself.
         finished_by_us = bool(labels & {self.config.labels.completed, self.config.labels.failed})
         if issue.get("state") == "closed" or (self.config.labels.working not in labels and not finished_by_us):
-            why = "the issue was closed" if issue.get("state") == "closed" else \
-                f"the {self.config.labels.working} label was removed"
+            why = _why_withdrawn(issue, self.config.labels.working)
             self._cancel(entry, why, runner_alive, summary)
             return
 
@@ -217,9 +215,10 @@ class IssueOrchestrator:
         asked = parse_iso(entry.end_time or entry.updated_at)
         waited = (datetime.now(timezone.utc) - asked).total_seconds() if asked else 0
         reply = self._trusted_reply(entry)
-        if reply and self._paused_until():
+        paused_until = self.state.load_state().paused_until() if reply else None
+        if paused_until:
             log.info("Issue #%s: a trusted reply waits until launches resume at %s", entry.issue_number,
-                     self._paused_until().astimezone().strftime("%H:%M"))
+                     paused_until.astimezone().strftime("%H:%M"))
         elif reply:
             log.info("Issue #%s: a trusted reply came; resuming session %s", entry.issue_number, entry.session_id)
             self._spawn(entry, RESUME, summary.resumed)
@@ -291,7 +290,7 @@ class IssueOrchestrator:
         labeled = {issue["number"] for issue in issues}
         self._withdraw_waiting(state, labeled, summary)
         self._forget_untrusted_verdicts(state, labeled)
-        paused_until = self._paused_until()
+        paused_until = state.paused_until()
         now = datetime.now(timezone.utc)
         if paused_until:
             if issues:
@@ -325,11 +324,6 @@ class IssueOrchestrator:
             log.info("%d issue(s) wait for a free slot or their retry time: %s", len(summary.queued),
                      ", ".join(f"#{n}" for n in summary.queued))
 
-    def _paused_until(self) -> Optional[datetime]:
-        """The end of a usage-limit pause of all launches and resumes, if one is on."""
-        until = parse_iso(self.state.load_state().meta.get("paused_until"))
-        return until if until and until > datetime.now(timezone.utc) else None
-
     def _withdraw_waiting(self, state: State, labeled: set, summary: TickSummary) -> None:
         """A requeued issue that was closed or lost its ready label while it waited is given up."""
         labels = self.config.labels
@@ -342,7 +336,7 @@ class IssueOrchestrator:
                 if not self.dry_run:  # our requeue could not swap the labels back: finish that swap
                     self.swap_labels(entry.issue_number, add=labels.ready, remove=[labels.working])
                 continue
-            why = "the issue was closed" if issue.get("state") == "closed" else f"the {labels.ready} label was removed"
+            why = _why_withdrawn(issue, labels.ready)
             summary.cancelled.append(entry.issue_number)
             log.info("Issue #%s no longer waits for a launch: %s", entry.issue_number, why)
             if not self.dry_run:
@@ -481,6 +475,11 @@ class IssueOrchestrator:
             if not live_runner and not self.children:
                 return
             time.sleep(poll_seconds)
+
+
+def _why_withdrawn(issue: dict, label: str) -> str:
+    """Why a human took an issue out of our hands: it was closed, or `label` came off."""
+    return "the issue was closed" if issue.get("state") == "closed" else f"the {label} label was removed"
 
 
 # ----------------------------------------------------------------------------------------------

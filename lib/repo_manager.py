@@ -407,11 +407,10 @@ class RepoManager:
 
     def _setup_env(self) -> Dict[str, str]:
         """setup.sh is the repository's code: it gets none of our tokens, and git in it never prompts."""
-        from lib.claude_processor import TOKEN_ENV_VARS
+        from lib.claude_processor import without_tokens
 
-        secrets = [s for s in [self.token, *getattr(self.config, "secrets", [])] if s]
-        env = {name: value for name, value in (os.environ if self.env is None else self.env).items()
-               if name not in TOKEN_ENV_VARS and not any(secret in value for secret in secrets)}
+        env = without_tokens(os.environ if self.env is None else self.env,
+                             [self.token, *getattr(self.config, "secrets", [])])
         env["GIT_TERMINAL_PROMPT"] = "0"
         return env
 

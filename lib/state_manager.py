@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Union
 
-from lib.models import IssueState, StateError, fault_point, utc_now_iso
+from lib.models import IssueState, StateError, fault_point, parse_iso, utc_now_iso
 
 SCHEMA_VERSION = 1
 #: Finished entries kept as history; older ones are dropped on write.
@@ -68,6 +68,11 @@ class State:
 
     def used_slots(self) -> Set[int]:
         return {entry.agent_index for entry in self.active() if entry.agent_index is not None}
+
+    def paused_until(self) -> Optional[datetime]:
+        """The end of a usage-limit pause of every launch and resume, while one is on; else None."""
+        until = parse_iso(self.meta.get("paused_until"))
+        return until if until and until > datetime.now(timezone.utc) else None
 
     def free_slot(self, max_concurrent: int) -> Optional[int]:
         """Lowest slot index no active issue holds, or None when all are busy."""
