@@ -4,8 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 PYTHON=${PYTHON:-python3}
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' 2>/dev/null; then
-    echo "setup.sh: Python 3.9 or newer is needed ($PYTHON: $("$PYTHON" --version 2>&1 || echo 'not found'))" >&2
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "setup.sh: Python 3.10 or newer is needed, as python-telegram-bot 22 requires it ($PYTHON: $("$PYTHON" --version 2>&1 || echo 'not found'))" >&2
     exit 1
 fi
 

@@ -60,388 +60,51 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 import psutil
 
 from lib.config import Config, default_config_path
+from lib.files import iter_lines_reversed
 from lib.models import (
-    ClaudeInstance,
     FINISHED_STATUSES,
+    LIVE_STATUSES,
+    ClaudeInstance,
     ConfigError,
-    InstanceStatus,
     IssueState,
     Message,
     MonitorReport,
     OrchestratorError,
     ProcessStatus,
     UsageError,
+    instance_lines,
+    local_time,
     parse_iso,
+    report_to_text,
     utc_now_iso,
 )
+from lib.processes import live_process
 from lib.state_manager import StateManager
+from lib.transcripts import (
+    ConversationReader,
+    default_claude_config_dir,
+    find_transcript,
+    iter_records,
+    parse_line,
+    project_dir_name,
+    read_first_record,
+)
 
 OUTPUT_FORMATS = ("text", "json")
 
-#: Claude Code cuts escaped project folder names longer than this and appends a hash.
-MAX_PROJECT_DIR_LENGTH = 200
-#: A JSONL line longer than this is not parsed; it counts as one message shown as a placeholder.
-MAX_LINE_BYTES = 4 * 1024 * 1024
-#: How much of an oversize line's start and end is kept to recognise what it is.
-OVERSIZE_EDGE_BYTES = 64 * 1024
 #: `status` counts messages by reading files up to this size; of larger ones it reads only the end.
 STATUS_FULL_SCAN_BYTES = 4 * 1024 * 1024
-#: `status` reads at most this much from the end of a file.
-TAIL_BUDGET_BYTES = 8 * 1024 * 1024
 STATUS_RECENT_MESSAGES = 5
 #: Default `--limit` of `history`.
 HISTORY_LIMIT = 50
 #: The default command lists this many finished runs when nothing is active.
 RECENT_FINISHED = 5
-TOOL_INPUT_CHARS = 120
-TOOL_RESULT_CHARS = 400
-TOOL_RESULT_LINES = 8
-
-#: States in which the agent (or its runner) should be alive; a dead pid then means "lost".
-LIVE_STATUSES = frozenset({ProcessStatus.PENDING.value, ProcessStatus.PREPARING.value,
-                           ProcessStatus.RUNNING.value})
-FINISHED = frozenset(status.value for status in FINISHED_STATUSES)
 CLAUDE_PROCESS_NAMES = frozenset({"claude", "claude.exe"})
-#: The input key that says most about a tool call, in order of preference.
-TOOL_INPUT_KEYS = ("command", "file_path", "notebook_path", "path", "pattern", "url", "query",
-                   "description", "prompt")
-_SESSION_ID_RE = re.compile(r"^[A-Za-z0-9-]+$")  # a UUID; anything else could escape the folder
-
-
-# ------------------------------------------------------------------------------------------------
-# Where Claude Code keeps a session's transcript
-# ------------------------------------------------------------------------------------------------
-
-
-def java_string_hash(text: str) -> int:
-    """Java's String.hashCode over UTF-16 code units, as a signed 32-bit int (what Claude Code uses)."""
-    value = 0
-    units = text.encode("utf-16-le", "surrogatepass")
-    for i in range(0, len(units), 2):
-        value = (31 * value + int.from_bytes(units[i:i + 2], "little")) & 0xFFFFFFFF
-    return value - (1 << 32) if value & 0x80000000 else value
-
-
-def to_base36(number: int) -> str:
-    """Non-negative int in base 36 with lowercase digits, like JavaScript's toString(36)."""
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    text = ""
-    while True:
-        number, remainder = divmod(number, 36)
-        text = digits[remainder] + text
-        if number == 0:
-            return text
-
-
-def project_dir_name(path: str) -> str:
-    """The folder name Claude Code gives the project at physical path `path`.
-
-    Every UTF-16 code unit other than [A-Za-z0-9] becomes '-' (the CLI's regex runs on UTF-16, so a
-    character outside the BMP becomes two); names over 200 characters are cut to 200 and get
-    '-' + base36(|javaStringHash(path)|) appended.
-    """
-    escaped = "".join(
-        char if char.isascii() and char.isalnum() else "-" * (2 if ord(char) > 0xFFFF else 1)
-        for char in path
-    )
-    if len(escaped) <= MAX_PROJECT_DIR_LENGTH:
-        return escaped
-    return f"{escaped[:MAX_PROJECT_DIR_LENGTH]}-{to_base36(abs(java_string_hash(path)))}"
-
-
-def default_claude_config_dir(env: Optional[Mapping[str, str]] = None) -> Path:
-    """`$CLAUDE_CONFIG_DIR`, else ~/.claude: where Claude Code keeps projects/<folder>/<session>.jsonl."""
-    env = os.environ if env is None else env
-    configured = env.get("CLAUDE_CONFIG_DIR")
-    return Path(configured).expanduser() if configured else Path.home() / ".claude"
-
-
-def find_transcript(session_id: Optional[str], cwds: Iterable[str], config_dir: Path,
-                    extra_dirs: Iterable[Path] = ()) -> Optional[Path]:
-    """The transcript of `session_id`: in the project folder of one of `cwds` (physical paths),
-    in one of `extra_dirs`, or else in any project folder (`--resume` from another cwd appends to
-    the original file)."""
-    if not session_id or not _SESSION_ID_RE.match(session_id):
-        return None
-    name = f"{session_id}.jsonl"
-    projects = config_dir / "projects"
-    folders = [projects / project_dir_name(cwd) for cwd in cwds] + list(extra_dirs)
-    for folder in folders:
-        if (folder / name).is_file():
-            return folder / name
-    return next((path for path in projects.glob(f"*/{name}") if path.is_file()), None)
-
-
-# ------------------------------------------------------------------------------------------------
-# Reading JSONL files with bounded memory
-# ------------------------------------------------------------------------------------------------
-
-
-def _parse_line(line: bytes) -> Optional[Dict[str, Any]]:
-    try:
-        record = json.loads(line)
-    except ValueError:  # a torn or foreign line: skip it, as the CLI itself does
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _last_match(pattern: "re.Pattern[bytes]", *chunks: bytes) -> Optional[str]:
-    for chunk in chunks:
-        found = pattern.findall(chunk)
-        if found:
-            return found[-1].decode("utf-8", "replace")
-    return None
-
-
-#: Every user, assistant and result line holds one of these (as its "type" value).
-CONVERSATION_MARKERS = (b'"user"', b'"assistant"', b'"result"')
-_TYPE_RE = re.compile(rb'"type"\s*:\s*"(user|assistant)"')
-_TIMESTAMP_RE = re.compile(rb'"timestamp"\s*:\s*"([^"]+)"')
-_MESSAGE_ID_RE = re.compile(rb'"message"\s*:\s*\{\s*"id"\s*:\s*"([^"]+)"')
-_SIDECHAIN_RE = re.compile(rb'"isSidechain"\s*:\s*true')
-_SUBAGENT_RE = re.compile(rb'"parent_tool_use_id"\s*:\s*"')
-
-
-def _oversize_record(head: bytes, tail: bytes, size: int) -> Optional[Dict[str, Any]]:
-    """What can be told of a line too long to parse, from its first and last bytes."""
-    # "type" is the first key of a stream-json event; in a transcript it comes before the message
-    # of a user line and after that of an assistant line.
-    kind = _last_match(_TYPE_RE, head[:4096], tail)
-    if kind is None:
-        return None
-    edges = head + tail
-    return {
-        "type": kind,
-        "isSidechain": bool(_SIDECHAIN_RE.search(edges)),
-        "parent_tool_use_id": "?" if _SUBAGENT_RE.search(edges) else None,
-        "timestamp": _last_match(_TIMESTAMP_RE, tail, head),
-        "message": {"id": _last_match(_MESSAGE_ID_RE, head),
-                    "content": f"[entry of {size / 1048576:.1f} MB not shown]"},
-    }
-
-
-def iter_records(handle, conversation_only: bool = False) -> Iterator[Tuple[Optional[Dict[str, Any]], int]]:
-    """(record or None, offset just past its line) for each complete line from the handle's position.
-
-    A last line without its newline is still being written: it is left for the next read, so a
-    follower resumes at the last offset yielded. `conversation_only` leaves lines that cannot be a
-    user, assistant or result line unparsed (None): parsing is most of the cost of a long file.
-    """
-    offset = handle.tell()
-    while True:
-        line = handle.readline(MAX_LINE_BYTES)
-        if not line:
-            return
-        if line.endswith(b"\n"):
-            offset += len(line)
-            wanted = not conversation_only or any(marker in line for marker in CONVERSATION_MARKERS)
-            yield _parse_line(line) if wanted else None, offset
-            continue
-        if len(line) < MAX_LINE_BYTES:
-            return
-        head, tail, size = line[:OVERSIZE_EDGE_BYTES], line[-OVERSIZE_EDGE_BYTES:], len(line)
-        while not line.endswith(b"\n"):
-            line = handle.readline(MAX_LINE_BYTES)
-            if not line:
-                return
-            size += len(line)
-            tail = (tail + line)[-OVERSIZE_EDGE_BYTES:]
-        offset += size
-        yield _oversize_record(head, tail, size), offset
-
-
-def iter_lines_reversed(path: Path, budget: int = TAIL_BUDGET_BYTES, block: int = 65536) -> Iterator[bytes]:
-    """Complete lines of `path` from the last one backwards, reading at most `budget` bytes.
-
-    A last line without its newline is still being written and is skipped.
-    """
-    with open(path, "rb") as handle:
-        position = end = handle.seek(0, os.SEEK_END)
-        buffer = b""  # from `position` up to the lines already yielded
-        in_last_line = True  # until the newline that ends the last complete line is found
-        while position > 0 and end - position < budget:
-            step = min(block, position)
-            position -= step
-            handle.seek(position)
-            buffer = handle.read(step) + buffer
-            if in_last_line:
-                newline = buffer.rfind(b"\n")
-                if newline < 0:
-                    continue
-                buffer, in_last_line = buffer[:newline + 1], False
-            lines = buffer.split(b"\n")
-            buffer = lines[0]  # the end of a line that starts in an earlier block
-            for line in reversed(lines[1:]):
-                if line:
-                    yield line
-        if position == 0 and buffer and not in_last_line:
-            yield buffer
-
-
-def read_first_record(path: Path) -> Optional[Dict[str, Any]]:
-    """The first line of a JSONL file, parsed (a stream log starts with the `system/init` event)."""
-    try:
-        with open(path, "rb") as handle:
-            return next((record for record, _ in iter_records(handle)), None)
-    except OSError:
-        return None
-
-
-# ------------------------------------------------------------------------------------------------
-# Conversation: transcript lines and stream-json events -> Messages
-# ------------------------------------------------------------------------------------------------
-
-
-def _cut(text: str, limit: int, max_lines: Optional[int] = None) -> str:
-    """At most `limit` characters and `max_lines` lines of `text`, saying how much was left out."""
-    text = text.rstrip()
-    shown = text
-    if max_lines is not None:
-        lines = text.split("\n")
-        if len(lines) > max_lines:
-            shown = "\n".join(lines[:max_lines])
-    shown = shown[:limit]
-    dropped = len(text) - len(shown)
-    return f"{shown} [... {dropped} more chars]" if dropped else shown
-
-
-def _block_text(content: Any) -> str:
-    """Text of a tool_result's content: a string, or a list of text/image blocks."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = []
-        for block in content:
-            if isinstance(block, dict) and block.get("type") == "text":
-                parts.append(str(block.get("text", "")))
-            elif isinstance(block, dict):
-                parts.append(f"[{block.get('type', 'block')}]")
-        return "\n".join(parts)
-    return "" if content is None else json.dumps(content, ensure_ascii=False)
-
-
-def tool_input_summary(tool_input: Any) -> str:
-    """The part of a tool call's input that tells what it does (the command, the file, ...)."""
-    if isinstance(tool_input, dict):
-        for key in TOOL_INPUT_KEYS:
-            value = tool_input.get(key)
-            if isinstance(value, str) and value.strip():
-                return value
-    return json.dumps(tool_input, ensure_ascii=False)
-
-
-class ConversationReader:
-    """Turns transcript lines or stream-json events, fed in file order, into Messages.
-
-    Keeps only main-thread user/assistant lines (`isSidechain: false`, no `parent_tool_use_id`).
-    The CLI writes each content block of an assistant message as its own line with the same
-    `message.id`: they count as one message, and consecutive text blocks become one Message.
-    Also tracks the message count, the newest timestamp and the last `result` event.
-    """
-
-    def __init__(self, full: bool = False):
-        self.full = full
-        self.message_count = 0
-        self.last_activity: Optional[str] = None
-        self.last_result: Optional[Dict[str, Any]] = None
-        self._assistant_id: Optional[str] = None
-        self._pending_text: Optional[Message] = None
-
-    def feed(self, record: Dict[str, Any]) -> List[Message]:
-        kind = record.get("type")
-        if kind == "result":
-            self.last_result = record
-            return self._take_pending() + self._result_messages(record)
-        if kind not in ("user", "assistant") or record.get("isSidechain") or record.get("parent_tool_use_id"):
-            return []
-        timestamp = record.get("timestamp")
-        if timestamp:
-            self.last_activity = timestamp
-        message = record.get("message") if isinstance(record.get("message"), dict) else {}
-        if kind == "user":
-            self._assistant_id = None
-            self.message_count += 1
-            return self._take_pending() + self._user_messages(message.get("content"), timestamp)
-        message_id = message.get("id")
-        emitted: List[Message] = []
-        if message_id is None or message_id != self._assistant_id:
-            self.message_count += 1
-            emitted = self._take_pending()  # a new message never continues the previous one's text
-        self._assistant_id = message_id
-        failed = bool(record.get("error") or record.get("isApiErrorMessage"))
-        for message_part in self._assistant_messages(message.get("content"), timestamp, failed):
-            if message_part.kind == "text":
-                if self._pending_text is not None:
-                    self._pending_text.text += "\n" + message_part.text
-                else:
-                    self._pending_text = message_part
-            else:
-                emitted += self._take_pending() + [message_part]
-        return emitted
-
-    def flush(self) -> List[Message]:
-        """The text held back in case the next line continues the same message."""
-        return self._take_pending()
-
-    def _take_pending(self) -> List[Message]:
-        pending, self._pending_text = self._pending_text, None
-        return [pending] if pending is not None else []
-
-    def _user_messages(self, content: Any, timestamp: Optional[str]) -> List[Message]:
-        if isinstance(content, str):
-            return [Message("user", "prompt", content, timestamp)]
-        messages = []
-        for block in content if isinstance(content, list) else []:
-            if not isinstance(block, dict):
-                continue
-            if block.get("type") == "tool_result":
-                text = _block_text(block.get("content"))
-                if not self.full:
-                    text = _cut(text, TOOL_RESULT_CHARS, TOOL_RESULT_LINES)
-                messages.append(Message("user", "tool_result", text, timestamp,
-                                        is_error=bool(block.get("is_error"))))
-            elif block.get("type") == "text":
-                messages.append(Message("user", "prompt", str(block.get("text", "")), timestamp))
-            else:
-                messages.append(Message("user", "prompt", f"[{block.get('type', 'block')}]", timestamp))
-        return messages
-
-    def _assistant_messages(self, content: Any, timestamp: Optional[str], failed: bool) -> List[Message]:
-        if isinstance(content, str):  # an oversize line's placeholder
-            return [Message("assistant", "text", content, timestamp)]
-        messages = []
-        for block in content if isinstance(content, list) else []:
-            if not isinstance(block, dict):
-                continue
-            if block.get("type") == "text":
-                text = str(block.get("text", ""))
-                if failed:
-                    messages.append(Message("assistant", "error", text, timestamp, is_error=True))
-                else:
-                    messages.append(Message("assistant", "text", text, timestamp))
-            elif block.get("type") in ("tool_use", "server_tool_use"):
-                summary = tool_input_summary(block.get("input"))
-                if not self.full:
-                    summary = _cut(summary, TOOL_INPUT_CHARS, 1)
-                messages.append(Message("assistant", "tool_use", summary, timestamp,
-                                        tool_name=str(block.get("name", "?"))))
-        return messages
-
-    @staticmethod
-    def _result_messages(record: Dict[str, Any]) -> List[Message]:
-        """A stream-json `result` is shown only when the run failed (success repeats the last text)."""
-        if not record.get("is_error"):
-            return []
-        errors = record.get("errors")
-        why = record.get("result") or ("; ".join(map(str, errors)) if isinstance(errors, list) else "")
-        subtype = record.get("subtype", "error")
-        return [Message("assistant", "error", f"run ended with an error ({subtype}): {why}".rstrip(": "),
-                        record.get("timestamp"), is_error=True)]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -506,21 +169,6 @@ class _Conversation:
 # ------------------------------------------------------------------------------------------------
 # Processes
 # ------------------------------------------------------------------------------------------------
-
-
-def live_process(pid: Optional[int], create_time: Optional[float]) -> Optional[psutil.Process]:
-    """The process `pid` if it runs and is the one recorded (pids are reused: compare create time)."""
-    if not pid:
-        return None
-    try:
-        process = psutil.Process(pid)
-        if create_time is not None and abs(process.create_time() - create_time) > 1.0:
-            return None
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-    return process
 
 
 def _is_claude_process(name: Optional[str], cmdline: Optional[List[str]]) -> bool:
@@ -694,7 +342,7 @@ class ClaudeMonitor:
         """Last activity and the last `limit` messages, from the end of the file only."""
         records: List[Dict[str, Any]] = []
         for line in iter_lines_reversed(path):
-            record = _parse_line(line)
+            record = parse_line(line)
             if record is None or record.get("type") not in ("user", "assistant", "result"):
                 continue
             records.append(record)
@@ -730,7 +378,7 @@ class ClaudeMonitor:
             recorded_pid = entry.claude_pid or entry.runner_pid
             # Only a run that should have a process can lose it; needs_input and waiting have none.
             if process is None and entry.status in LIVE_STATUSES and recorded_pid:
-                instance.status, instance.pid = InstanceStatus.LOST.value, recorded_pid
+                instance.status, instance.pid = ProcessStatus.LOST, recorded_pid
         if process is not None:
             _describe_process(instance, process)
         else:
@@ -773,7 +421,7 @@ class ClaudeMonitor:
                     continue
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            instance = ClaudeInstance(issue_number=None, status=InstanceStatus.UNKNOWN.value,
+            instance = ClaudeInstance(issue_number=None, status=ProcessStatus.UNKNOWN,
                                          agent_index=int(slot_match.group(1)), cwd=info["cwd"])
             _describe_process(instance, process)
             self._describe_newest_session(instance, process)
@@ -897,7 +545,7 @@ class ClaudeMonitor:
             if not running:
                 how = entry.status
                 if entry.status in LIVE_STATUSES:
-                    how = f"{InstanceStatus.LOST.value}: process {recorded_pid} is gone"
+                    how = f"{ProcessStatus.LOST}: process {recorded_pid} is gone"
                 yield Message("system", "status", f"Issue #{entry.issue_number}: run ended ({how}).", utc_now_iso())
                 return
             time.sleep(poll_interval)
@@ -923,84 +571,6 @@ class ClaudeMonitor:
 # ------------------------------------------------------------------------------------------------
 
 
-def _local(timestamp: Optional[str]) -> Optional[datetime]:
-    try:
-        moment = parse_iso(timestamp)
-    except ValueError:
-        return None
-    return moment.astimezone() if moment else None
-
-
-def _clock(timestamp: Optional[str]) -> str:
-    """HH:MM:SS in local time, with the date when it is not today."""
-    moment = _local(timestamp)
-    if moment is None:
-        return timestamp or "-"
-    if moment.date() == datetime.now().astimezone().date():
-        return moment.strftime("%H:%M:%S")
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _instance_lines(instance: ClaudeInstance, active: bool) -> List[str]:
-    if instance.issue_number is None:
-        lines = ["  Unknown Claude process (not in the state file):"]
-    else:
-        lines = [f"  Issue #{instance.issue_number}:"]
-    if active and instance.pid is not None:
-        lines.append(f"    PID: {instance.pid}")
-    lines.append(f"    Status: {instance.status}")
-    if instance.runtime_seconds is not None:
-        lines.append(f"    Runtime: {instance.runtime_seconds:.1f}s")
-    lines.append(f"    Messages: {instance.message_count if instance.message_count is not None else '?'}")
-    if active and instance.last_activity:
-        lines.append(f"    Last Activity: {_clock(instance.last_activity)}")
-    process_state = instance.process_state
-    if process_state:
-        cpu = "?" if instance.cpu_percent is None else instance.cpu_percent
-        lines.append(f"    Process: {process_state}, CPU {cpu}%, memory {instance.memory_mb} MB")
-    if instance.children:
-        lines.append(f"    Child Processes: {', '.join(map(str, instance.children))}")
-    if instance.agent_index is not None:
-        lines.append(f"    Slot: {instance.agent_index} ({instance.cwd})")
-    if instance.session_id:
-        lines.append(f"    Session: {instance.session_id}")
-    if not active and instance.end_time:
-        lines.append(f"    Ended: {_clock(instance.end_time)}")
-    if instance.cost_usd is not None:
-        lines.append(f"    Cost: ${instance.cost_usd:.4f}")
-    if instance.num_turns is not None:
-        lines.append(f"    Turns: {instance.num_turns}")
-    if instance.pr_url:
-        lines.append(f"    PR: {instance.pr_url}")
-    if instance.question:
-        lines.append(f"    Question: {_cut(instance.question, 200, 1)}")
-    if instance.error:
-        lines.append(f"    Error: {_cut(instance.error, 300, 1)}")
-    return lines
-
-
-def report_to_text(report: MonitorReport) -> str:
-    """The report in the seed README's text format (extra facts follow the seed's lines)."""
-    generated = _local(report.timestamp)
-    lines = [
-        "Claude Code Instance Monitor Report",
-        f"Generated: {generated.strftime('%Y-%m-%d %H:%M:%S') if generated else report.timestamp}",
-        "=" * 60,
-        f"Total Instances: {report.total_instances}",
-        f"Active: {len(report.active_instances)}",
-        f"Completed: {len(report.completed_instances)}",
-        "",
-    ]
-    for title, instances, active in (("ACTIVE INSTANCES:", report.active_instances, True),
-                                     ("COMPLETED INSTANCES:", report.completed_instances, False)):
-        lines += [title, "-" * 40]
-        for instance in instances:
-            lines += _instance_lines(instance, active) + [""]
-        if not instances:
-            lines += ["  (none)", ""]
-    return "\n".join(lines).rstrip("\n")
-
-
 def message_to_text(message: Message) -> str:
     """One Message as `[time] who: text`, continuation lines indented."""
     if message.kind == "tool_use":
@@ -1011,7 +581,7 @@ def message_to_text(message: Message) -> str:
         who = message.kind
     else:
         who = message.role
-    stamp = _local(message.timestamp)
+    stamp = local_time(message.timestamp)
     prefix = f"[{stamp.strftime('%Y-%m-%d %H:%M:%S') if stamp else '-' * 19}] {who}: "
     return prefix + message.text.replace("\n", "\n    ")
 
@@ -1030,7 +600,7 @@ def history_to_text(history: ConversationHistory) -> str:
 
 
 def status_to_text(status: InstanceStatusReport) -> str:
-    lines = _instance_lines(status.instance, active=status.instance.status not in FINISHED)
+    lines = instance_lines(status.instance, active=status.instance.status not in FINISHED_STATUSES)
     if status.source is not None:
         lines.append(f"    Conversation: {status.source.path}")
     if status.recent_messages:

@@ -7,19 +7,18 @@ does, so a user fixes a config in one pass instead of one traceback at a time.
 from __future__ import annotations
 
 import json
-import logging
-import logging.handlers
 import os
 import re
 import shutil
 import stat
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from lib import processes
 from lib.models import ConfigError
+from lib.redaction import register_secret
 
 #: Folder holding run_orchestrator.py, claude_monitor.py and config.example.json.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -38,6 +37,15 @@ DEFAULT_LABELS = {
     "needs_input": "claude-needs-input",
 }
 
+#: Label key -> (colour, description) for the labels a tick creates.
+LABEL_SPECS = {
+    "ready": ("0e8a16", "Queued for Claude Code"),
+    "working": ("fbca04", "Claude Code is working on this issue"),
+    "completed": ("1d76db", "Claude Code finished this issue"),
+    "failed": ("d93f0b", "Claude Code could not finish this issue"),
+    "needs_input": ("d876e3", "Claude Code waits for an answer in the comments"),
+}
+
 #: Environment variables that win over the file, as (section, key, variable names in priority order).
 ENV_OVERRIDES = (
     ("github", "token", ("GITHUB_TOKEN", "GH_TOKEN")),
@@ -51,8 +59,6 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 # git check-ref-format in short: no spaces, control characters, "..", or the special characters.
 _BAD_REF_RE = re.compile(r"[\s~^:?*\[\\\x00-\x1f\x7f]|\.\.|@\{|^[-/.]|[/.]$|\.lock$|//")
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,8 @@ class ClaudeSettings:
     input_wait_hours: float = 72
     max_retries: int = 1
     inherit_tokens: bool = False
+    kill_grace_seconds: float = processes.KILL_GRACE_SECONDS
+    result_grace_seconds: float = 5.0
 
 
 # The schema: section -> key -> (checker, default). A checker returns an error text or None.
@@ -221,6 +229,8 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "input_wait_hours": (_positive_number, 72),
         "max_retries": (_int_at_least(0), 1),
         "inherit_tokens": (_boolean, False),
+        "kill_grace_seconds": (_positive_number, processes.KILL_GRACE_SECONDS),
+        "result_grace_seconds": (_positive_number, 5.0),
     },
     "pull_request": {
         "create": (_boolean, True),
@@ -232,6 +242,7 @@ TOP_LEVEL: Dict[str, tuple] = {
     "state_file": (_string, "processing-state.json"),
     "log_dir": (_string, "logs"),
     "setup_timeout_seconds": (_positive_number, 1800),
+    "notification_timeout_seconds": (_positive_number, 10),
 }
 
 REQUIRED = {("github", "repo"), ("github", "base_repo_path")}
@@ -254,13 +265,31 @@ def gh_auth_token(timeout: float = 10) -> Optional[str]:
     if not gh:
         return None
     try:
-        done = subprocess.run(
-            [gh, "auth", "token"], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
-        )
+        done = processes.run([gh, "auth", "token"], cwd="/", timeout=timeout)
     except (OSError, subprocess.SubprocessError):
         return None
     token = done.stdout.strip()
     return token if done.returncode == 0 and token else None
+
+
+def _reported(errors: List[str], *prefixes: str) -> bool:
+    return any(error.startswith(prefixes) for error in errors)
+
+
+def _cross_checks(values: Dict[str, Dict[str, Any]], errors: List[str]) -> List[str]:
+    """Problems no single key has: a notifier half configured, two lifecycle labels alike."""
+    found = []
+    for section, pair in (("telegram", ("bot_token", "chat_id")), ("slack", ("bot_token", "channel_id"))):
+        given = [k for k in pair if values[section].get(k)]
+        if len(given) == 1 and not _reported(errors, f"{section}.", f"{section}:"):
+            missing = pair[1] if given[0] == pair[0] else pair[0]
+            found.append(f"{section}.{missing}: is required when {section}.{given[0]} is set"
+                         f" (or remove {section} to turn it off)")
+    labels = values["labels"]
+    names = [labels[k] for k in DEFAULT_LABELS if isinstance(labels.get(k), str)]
+    if len(set(names)) != len(names):
+        found.append(f"labels: every label must be different, got {', '.join(names)}")
+    return found
 
 
 class Config:
@@ -311,11 +340,36 @@ class Config:
         self.path = path
         self.folder = folder
         self.warnings: List[str] = list(warnings)
-        errors: List[str] = []
         if not isinstance(data, dict):
             raise ConfigError([f"{path.name}: must be a JSON object with a \"github\" section,"
                                f" {_got_kind(data)}"], self.warnings)
+        errors: List[str] = []
+        values = self._check_sections(data, errors)
+        top = self._check_top_level(data, errors)
+        for section, key, names in ENV_OVERRIDES:  # environment variables win over the file
+            value = next((env[name] for name in names if env.get(name)), None)
+            if value:
+                values[section][key] = value
+        github = values["github"]
+        if not github.get("token") and use_gh_cli:
+            github["token"] = gh_auth_token()
+        if require_token and not github.get("token") and not _reported(errors, "github.token", "github:"):
+            errors.append("github.token: no GitHub token: set github.token or GITHUB_TOKEN (or GH_TOKEN),"
+                          " or log in with `gh auth login`")
+        errors += _cross_checks(values, errors)
+        template_path = None
+        template = values["claude"].get("prompt_template")
+        if isinstance(template, str) and template.strip():
+            template_path = self._resolve(folder, template)
+            if not template_path.is_file():
+                errors.append(f"claude.prompt_template: file not found: {template_path}")
+        if errors:
+            raise ConfigError(errors, self.warnings)
+        self._assign(values, top, folder, template_path)
+        register_secret(*self.secrets)
 
+    def _check_sections(self, data: Dict[str, Any], errors: List[str]) -> Dict[str, Dict[str, Any]]:
+        """Every section's values (defaults for what is missing); problems go to `errors`."""
         values: Dict[str, Dict[str, Any]] = {}
         for section, keys in SCHEMA.items():
             raw = data.get(section, {})
@@ -332,7 +386,7 @@ class Config:
                 if key not in keys:
                     why = LEGACY_KEYS.get((section, key), "unknown key, ignored (a typo?)")
                     self.warnings.append(f"{section}.{key}: {why}")
-            for key, (checker, default) in keys.items():
+            for key, (checker, _) in keys.items():
                 if key not in raw:
                     if (section, key) in REQUIRED:
                         errors.append(f"{section}.{key}: is required")
@@ -343,6 +397,9 @@ class Config:
                     values[section][key] = None  # reported once; later checks skip it
                 else:
                     values[section][key] = raw[key]
+        return values
+
+    def _check_top_level(self, data: Dict[str, Any], errors: List[str]) -> Dict[str, Any]:
         top: Dict[str, Any] = {}
         for key, (checker, default) in TOP_LEVEL.items():
             top[key] = data.get(key, default)
@@ -352,44 +409,11 @@ class Config:
         for key in data:
             if key not in SCHEMA and key not in TOP_LEVEL:
                 self.warnings.append(f"{key}: unknown key, ignored (a typo?)")
+        return top
 
-        # Environment variables win over the file.
-        for section, key, names in ENV_OVERRIDES:
-            for name in names:
-                if env.get(name):
-                    values[section][key] = env[name]
-                    break
-
-        github, claude = values["github"], values["claude"]
-        if not github.get("token") and use_gh_cli:
-            github["token"] = gh_auth_token()
-        if require_token and not github.get("token") and not any(e.startswith(("github.token", "github:")) for e in errors):
-            errors.append("github.token: no GitHub token: set github.token or GITHUB_TOKEN (or GH_TOKEN),"
-                          " or log in with `gh auth login`")
-
-        for section, pair in (("telegram", ("bot_token", "chat_id")), ("slack", ("bot_token", "channel_id"))):
-            given = [k for k in pair if values[section].get(k)]
-            reported = any(e.startswith((f"{section}.", f"{section}:")) for e in errors)
-            if len(given) == 1 and not reported:
-                missing = pair[1] if given[0] == pair[0] else pair[0]
-                errors.append(f"{section}.{missing}: is required when {section}.{given[0]} is set"
-                              f" (or remove {section} to turn it off)")
-
-        labels = values["labels"]
-        names = [labels[k] for k in DEFAULT_LABELS if isinstance(labels.get(k), str)]
-        if len(set(names)) != len(names):
-            errors.append(f"labels: every label must be different, got {', '.join(names)}")
-
-        template = claude.get("prompt_template")
-        template_path = None
-        if isinstance(template, str) and template.strip():
-            template_path = self._resolve(folder, template)
-            if not template_path.is_file():
-                errors.append(f"claude.prompt_template: file not found: {template_path}")
-
-        if errors:
-            raise ConfigError(errors, self.warnings)
-
+    def _assign(self, values: Dict[str, Dict[str, Any]], top: Dict[str, Any], folder: Path,
+                template_path: Optional[Path]) -> None:
+        github, telegram, slack = values["github"], values["telegram"], values["slack"]
         self.github_token: Optional[str] = github["token"] or None
         self.github_repo: str = github["repo"]
         self.repo_owner, self.repo_name = self.github_repo.split("/")
@@ -400,18 +424,18 @@ class Config:
         self.base_branch: Optional[str] = github["base_branch"]
         self.trusted_roles: List[str] = list(github["trusted_roles"])
         self.allowed_users: List[str] = list(github["allowed_users"])
-        self.labels = Labels(**labels)
-        telegram, slack = values["telegram"], values["slack"]
+        self.labels = Labels(**values["labels"])
         self.telegram_bot_token: Optional[str] = telegram["bot_token"] or None
         self.telegram_chat_id: Optional[str] = str(telegram["chat_id"]) if telegram["chat_id"] else None
         self.telegram_api_base_url: str = telegram["api_base_url"]
         self.slack_bot_token: Optional[str] = slack["bot_token"] or None
         self.slack_channel_id: Optional[str] = slack["channel_id"] or None
         self.slack_api_base_url: str = slack["api_base_url"]
-        self.claude = ClaudeSettings(**{**claude, "prompt_template": template_path})
+        self.claude = ClaudeSettings(**{**values["claude"], "prompt_template": template_path})
         self.pull_request_create: bool = values["pull_request"]["create"]
         self.pull_request_draft: bool = values["pull_request"]["draft"]
         self.setup_timeout_seconds: float = top["setup_timeout_seconds"]
+        self.notification_timeout_seconds: float = top["notification_timeout_seconds"]
         self.state_file = self._resolve(folder, top["state_file"])
         self.log_dir = self._resolve(folder, top["log_dir"])
 
@@ -465,69 +489,7 @@ def config_error_lines(exc: ConfigError) -> List[str]:
     return [f"config error: {line}" for line in exc.errors] + [f"config warning: {line}" for line in exc.warnings]
 
 
-# ------------------------------------------------------------------------------------------------
-# Logging with token redaction
-# ------------------------------------------------------------------------------------------------
-
-
-class RedactingFilter(logging.Filter):
-    """Replaces every known secret in a record's final message with ***."""
-
-    def __init__(self, secrets):
-        super().__init__()
-        self.secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
-        message = record.getMessage()
-        text = message + (f"\n{record.exc_text}" if record.exc_text else "")
-        if any(secret in text for secret in self.secrets):
-            for secret in self.secrets:
-                message = message.replace(secret, "***")
-            record.msg, record.args = message, None
-            if record.exc_info and not record.exc_text:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-            if record.exc_text:
-                for secret in self.secrets:
-                    record.exc_text = record.exc_text.replace(secret, "***")
-        return True
-
-    def redact(self, text: str) -> str:
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
-
-
-LOG_FORMAT = "%(asctime)s %(levelname)s [%(name)s] %(message)s"
-
-
-def configure_logging(secrets=(), log_file: Optional[Path] = None, *, verbose: bool = False,
-                      stream=None, console: bool = True) -> RedactingFilter:
-    """Log to stderr (or `stream`, unless `console` is false) and optionally to `log_file`, with
-    secrets redacted everywhere.
-
-    The file handler is a WatchedFileHandler so logrotate can move the file under a running tick.
-    """
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    redactor = RedactingFilter(secrets)
-    formatter = logging.Formatter(LOG_FORMAT, datefmt="%Y-%m-%d %H:%M:%S")
-    handlers: List[logging.Handler] = [logging.StreamHandler(stream or sys.stderr)] if console else []
-    if log_file is not None:
-        try:
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            handlers.append(logging.handlers.WatchedFileHandler(log_file, encoding="utf-8"))
-        except OSError as exc:
-            print(f"warning: cannot write the log file {log_file}: {exc}", file=sys.stderr)
-    for handler in handlers:
-        handler.setFormatter(formatter)
-        handler.addFilter(redactor)
-        root.addHandler(handler)
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    # Libraries that log request URLs (the Telegram token is in its URL path) stay at WARNING.
-    for noisy in ("urllib3", "httpx", "httpcore", "telegram", "slack_sdk"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    return redactor
+def label_specs(config: Config) -> Dict[str, Tuple[str, str]]:
+    """Configured label name -> (colour, description), for the labels that are turned on."""
+    return {getattr(config.labels, key): spec for key, spec in LABEL_SPECS.items()
+            if getattr(config.labels, key)}

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -24,6 +23,7 @@ from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NameResoluti
                                 ProtocolError, ReadTimeoutError)
 from urllib3.util.retry import Retry
 
+from lib.files import atomic_write
 from lib.models import OrchestratorError
 
 log = logging.getLogger(__name__)
@@ -424,21 +424,12 @@ class GitHubClient:
         return polls
 
     def _save_poll_cache(self, polls: Dict[str, Any]) -> None:
-        """Write atomically, readable by the owner only: it holds issue texts of maybe private repos."""
+        """Readable by the owner only: it holds issue texts of maybe private repositories."""
         path = self.poll_cache_file
         assert path is not None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mode 0600
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump({"version": _POLL_CACHE_VERSION, "polls": polls}, handle)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                os.unlink(tmp)
-                raise
+            atomic_write(path, json.dumps({"version": _POLL_CACHE_VERSION, "polls": polls}))
         except OSError as exc:
             # The cache only saves rate limit; the poll itself succeeded.
             log.warning("Could not write the GitHub poll cache %s: %s", path, exc)

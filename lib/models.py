@@ -56,7 +56,11 @@ class UsageError(OrchestratorError):
 
 
 class ProcessStatus(str, Enum):
-    """Status of one issue in processing-state.json."""
+    """The status of one issue: in processing-state.json, and as the monitor shows it.
+
+    The seed README's second name, InstanceStatus, is this same enum. LOST and UNKNOWN are what
+    the monitor sees and are never stored.
+    """
 
     PENDING = "pending"  # claimed by a tick; the runner has not reported yet
     PREPARING = "preparing"  # the runner is cloning / cleaning / running setup.sh
@@ -66,35 +70,66 @@ class ProcessStatus(str, Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"  # stopped by a human: issue closed or claude-working removed
+    LOST = "lost"  # monitor: the state says it runs, but its process is gone
+    UNKNOWN = "unknown"  # monitor: a claude process in a slot that the state does not know of
 
     def __str__(self) -> str:  # so f"{status}" prints the value
         return self.value
 
 
+#: The seed README's name for the monitor's view of the same statuses.
+InstanceStatus = ProcessStatus
+
 #: Statuses whose issue owns an agent slot.
 ACTIVE_STATUSES = frozenset(
     {ProcessStatus.PENDING, ProcessStatus.PREPARING, ProcessStatus.RUNNING, ProcessStatus.NEEDS_INPUT}
 )
+#: Statuses in which the agent (or its runner) should be alive; a dead pid then means "lost".
+LIVE_STATUSES = frozenset({ProcessStatus.PENDING, ProcessStatus.PREPARING, ProcessStatus.RUNNING})
 #: Statuses after which nothing more happens until a human re-labels the issue.
 FINISHED_STATUSES = frozenset({ProcessStatus.COMPLETED, ProcessStatus.FAILED, ProcessStatus.CANCELLED})
 
 
-class InstanceStatus(str, Enum):
-    """What the monitor reports for one Claude instance."""
+# --------------------------------------------------------------------------------------------
+# Figures and text, formatted one way for comments, notifications and the monitor
+# --------------------------------------------------------------------------------------------
 
-    PENDING = "pending"
-    PREPARING = "preparing"
-    RUNNING = "running"
-    NEEDS_INPUT = "needs_input"
-    WAITING = "waiting"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    LOST = "lost"  # state says it runs, but its process is gone
-    UNKNOWN = "unknown"  # a claude process the state does not know of
 
-    def __str__(self) -> str:
-        return self.value
+def format_cost(usd: float) -> str:
+    """0.4213 -> "$0.42"; under ten cents four places, so a cheap run is not "$0.00": 0.025 -> "$0.0250"."""
+    return f"${usd:.2f}" if abs(usd) >= 0.1 else f"${usd:.4f}"
+
+
+def format_duration(seconds: float) -> str:
+    """725 -> "12m 5s", 45 -> "45s", 3725 -> "1h 2m 5s"."""
+    total = max(0, int(round(seconds)))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m {secs}s"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def format_figures(cost_usd: Optional[float], num_turns: Optional[int], duration_seconds: Optional[float]) -> str:
+    """"Cost: $0.42 · Turns: 17 · Duration: 12m 5s", with n/a for what is unknown."""
+    cost = format_cost(cost_usd) if cost_usd is not None else "n/a"
+    took = format_duration(duration_seconds) if duration_seconds is not None else "n/a"
+    return f"Cost: {cost} · Turns: {num_turns if num_turns is not None else 'n/a'} · Duration: {took}"
+
+
+def shorten(text: str, limit: int, max_lines: Optional[int] = None) -> str:
+    """At most `limit` characters and `max_lines` lines of `text`, saying how much was left out."""
+    text = text.rstrip()
+    shown = text
+    if max_lines is not None:
+        lines = text.split("\n")
+        if len(lines) > max_lines:
+            shown = "\n".join(lines[:max_lines])
+    shown = shown[:limit]
+    dropped = len(text) - len(shown)
+    return f"{shown} [... {dropped} more chars]" if dropped else shown
 
 
 def fault_point(step: str) -> None:
@@ -139,7 +174,7 @@ class IssueState:
     """
 
     issue_number: int
-    status: str
+    status: ProcessStatus  # a plain value ("running") is taken too
     branch: str
     start_time: str
     session_id: Optional[str] = None
@@ -169,29 +204,27 @@ class IssueState:
     slot_notes: List[str] = field(default_factory=list)  # what preparing the slot kept or found, for the comment
     updated_at: Optional[str] = None
 
-    @property
-    def process_status(self) -> ProcessStatus:
-        return ProcessStatus(self.status)
+    def __post_init__(self) -> None:
+        self.status = ProcessStatus(self.status)  # ValueError for a status no version wrote
 
     @property
     def is_active(self) -> bool:
         """True while the issue owns its agent slot."""
-        return self.status in {s.value for s in ACTIVE_STATUSES}
+        return self.status in ACTIVE_STATUSES
 
     @property
     def is_finished(self) -> bool:
-        return self.status in {s.value for s in FINISHED_STATUSES}
+        return self.status in FINISHED_STATUSES
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        return data
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "IssueState":
         """Build from a state-file entry; unknown keys (a newer minor version) are ignored."""
-        values = _known_fields(cls, data)
-        if isinstance(values.get("status"), Enum):
-            values["status"] = values["status"].value
-        return cls(**values)
+        return cls(**_known_fields(cls, data))
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,7 +256,7 @@ class ClaudeInstance:
     """One Claude Code run as the monitor sees it."""
 
     issue_number: Optional[int]
-    status: str
+    status: ProcessStatus  # a plain value ("running") is taken too
     pid: Optional[int] = None
     agent_index: Optional[int] = None
     session_id: Optional[str] = None
@@ -244,8 +277,13 @@ class ClaudeInstance:
     error: Optional[str] = None
     question: Optional[str] = None
 
+    def __post_init__(self) -> None:
+        self.status = ProcessStatus(self.status)
+
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["status"] = self.status.value
+        return data
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "ClaudeInstance":
@@ -283,6 +321,87 @@ class MonitorReport:
         return cls(**values)
 
     def to_text(self) -> str:
-        from lib.claude_monitor import report_to_text  # rendering lives with the monitor
-
         return report_to_text(self)
+
+
+# --------------------------------------------------------------------------------------------
+# A report as text (the seed README's format)
+# --------------------------------------------------------------------------------------------
+
+
+def local_time(timestamp: Optional[str]) -> Optional[datetime]:
+    try:
+        moment = parse_iso(timestamp)
+    except ValueError:
+        return None
+    return moment.astimezone() if moment else None
+
+
+def clock(timestamp: Optional[str]) -> str:
+    """HH:MM:SS in local time, with the date when it is not today."""
+    moment = local_time(timestamp)
+    if moment is None:
+        return timestamp or "-"
+    if moment.date() == datetime.now().astimezone().date():
+        return moment.strftime("%H:%M:%S")
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def instance_lines(instance: ClaudeInstance, active: bool) -> List[str]:
+    if instance.issue_number is None:
+        lines = ["  Unknown Claude process (not in the state file):"]
+    else:
+        lines = [f"  Issue #{instance.issue_number}:"]
+    if active and instance.pid is not None:
+        lines.append(f"    PID: {instance.pid}")
+    lines.append(f"    Status: {instance.status}")
+    if instance.runtime_seconds is not None:
+        lines.append(f"    Runtime: {instance.runtime_seconds:.1f}s")
+    lines.append(f"    Messages: {instance.message_count if instance.message_count is not None else '?'}")
+    if active and instance.last_activity:
+        lines.append(f"    Last Activity: {clock(instance.last_activity)}")
+    process_state = instance.process_state
+    if process_state:
+        cpu = "?" if instance.cpu_percent is None else instance.cpu_percent
+        lines.append(f"    Process: {process_state}, CPU {cpu}%, memory {instance.memory_mb} MB")
+    if instance.children:
+        lines.append(f"    Child Processes: {', '.join(map(str, instance.children))}")
+    if instance.agent_index is not None:
+        lines.append(f"    Slot: {instance.agent_index} ({instance.cwd})")
+    if instance.session_id:
+        lines.append(f"    Session: {instance.session_id}")
+    if not active and instance.end_time:
+        lines.append(f"    Ended: {clock(instance.end_time)}")
+    if instance.cost_usd is not None:
+        lines.append(f"    Cost: {format_cost(instance.cost_usd)}")
+    if instance.num_turns is not None:
+        lines.append(f"    Turns: {instance.num_turns}")
+    if instance.pr_url:
+        lines.append(f"    PR: {instance.pr_url}")
+    if instance.question:
+        lines.append(f"    Question: {shorten(instance.question, 200, 1)}")
+    if instance.error:
+        lines.append(f"    Error: {shorten(instance.error, 300, 1)}")
+    return lines
+
+
+def report_to_text(report: MonitorReport) -> str:
+    """The report in the seed README's text format (extra facts follow the seed's lines)."""
+    generated = local_time(report.timestamp)
+    lines = [
+        "Claude Code Instance Monitor Report",
+        f"Generated: {generated.strftime('%Y-%m-%d %H:%M:%S') if generated else report.timestamp}",
+        "=" * 60,
+        f"Total Instances: {report.total_instances}",
+        f"Active: {len(report.active_instances)}",
+        f"Completed: {len(report.completed_instances)}",
+        "",
+    ]
+    for title, instances, active in (("ACTIVE INSTANCES:", report.active_instances, True),
+                                     ("COMPLETED INSTANCES:", report.completed_instances, False)):
+        lines += [title, "-" * 40]
+        for instance in instances:
+            lines += instance_lines(instance, active) + [""]
+        if not instances:
+            lines += ["  (none)", ""]
+    return "\n".join(lines).rstrip("\n")

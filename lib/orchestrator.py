@@ -8,19 +8,21 @@ session so it outlives the tick. Ticks on one machine are serialized by a non-bl
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import os
-import subprocess
+import signal
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, List, Optional
 
-from lib.config import PROJECT_DIR, Config, config_error_lines, configure_logging, default_config_path
+from lib.checks import run_checks
+from lib.config import Config, config_error_lines, default_config_path, label_specs
+from lib.executors import LocalExecutor
+from lib.files import exclusive_lock, writable
+from lib.github_client import GitHubClient, GitHubError, RateLimitError, Trust
 from lib.models import (
     ConfigError,
     IssueState,
@@ -31,35 +33,18 @@ from lib.models import (
     parse_iso,
     utc_now_iso,
 )
+from lib.processes import live_process, process_alive, terminate_tree
+from lib.redaction import configure_logging
+from lib.repo_manager import NETWORK_TIMEOUT
+from lib.runner import FINALIZE, RESUME, RUN
 from lib.state_manager import State, StateManager
 
 log = logging.getLogger(__name__)
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-#: Runner modes, passed as `python -m lib.claude_processor <mode> --issue N`.
-RUN, RESUME, FINALIZE = "run", "resume", "finalize"
+EXIT_OK, EXIT_FAILED = 0, 1
 
 #: A runner past its agent's timeout by this much is considered hung and is ended by the tick.
 RUNNER_HANG_GRACE_SECONDS = 300
-
-
-@contextmanager
-def tick_lock(path: Path) -> Iterator[bool]:
-    """Non-blocking exclusive lock: yields False when another tick holds it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield True
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -94,13 +79,6 @@ class TickSummary:
         return "Tick done: " + ", ".join(parts)
 
 
-def process_alive(pid: Optional[int], create_time: Optional[float]) -> bool:
-    """True when `pid` runs and is the process we started (pids are reused: compare create time)."""
-    from lib.claude_processor import live_process
-
-    return live_process(pid, create_time) is not None
-
-
 class IssueOrchestrator:
     """One tick of the orchestrator. `IssueOrchestrator(config).run()` as cron calls it."""
 
@@ -110,17 +88,13 @@ class IssueOrchestrator:
         self.dry_run = dry_run
         self.state = state or StateManager(config.state_file)
         if github is None:
-            from lib.github_client import GitHubClient
-
             github = GitHubClient(
                 config.github_token, config.github_repo, config.api_url,
                 poll_cache_file=None if dry_run else config.poll_cache_file,
             )
         self.github = github
-        from lib.github_client import Trust
-
         self.trust = Trust(github, config.trusted_roles, config.allowed_users)
-        self.children: Dict[int, subprocess.Popen] = {}  # runners this process started, to reap
+        self.executor = LocalExecutor(config)
 
     # ------------------------------------------------------------------------------------------
     # The tick
@@ -128,17 +102,15 @@ class IssueOrchestrator:
 
     def run(self) -> TickSummary:
         summary = TickSummary()
-        with tick_lock(self.config.lock_file) as acquired:
+        with exclusive_lock(self.config.lock_file, wait=False, note_pid=True) as acquired:
             if not acquired:
                 summary.lock_held = True
                 log.info(summary.line())
                 return summary
-            from lib.github_client import RateLimitError
-
             if not self.dry_run:
                 # Runners write their logs there: without it no run could be followed or judged.
-                writable, why = _writable(self.config.log_dir)
-                if not writable:
+                ok, why = writable(self.config.log_dir)
+                if not ok:
                     raise OrchestratorError(f"Cannot write the log folder (log_dir): {why}")
                 self.state.verify()
             try:
@@ -154,8 +126,6 @@ class IssueOrchestrator:
 
     def reconcile(self, summary: TickSummary) -> None:
         """Bring every active entry in line with reality before claiming anything new."""
-        from lib.github_client import GitHubError, RateLimitError
-
         for entry in self.state.load_state().active():
             try:
                 self._reconcile_entry(entry, summary)
@@ -169,7 +139,7 @@ class IssueOrchestrator:
         number = entry.issue_number
         runner_alive = process_alive(entry.runner_pid, entry.runner_create_time)
 
-        if entry.status == ProcessStatus.PENDING.value and entry.runner_pid is None:
+        if entry.status == ProcessStatus.PENDING and entry.runner_pid is None:
             # Claims and spawns happen under the tick lock we hold now: the claiming tick died.
             log.warning("Issue #%s was claimed but its runner never started; starting it now", number)
             self._spawn(entry, RUN, summary.launched)
@@ -184,7 +154,7 @@ class IssueOrchestrator:
             self._cancel(entry, why, runner_alive, summary)
             return
 
-        if entry.status == ProcessStatus.NEEDS_INPUT.value:
+        if entry.status == ProcessStatus.NEEDS_INPUT:
             self._reconcile_waiting_for_input(entry, summary)
             return
 
@@ -205,8 +175,6 @@ class IssueOrchestrator:
     def _runner_age_limit(self) -> float:
         """How long a runner may live: every run it may make (a retry after a crash, a fresh session
         after a lost one) with its git network calls, setup.sh and Claude's own timeout."""
-        from lib.repo_manager import NETWORK_TIMEOUT
-
         one_run = 2 * NETWORK_TIMEOUT + self.config.setup_timeout_seconds + self.config.claude.timeout_seconds
         return one_run * (self.config.claude.max_retries + 2) + RUNNER_HANG_GRACE_SECONDS
 
@@ -249,24 +217,21 @@ class IssueOrchestrator:
             self.state.update(number, cancel_reason=why)
             self._spawn(entry, FINALIZE, [], reason="cancelled")
 
-    def _signal_runner(self, entry: IssueState) -> None:
-        from lib.claude_processor import live_process
-
+    @staticmethod
+    def _signal_runner(entry: IssueState) -> None:
         runner = live_process(entry.runner_pid, entry.runner_create_time)
         if runner is not None:
-            runner.send_signal(15)
+            runner.send_signal(signal.SIGTERM)
 
     def _end_processes(self, entry: IssueState) -> None:
         """End whatever is left of a run: its Claude process tree and a hung runner."""
         if self.dry_run:
             return
-        from lib.claude_processor import terminate_tree
-
         # The runner first: were Claude ended first, a live runner would take that for a crash and retry.
         for pid, created in ((entry.runner_pid, entry.runner_create_time),
                              (entry.claude_pid, entry.claude_create_time)):
             if process_alive(pid, created):
-                terminate_tree(pid, grace_seconds=10, create_time=created)
+                terminate_tree(pid, grace_seconds=self.config.claude.kill_grace_seconds, create_time=created)
 
     # --- poll and claim -----------------------------------------------------------------------
 
@@ -308,7 +273,7 @@ class IssueOrchestrator:
                 summary.queued.append(number)
                 continue
             # A requeued issue got its label back from us; its first claim passed the trust check.
-            requeued = known is not None and known.status == ProcessStatus.WAITING.value
+            requeued = known is not None and known.status == ProcessStatus.WAITING
             if state.free_slot(self.config.max_concurrent) is None:
                 # Checked before trust: a full house must not cost one events request per queued issue.
                 summary.queued.append(number)
@@ -328,7 +293,7 @@ class IssueOrchestrator:
         """A requeued issue that was closed or lost its ready label while it waited is given up."""
         labels = self.config.labels
         for entry in state.issues.values():
-            if entry.status != ProcessStatus.WAITING.value or entry.issue_number in labeled:
+            if entry.status != ProcessStatus.WAITING or entry.issue_number in labeled:
                 continue
             issue = self.github.get_issue(entry.issue_number)
             names = {label["name"] for label in issue.get("labels", [])}
@@ -340,7 +305,7 @@ class IssueOrchestrator:
             summary.cancelled.append(entry.issue_number)
             log.info("Issue #%s no longer waits for a launch: %s", entry.issue_number, why)
             if not self.dry_run:
-                self.state.update(entry.issue_number, status=ProcessStatus.CANCELLED.value, not_before=None,
+                self.state.update(entry.issue_number, status=ProcessStatus.CANCELLED, not_before=None,
                                   error=f"withdrawn while queued: {why}", end_time=utc_now_iso())
 
     def _forget_untrusted_verdicts(self, state: State, labeled: set) -> None:
@@ -386,14 +351,14 @@ class IssueOrchestrator:
                 return None
             entry = IssueState(
                 issue_number=number,
-                status=ProcessStatus.PENDING.value,
+                status=ProcessStatus.PENDING,
                 branch=f"issue-{number}",
                 start_time=utc_now_iso(),
                 agent_index=slot,
                 repo=self.config.github_repo,
                 title=issue.get("title") or "",
                 attempt=previous.attempt + 1 if previous else 1,
-                requeues=previous.requeues if previous and previous.status == ProcessStatus.WAITING.value else 0,
+                requeues=previous.requeues if previous and previous.status == ProcessStatus.WAITING else 0,
                 updated_at=utc_now_iso(),
             )
             state.issues[number] = entry
@@ -407,8 +372,6 @@ class IssueOrchestrator:
         return entry
 
     def swap_labels(self, number: int, *, add: Optional[str], remove: List[Optional[str]]) -> None:
-        from lib.github_client import GitHubError
-
         try:
             if add:
                 self.github.add_labels(number, [add])
@@ -427,28 +390,14 @@ class IssueOrchestrator:
         if self.dry_run:
             log.info("[dry-run] would start a %s runner for issue #%s", mode, number)
             return
-        issue_dir = self.config.log_dir / f"issue-{number}"
-        issue_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "lib.claude_processor", mode, "--issue", str(number),
-                   "--config", str(self.config.path)]
-        if reason:
-            command += ["--reason", reason]
-        with open(issue_dir / f"{entry.attempt}.runner.log", "ab") as runner_log:
-            child = subprocess.Popen(
-                command, cwd=PROJECT_DIR, stdin=subprocess.DEVNULL, stdout=runner_log,
-                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-            )
-        self.children[child.pid] = child
-        from lib.claude_processor import process_create_time
-
-        created = process_create_time(child.pid)
+        pid, created = self.executor.dispatch(entry, mode, reason)
         with self.state.transaction() as state:
             current = state.issues.get(number)
             if current is not None:
-                current.runner_pid, current.runner_create_time = child.pid, created
+                current.runner_pid, current.runner_create_time = pid, created
                 current.updated_at = utc_now_iso()
         fault_point("after-spawn")
-        log.info("Issue #%s: %s runner started (pid %s)", number, mode, child.pid)
+        log.info("Issue #%s: %s runner started (pid %s)", number, mode, pid)
 
     def wait_for_runners(self, poll_seconds: float = 1.0, out=None) -> None:
         """Block until no runner of an active issue lives, printing each status change (--wait)."""
@@ -456,9 +405,7 @@ class IssueOrchestrator:
         watched = {entry.issue_number for entry in self.state.load_state().active()}
         last_status: Dict[int, str] = {}
         while True:
-            for pid, child in list(self.children.items()):
-                if child.poll() is not None:
-                    del self.children[pid]  # reaped: no zombie keeps the pid alive
+            self.executor.reap()
             issues = self.state.load()
             live_runner = False
             for number in sorted(watched):
@@ -472,7 +419,7 @@ class IssueOrchestrator:
                     print(f"#{number}: {entry.status}{detail}{pr}", file=out, flush=True)
                 live_runner = live_runner or (
                     entry.is_active and process_alive(entry.runner_pid, entry.runner_create_time))
-            if not live_runner and not self.children:
+            if not live_runner and not self.executor.children:
                 return
             time.sleep(poll_seconds)
 
@@ -480,113 +427,6 @@ class IssueOrchestrator:
 def _why_withdrawn(issue: dict, label: str) -> str:
     """Why a human took an issue out of our hands: it was closed, or `label` came off."""
     return "the issue was closed" if issue.get("state") == "closed" else f"the {label} label was removed"
-
-
-# ----------------------------------------------------------------------------------------------
-# --check: what a first run needs, item by item
-# ----------------------------------------------------------------------------------------------
-
-LABEL_SPECS = {
-    "ready": ("0e8a16", "Queued for Claude Code"),
-    "working": ("fbca04", "Claude Code is working on this issue"),
-    "completed": ("1d76db", "Claude Code finished this issue"),
-    "failed": ("d93f0b", "Claude Code could not finish this issue"),
-    "needs_input": ("d876e3", "Claude Code waits for an answer in the comments"),
-}
-
-
-def label_specs(config: Config) -> Dict[str, tuple]:
-    """Configured label name -> (colour, description), for the labels that are turned on."""
-    return {getattr(config.labels, key): spec for key, spec in LABEL_SPECS.items()
-            if getattr(config.labels, key)}
-
-
-def run_checks(config: Config, *, notify_test: bool = False, out=None) -> int:
-    """Print ok / FAIL / warn for each thing a first run needs; exit 1 when anything failed."""
-    import shutil
-
-    out = out or sys.stdout
-    failures = 0
-
-    def report(ok: Optional[bool], item: str, text: str) -> None:
-        nonlocal failures
-        failures += ok is False
-        mark = {True: "  ok", False: "FAIL", None: "warn"}[ok]
-        print(f"{mark}  {item}: {text}", file=out, flush=True)
-
-    report(True, "config", str(config.path))
-    for warning in config.warnings:
-        report(None, "config", warning)
-
-    path_hint = ("cron runs with a short PATH (often /usr/bin:/bin): set {key} to the full path"
-                 " (`command -v {name}` in your shell prints it)")
-    git = shutil.which("git")
-    report(bool(git), "git", git or "not found on PATH; " + path_hint.format(key="PATH in the crontab",
-                                                                           name="git"))
-    claude = shutil.which(config.claude.executable)
-    report(bool(claude), "claude", claude or f"{config.claude.executable!r} not found or not executable; "
-           + path_hint.format(key="claude.executable", name="claude"))
-
-    from lib.github_client import GitHubError
-
-    try:
-        github = config_github(config)
-        user = github.get_authenticated_user()
-        report(True, "GitHub token", f"accepted (user {user.get('login')})")
-        repository = github.get_repository()
-        report(True, "repository", f"{config.github_repo} reachable (default branch"
-                                   f" {repository.get('default_branch')})")
-        existing = {label["name"] for label in github.list_labels()}
-        missing = [name for name in label_specs(config) if name not in existing]
-        if missing:
-            report(None, "labels", f"missing {', '.join(missing)} (the first real tick creates them)")
-        else:
-            report(True, "labels", "all present")
-    except GitHubError as exc:
-        report(False, "GitHub", str(exc))
-
-    for item, folder in (("base_repo_path", config.base_repo_path), ("state folder", config.state_file.parent),
-                         ("log_dir", config.log_dir)):
-        writable, text = _writable(folder)
-        report(writable, item, text)
-    try:
-        StateManager(config.state_file).load()
-        report(True, "state file", f"{config.state_file} readable")
-    except OrchestratorError as exc:
-        report(False, "state file", str(exc))
-
-    from lib.notifications import Notifications
-
-    notifications = Notifications.from_config(config)
-    if not notifications.names:
-        report(None, "notifications", "none configured (telegram and slack are optional)")
-    elif not notify_test:
-        report(True, "notifications", f"{', '.join(notifications.names)} configured"
-                                      " (--notify-test sends a test message)")
-    else:
-        for name, error in notifications.test_all():
-            # The notifier's errors name it already ("Telegram: chat not found").
-            report(error is None, name, error.removeprefix(f"{name}: ") if error else "test message sent")
-    print(f"{'All checks passed.' if not failures else f'{failures} check(s) failed.'}", file=out)
-    return EXIT_FAILED if failures else EXIT_OK
-
-
-def config_github(config: Config):
-    from lib.github_client import GitHubClient
-
-    return GitHubClient(config.github_token, config.github_repo, config.api_url)
-
-
-def _writable(path: Path) -> tuple:
-    """(ok, text): `path` is writable, or can be created under its nearest existing parent."""
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if not probe.is_dir():
-        return False, f"{probe} is not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return False, f"{probe} is not writable by this user"
-    return True, f"{path} writable" if probe == path else f"{path} will be created"
 
 
 # ----------------------------------------------------------------------------------------------

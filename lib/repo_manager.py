@@ -35,7 +35,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
+from lib import processes
+from lib.files import log_tail
 from lib.models import OrchestratorError, fault_point
+from lib.redaction import redact, register_secret, without_tokens
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +98,9 @@ class RepoManager:
 
     def __init__(self, config, token: Optional[str] = None, *, env: Optional[Mapping[str, str]] = None):
         self.config = config
-        self.token = token if token is not None else getattr(config, "github_token", None)
+        self.token = token if token is not None else config.github_token
+        if self.token:
+            register_secret(self.token, self._basic_auth())  # the header git sends holds the token so
         self.env = env
         self._git_env: Optional[Dict[str, str]] = None  # made on first use: it asks git for an identity
 
@@ -129,8 +134,7 @@ class RepoManager:
     def _has_identity(env: Mapping[str, str]) -> bool:
         if env.get("GIT_AUTHOR_EMAIL") and env.get("GIT_COMMITTER_EMAIL"):
             return True
-        done = subprocess.run(["git", "config", "--get", "user.email"], env=dict(env), capture_output=True,
-                              text=True, stdin=subprocess.DEVNULL, timeout=LOCAL_TIMEOUT, cwd="/")
+        done = processes.run(["git", "config", "--get", "user.email"], cwd="/", env=env, timeout=LOCAL_TIMEOUT)
         return bool(done.stdout.strip())
 
     def git(self, args: Sequence[str], cwd: os.PathLike, *, timeout: float = LOCAL_TIMEOUT,
@@ -145,36 +149,21 @@ class RepoManager:
         args = [str(arg) for arg in args]
         log.debug("git %s (in %s)", " ".join(args), cwd)
         try:
-            process = subprocess.Popen(["git", *args], cwd=str(cwd), env=self._git_env, stdin=subprocess.DEVNULL,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                                       start_new_session=True)
+            done = processes.run(["git", *args], cwd=cwd, env=self._git_env, timeout=timeout)
         except FileNotFoundError as exc:
             if not Path(cwd).is_dir():
                 raise GitError(f"git {args[0]} cannot run in {cwd}: the folder does not exist") from None
             raise GitError("git is not installed (or not on PATH)") from exc
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            from lib.claude_processor import terminate_tree
-
-            terminate_tree(process, grace_seconds=2)
-            process.communicate()
             raise GitError(f"git {args[0]} in {cwd} did not finish within {timeout:g} s") from None
-        done = subprocess.CompletedProcess(["git", *args], process.returncode, stdout, stderr)
         if check and done.returncode != 0:
             raise GitError(f"git {args[0]} failed in {cwd} (exit {done.returncode}): {self._last_words(done)}")
         return done
 
-    def _last_words(self, done: subprocess.CompletedProcess) -> str:
+    @staticmethod
+    def _last_words(done: subprocess.CompletedProcess) -> str:
         text = (done.stderr or done.stdout or "").strip().splitlines()
-        words = " / ".join(line.strip() for line in text[-3:]) or "no message"
-        return self._scrub(words)
-
-    def _scrub(self, text: str) -> str:
-        secrets = [self.token, self.token and self._basic_auth(), *getattr(self.config, "secrets", [])]
-        for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-            text = text.replace(secret, "***")
-        return text
+        return redact(" / ".join(line.strip() for line in text[-3:]) or "no message")
 
     def _sha(self, path: Path, ref: str) -> Optional[str]:
         done = self.git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], path, check=False)
@@ -228,7 +217,7 @@ class RepoManager:
             has_password = bool(urlsplit(clone_url).password)
         except ValueError:
             has_password = False
-        if has_password or self._scrub(clone_url) != clone_url:
+        if has_password or redact(clone_url) != clone_url:
             raise GitError("The clone URL carries credentials; give it without them (the token is sent per"
                            " command, never stored in the clone).")
 
@@ -372,9 +361,7 @@ class RepoManager:
         script = path / "setup.sh"
         if not script.is_file():
             return
-        from lib.claude_processor import log_tail, terminate_tree
-
-        timeout = float(getattr(self.config, "setup_timeout_seconds", 1800))
+        timeout = float(self.config.setup_timeout_seconds)
         setup_log.parent.mkdir(parents=True, exist_ok=True)
         # An executable setup.sh with a #! line chooses its interpreter; anything else is a bash script.
         with open(script, "rb") as head:
@@ -386,8 +373,7 @@ class RepoManager:
             out.write(f"--- setup.sh in {path}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
             out.flush()
             try:
-                process = subprocess.Popen(command, cwd=str(path), env=self._setup_env(), stdin=subprocess.DEVNULL,
-                                           stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                process = processes.start(command, cwd=path, env=self._setup_env(), stdout=out)
             except OSError as exc:  # e.g. the interpreter its #! line names is not installed
                 raise SetupError(f"setup.sh could not be started ({exc.strerror})") from None
             deadline = time.monotonic() + timeout
@@ -398,7 +384,7 @@ class RepoManager:
                 except subprocess.TimeoutExpired:
                     stop = should_stop() if should_stop else None
                     if stop or time.monotonic() >= deadline:
-                        terminate_tree(process, grace_seconds=5)
+                        processes.terminate_tree(process, grace_seconds=self.config.claude.kill_grace_seconds)
                         raise SetupError(f"setup.sh was stopped: {stop}" if stop else
                                          f"setup.sh did not finish within {timeout:g} s (setup_timeout_seconds)",
                                          log_tail(setup_log) or "") from None
@@ -407,10 +393,7 @@ class RepoManager:
 
     def _setup_env(self) -> Dict[str, str]:
         """setup.sh is the repository's code: it gets none of our tokens, and git in it never prompts."""
-        from lib.claude_processor import without_tokens
-
-        env = without_tokens(os.environ if self.env is None else self.env,
-                             [self.token, *getattr(self.config, "secrets", [])])
+        env = without_tokens(os.environ if self.env is None else self.env)
         env["GIT_TERMINAL_PROMPT"] = "0"
         return env
 
@@ -461,7 +444,7 @@ class RepoManager:
             return
         # --porcelain: "!<TAB>src:dst<TAB>[rejected] (non-fast-forward)" or "[remote rejected] (reason)"
         refused = [line.split("\t")[-1] for line in (done.stdout or "").splitlines() if line.startswith("!")]
-        summary = self._scrub(refused[0]) if refused else ""
+        summary = redact(refused[0]) if refused else ""
         if summary.startswith("[rejected]"):
             raise GitError(f"origin refused {branch}: it has commits this slot does not (someone pushed to the"
                            f" branch meanwhile); the work is kept in {path}")

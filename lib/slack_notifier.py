@@ -18,21 +18,19 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from lib.notifications import (
+from lib.events import (
     DEFAULT_TIMEOUT,
     MIN_RESEND_SECONDS,
     Event,
+    Notifier,
     NotifierError,
     clip_tail,
-    format_cost,
-    format_duration,
     is_web_url,
     one_line,
-    protect_loggers,
-    redact,
-    register_secret,
     summary,
 )
+from lib.models import format_cost, format_duration
+from lib.redaction import protect_loggers, redact, register_secret
 
 DEFAULT_API_BASE_URL = "https://slack.com/api/"
 MAX_TEXT = 3000  # a section's text object
@@ -189,7 +187,7 @@ def _failure(what: str) -> NotifierError:
     return NotifierError(redact(one_line(f"Slack: {what}")))
 
 
-class SlackNotifier:
+class SlackNotifier(Notifier):
     """Posts events to one Slack channel. `send` raises NotifierError with the API's error code."""
 
     name = "Slack"
@@ -216,9 +214,6 @@ class SlackNotifier:
         text, blocks = format_blocks(event)
         self._deliver(text, blocks)
 
-    def send_test(self, repo: str = "") -> None:
-        self.send(Event(kind="test", repo=repo))
-
     def _deliver(self, text: str, blocks: List[Dict[str, Any]]) -> None:
         # A client per message: the retry handler carries this message's deadline.
         handler = _RateLimitWithinBudget(time.monotonic() + self.timeout)
@@ -244,3 +239,7 @@ class SlackNotifier:
             raise _failure(f"cannot reach the API ({exc.reason})") from None
         except (SlackClientError, OSError) as exc:
             raise _failure(str(exc)) from None
+
+
+def from_config(config, timeout: float = DEFAULT_TIMEOUT) -> SlackNotifier:
+    return SlackNotifier(config.slack_bot_token, config.slack_channel_id, api_base_url=getattr(config, "slack_api_base_url", None), timeout=timeout)

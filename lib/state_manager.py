@@ -7,53 +7,23 @@ the new one, never half of one, and no concurrent update is lost.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Set, Union
 
-from lib.models import IssueState, StateError, fault_point, parse_iso, utc_now_iso
+from lib.files import atomic_write, exclusive_lock
+from lib.models import IssueState, ProcessStatus, StateError, parse_iso, utc_now_iso
 
 SCHEMA_VERSION = 1
 #: Finished entries kept as history; older ones are dropped on write.
 HISTORY_LIMIT = 500
 
 log = logging.getLogger(__name__)
-
-
-def atomic_write(path: Union[str, Path], data: Union[str, bytes], mode: int = 0o600) -> None:
-    """Replace `path` with `data` so that readers see either the old or the new content.
-
-    The one helper for every file the orchestrator rewrites (state, poll cache, ...).
-    """
-    path = Path(path)
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, mode)
-        fault_point("during-state-write")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # the rename itself must survive a power cut
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass
@@ -91,20 +61,10 @@ class StateManager:
     # --- locking ------------------------------------------------------------------------------
 
     @contextmanager
-    def _locked(self, exclusive: bool) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
-    @contextmanager
     def transaction(self) -> Iterator[State]:
         """Exclusive read-modify-write: change the yielded State; it is written when the block ends
         without an exception (an exception leaves the file as it was)."""
-        with self._locked(exclusive=True):
+        with exclusive_lock(self.lock_path):
             state = self._read(move_corrupt_aside=True)
             yield state
             self._write(state)
@@ -112,7 +72,7 @@ class StateManager:
     def verify(self) -> State:
         """A tick's first read: under the lock, and a corrupt file is moved aside (kept) before the
         StateError, so that the next tick starts afresh once a human has looked."""
-        with self._locked(exclusive=True):
+        with exclusive_lock(self.lock_path):
             return self._read(move_corrupt_aside=True)
 
     # --- reading ------------------------------------------------------------------------------
@@ -127,9 +87,6 @@ class StateManager:
 
     def get(self, issue_number: int) -> Optional[IssueState]:
         return self.load().get(int(issue_number))
-
-    def get_active(self) -> List[IssueState]:
-        return self.load_state().active()
 
     def _read(self, move_corrupt_aside: bool) -> State:
         try:
@@ -193,7 +150,8 @@ class StateManager:
             document["_meta"] = state.meta
         for number in sorted(state.issues):
             document[str(number)] = state.issues[number].to_dict()
-        atomic_write(self.path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        atomic_write(self.path, json.dumps(document, indent=2, ensure_ascii=False) + "\n",
+                     fault_step="during-state-write")
 
     @staticmethod
     def _prune_history(state: State) -> None:
@@ -220,10 +178,6 @@ class StateManager:
             for name, value in changes.items():
                 if not hasattr(entry, name):
                     raise AttributeError(f"IssueState has no field {name!r}")
-                setattr(entry, name, value)
+                setattr(entry, name, ProcessStatus(value) if name == "status" else value)
             entry.updated_at = utc_now_iso()
             return entry
-
-    def remove(self, issue_number: int) -> None:
-        with self.transaction() as state:
-            state.issues.pop(int(issue_number), None)

@@ -21,22 +21,20 @@ from telegram.constants import MessageLimit, ParseMode
 from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
-from lib.notifications import (
+from lib.events import (
     DEFAULT_TIMEOUT,
     MIN_RESEND_SECONDS,
     Event,
+    Notifier,
     NotifierError,
     clip,
     clip_tail,
-    format_cost,
-    format_duration,
     is_web_url,
     one_line,
-    protect_loggers,
-    redact,
-    register_secret,
     summary,
 )
+from lib.models import format_cost, format_duration
+from lib.redaction import protect_loggers, redact, register_secret
 
 DEFAULT_API_BASE_URL = "https://api.telegram.org/bot"
 MAX_MESSAGE_LENGTH = MessageLimit.MAX_TEXT_LENGTH  # 4096, counted on the text after parsing
@@ -168,7 +166,7 @@ def _failure(what: str) -> NotifierError:
     return NotifierError(redact(one_line(f"Telegram: {what}")))
 
 
-class TelegramNotifier:
+class TelegramNotifier(Notifier):
     """Sends events to one Telegram chat. `send` raises NotifierError with the API's error in words."""
 
     name = "Telegram"
@@ -191,9 +189,6 @@ class TelegramNotifier:
 
     def send(self, event: Event) -> None:
         self._deliver(format_message(event))
-
-    def send_test(self, repo: str = "") -> None:
-        self.send(Event(kind="test", repo=repo))
 
     def _deliver(self, text: str) -> None:
         """Post `text` within `timeout` seconds in all, a rate-limit wait included."""
@@ -242,3 +237,7 @@ class TelegramNotifier:
             parse_mode=ParseMode.HTML,
             link_preview_options=LinkPreviewOptions(is_disabled=True),
         )
+
+
+def from_config(config, timeout: float = DEFAULT_TIMEOUT) -> TelegramNotifier:
+    return TelegramNotifier(config.telegram_bot_token, config.telegram_chat_id, api_base_url=getattr(config, "telegram_api_base_url", None), timeout=timeout)

@@ -19,16 +19,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lib.claude_monitor import (
-    MAX_LINE_BYTES,
-    STATUS_FULL_SCAN_BYTES,
-    ClaudeMonitor,
-    find_transcript,
-    iter_lines_reversed,
-    java_string_hash,
-    project_dir_name,
-    to_base36,
-)
+from lib.claude_monitor import STATUS_FULL_SCAN_BYTES, ClaudeMonitor
+from lib.files import iter_lines_reversed
+from lib.transcripts import MAX_LINE_BYTES, find_transcript, java_string_hash, project_dir_name, to_base36
 from lib.config import Config
 from lib.models import ConfigError, IssueState, OrchestratorError
 from lib.state_manager import StateManager

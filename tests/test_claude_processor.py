@@ -32,24 +32,12 @@ from claude_standin import (  # noqa: F401  (fixtures)
     scenario,
     slot_repo,
 )
-from lib.claude_monitor import find_transcript, project_dir_name
-from lib.claude_processor import (
-    ALWAYS_DISALLOWED_TOOLS,
-    MAX_BODY_CHARS,
-    ClaudeLaunchError,
-    ClaudeProcessor,
-    RUN_MARKER_VAR,
-    OutcomeStatus,
-    build_prompt,
-    classify,
-    end_session_processes,
-    new_session_id,
-    parse_reset_time,
-    process_create_time,
-    render_template,
-    summarize_stream,
-    terminate_tree,
-)
+from lib.claude_processor import ALWAYS_DISALLOWED_TOOLS, ClaudeLaunchError, ClaudeProcessor, new_session_id
+from lib.models import ProcessStatus
+from lib.outcomes import classify, parse_reset_time
+from lib.processes import RUN_MARKER_VAR, end_session_processes, process_create_time, terminate_tree
+from lib.prompts import MAX_BODY_CHARS, build_prompt, render_template
+from lib.transcripts import find_transcript, project_dir_name, summarize_stream
 from lib.config import Config
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -62,7 +50,8 @@ NOON = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
 
 def make_config(tmp_path: Path, **claude) -> Config:
-    settings = {"executable": str(STANDIN), "check_interval": 0.05, "timeout_seconds": 60}
+    settings = {"executable": str(STANDIN), "check_interval": 0.05, "timeout_seconds": 60,
+                "kill_grace_seconds": 0.5, "result_grace_seconds": 0.3}
     settings.update(claude)
     data = {
         "github": {"repo": REPO, "base_repo_path": str(tmp_path / "slots"), "token": GITHUB_TOKEN},
@@ -75,8 +64,7 @@ def make_config(tmp_path: Path, **claude) -> Config:
 
 
 def make_processor(tmp_path: Path, standin, **claude) -> ClaudeProcessor:
-    return ClaudeProcessor(make_config(tmp_path, **claude), env=standin.env,
-                           kill_grace_seconds=0.5, result_grace_seconds=0.3)
+    return ClaudeProcessor(make_config(tmp_path, **claude), env=standin.env)
 
 
 def issue(title: str = "Fix the widget", body: str = "The widget is broken.", number: int = ISSUE_NUMBER) -> dict:
@@ -94,6 +82,11 @@ def run_agent(processor: ClaudeProcessor, repo: Path, tmp_path: Path, prompt: st
     stream, stderr = stream_paths(tmp_path)
     return processor.run(prompt, cwd=repo, session_id=session_id or new_session_id(), stream_path=stream,
                          stderr_path=stderr, resume=resume, **callbacks)
+
+
+def verdict(outcome) -> str:
+    """An outcome's status, or "session_missing" for a --resume that found no session."""
+    return "session_missing" if outcome.session_missing else outcome.status.value
 
 
 def fix_prompt(*markers: str) -> str:
@@ -120,7 +113,7 @@ RECORDED = [
     ("stream-resumed.jsonl", 0, "completed", None, None),
     ("stream-error-401.jsonl", 1, "failed", None, "API error 401: Invalid API key · Fix external API key"),
     ("stream-error-500.jsonl", 1, "failed", None, "API error 500: API Error: 500 Internal server error."),
-    ("stream-error-529-overloaded.jsonl", 1, "requeue", None, "API error 529: API Error: 529 Overloaded."),
+    ("stream-error-529-overloaded.jsonl", 1, "waiting", None, "API error 529: API Error: 529 Overloaded."),
     ("stream-error-max-turns.jsonl", 1, "failed", "max_turns", "reached the max_turns limit (1)"),
     ("stream-error-max-budget.jsonl", 1, "failed", "max_budget", "reached the max_budget_usd limit ($0.001)"),
     ("stream-error-resume-missing.jsonl", 1, "session_missing", None,
@@ -140,7 +133,7 @@ def test_recorded_endings_are_classified_by_the_stream(tmp_path, claude_standin,
     run = run_agent(processor, slot_repo, tmp_path, replay(fixture, exit_code))
 
     assert run.exit_code == exit_code
-    assert run.outcome.status == status
+    assert verdict(run.outcome) == status
     assert run.outcome.limit == limit
     if reason is None:
         assert run.outcome.reason is None
@@ -277,7 +270,7 @@ def test_question_then_resume_continues_the_session_and_reports_cumulative_cost(
     assert summary.invocations == 2
     assert summary.result == second.result
     assert summary.session_id == session_id
-    assert summary.outcome().status == "completed"
+    assert classify(summary.result).status == "completed"
 
 
 def test_question_without_marker_needs_input_when_the_runner_finds_no_change(tmp_path, claude_standin, slot_repo):
@@ -293,7 +286,7 @@ def test_resume_of_an_unknown_session_is_session_missing(tmp_path, claude_standi
     processor = make_processor(tmp_path, claude_standin)
     run = run_agent(processor, slot_repo, tmp_path, "Put it in v2", session_id=new_session_id(), resume=True)
 
-    assert run.outcome.status == "session_missing"
+    assert verdict(run.outcome) == "session_missing"
     assert run.exit_code == 1
     assert "No conversation found with session ID" in run.outcome.reason
 
@@ -301,7 +294,7 @@ def test_resume_of_an_unknown_session_is_session_missing(tmp_path, claude_standi
 @pytest.mark.parametrize("name, status, reason", [
     ("api-error-500", "failed", "API error 500: API Error: 500 Internal server error."),
     ("auth-401", "failed", "API error 401: Invalid API key · Fix external API key"),
-    ("overloaded-529", "requeue", "API error 529: "),
+    ("overloaded-529", "waiting", "API error 529: "),
 ])
 def test_api_errors(tmp_path, claude_standin, slot_repo, name, status, reason):
     run = run_agent(make_processor(tmp_path, claude_standin), slot_repo, tmp_path, fix_prompt(scenario(name)))
@@ -316,7 +309,7 @@ def test_usage_limit_is_requeued_until_the_reset(tmp_path, claude_standin, slot_
     run = run_agent(make_processor(tmp_path, claude_standin), slot_repo, tmp_path,
                     fix_prompt(scenario("usage-limit", "You've hit your limit · resets 3:30pm (UTC)")))
 
-    assert run.outcome.status == "requeue"
+    assert run.outcome.status == "waiting"
     assert run.outcome.reason == "usage limit: You've hit your limit · resets 3:30pm (UTC)"
     reset = run.outcome.reset_at
     assert reset.tzinfo is not None and (reset.hour, reset.minute) == (15, 30)
@@ -390,7 +383,7 @@ def test_summarize_stream_memory_stays_flat_on_a_huge_line(tmp_path):
         out.writelines(lines[1:])
     code = (
         "import resource, sys\n"
-        "from lib.claude_processor import summarize_stream\n"
+        "from lib.transcripts import summarize_stream\n"
         "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "summary = summarize_stream(sys.argv[1])\n"
         "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
@@ -536,7 +529,7 @@ def test_tools_surviving_a_sigkilled_claude_are_found_by_session(tmp_path, claud
 def test_an_orchestrator_running_inside_an_agent_never_ends_its_own_session(tmp_path):
     code = (
         "import subprocess, sys\n"
-        "from lib.claude_processor import end_session_processes, terminate_tree\n"
+        "from lib.processes import end_session_processes, terminate_tree\n"
         "sibling = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], cwd='.')\n"
         "found = end_session_processes('outer-session', 0.2)\n"
         "terminate_tree(sibling, 0.2)\n"
@@ -661,8 +654,8 @@ def test_agent_env_has_no_tokens(tmp_path, claude_standin, slot_repo):
 
 
 def test_inherit_tokens_keeps_them(tmp_path, claude_standin):
-    processor = make_processor(tmp_path, claude_standin, inherit_tokens=True)
-    env = processor.agent_env(base_env_with_tokens(), tmpdir=tmp_path / "tmp")
+    processor = ClaudeProcessor(make_config(tmp_path, inherit_tokens=True), env=base_env_with_tokens())
+    env = processor.agent_env(tmpdir=tmp_path / "tmp")
 
     assert env["GITHUB_TOKEN"] == GITHUB_TOKEN and env["SLACK_BOT_TOKEN"] == SLACK_TOKEN
     assert env["TMPDIR"] == str(tmp_path / "tmp")
@@ -778,17 +771,17 @@ def result_event(**fields) -> dict:
 def test_usage_limits_requeue_with_the_reset_time(text, expected):
     outcome = classify(result_event(is_error=True, result=text), exit_code=1, now=NOON)
 
-    assert outcome.status == "requeue"
+    assert outcome.status == "waiting"
     assert outcome.reset_at == expected
 
 
 def test_rate_limit_status_requeues_and_a_success_mentioning_limits_does_not():
     assert classify(result_event(is_error=True, result="API Error: 429 rate_limit_error", api_error_status=429),
-                    now=NOON).status == "requeue"
+                    now=NOON).status == "waiting"
     for summary in ("Fixed the rate limit bug.", "Done: the usage limit reached banner no longer sticks."):
         assert classify(result_event(result=summary), now=NOON).status == "completed"
     notice = classify(result_event(result="Claude AI usage limit reached|1795543559"), now=NOON)
-    assert notice.status == "requeue" and notice.reset_at == datetime.fromtimestamp(1795543559, timezone.utc)
+    assert notice.status == "waiting" and notice.reset_at == datetime.fromtimestamp(1795543559, timezone.utc)
 
 
 def test_reset_time_without_a_zone_is_local_and_in_the_future():
@@ -812,7 +805,7 @@ def test_classification_without_result_names_the_signal():
     assert classify(None, exit_code=None).reason == "Claude Code ended without a result"
     assert classify(result_event(subtype="error_weird", is_error=True, result=None, errors=["boom"])).reason == (
         "Claude Code reported an error (error_weird): boom")
-    assert OutcomeStatus.COMPLETED == "completed"
+    assert ProcessStatus.COMPLETED == "completed"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -837,8 +830,7 @@ def test_summarize_two_invocations_returns_the_last_result(tmp_path):
     assert summary.last_text == "Done: fixed issue #7 in the v2 API as you asked, and committed it."
     assert summary.message_count == 3 + 5
     assert summary.last_activity.startswith("2026-11-24T18:06:01")
-    assert summary.tail[-1].startswith('{"duration_api_ms":159,') and len(summary.tail[-1]) == 1000
-    outcome = summary.outcome()
+    outcome = classify(summary.result, last_text=summary.last_text)
     assert outcome.status == "completed" and outcome.cost_usd == 0.025
 
 
@@ -847,7 +839,7 @@ def test_summarize_a_last_invocation_that_never_finished(tmp_path):
 
     assert summary.invocations == 2
     assert summary.result is None
-    assert summary.outcome().reason == "Claude Code ended without a result"
+    assert classify(summary.result, last_text=summary.last_text).reason == "Claude Code ended without a result"
 
 
 def test_summarize_a_failed_resume_after_a_question(tmp_path):
@@ -855,13 +847,13 @@ def test_summarize_a_failed_resume_after_a_question(tmp_path):
 
     assert summary.invocations == 2
     assert summary.result["subtype"] == "error_during_execution"
-    assert summary.outcome().status == "session_missing"
+    assert verdict(classify(summary.result)) == "session_missing"
     assert summary.last_text is None  # the failed resume said nothing
 
 
 def test_summarize_a_missing_file(tmp_path):
     summary = summarize_stream(tmp_path / "nothing.jsonl")
-    assert summary.result is None and summary.invocations == 0 and summary.tail == []
+    assert summary.result is None and summary.invocations == 0 and summary.session_id is None
 
 
 def test_a_torn_last_line_does_not_swallow_the_next_invocation(tmp_path, claude_standin, slot_repo):

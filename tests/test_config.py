@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.config import ENV_OVERRIDES, Config, RedactingFilter, config_error_lines, default_config_path
+from lib.config import ENV_OVERRIDES, Config, config_error_lines, default_config_path
+from lib.redaction import RedactingFilter, redact, register_secret
 from lib.models import ConfigError
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -259,7 +260,8 @@ def test_a_readable_token_is_warned_about_when_the_config_is_also_broken(tmp_pat
 ENTRY_POINTS = {
     "run_orchestrator.py": ["run_orchestrator.py"],
     "claude_monitor.py": ["claude_monitor.py"],
-    "runner": ["-m", "lib.claude_processor", "run", "--issue", "1"],
+    "runner": ["-m", "lib.runner", "run", "--issue", "1"],
+    "runner, as earlier versions started it": ["-m", "lib.claude_processor", "run", "--issue", "1"],
 }
 
 
@@ -297,7 +299,8 @@ def test_prompt_template_resolves_relative_to_config(tmp_path):
 
 def test_redacting_filter_scrubs_messages_args_and_tracebacks():
     import logging
-    redactor = RedactingFilter(["ghp_secret123", "xy"])
+    register_secret("ghp_secret123", "xy")
+    redactor = RedactingFilter()
     try:
         raise ValueError("token ghp_secret123 in exception")
     except ValueError:
@@ -307,4 +310,4 @@ def test_redacting_filter_scrubs_messages_args_and_tracebacks():
     redactor.filter(record)
     assert record.getMessage() == "using ***"
     assert "ghp_secret123" not in record.exc_text and "***" in record.exc_text
-    assert redactor.redact("xy stays: too short to redact safely") == "xy stays: too short to redact safely"
+    assert redact("xy stays: too short to redact safely") == "xy stays: too short to redact safely"

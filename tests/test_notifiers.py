@@ -29,7 +29,9 @@ from chat_standins import (  # noqa: F401 (fixtures)
     parse_telegram_html,
     utf16_len,
 )
-from lib.notifications import Event, Notifications, format_cost, format_duration
+from lib.events import Event
+from lib.models import format_cost, format_duration
+from lib.notifications import Notifications
 from lib.slack_notifier import format_blocks
 from lib.telegram_notifier import format_message, truncate_html, visible_length
 

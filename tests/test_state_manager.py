@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from lib.models import IssueState, ProcessStatus, StateError
-from lib.state_manager import HISTORY_LIMIT, SCHEMA_VERSION, StateManager, atomic_write
+from lib.files import atomic_write
+from lib.state_manager import HISTORY_LIMIT, SCHEMA_VERSION, StateManager
 
 PROJECT = Path(__file__).resolve().parent.parent
 

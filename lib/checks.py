@@ -1,0 +1,102 @@
+"""`run_orchestrator.py --check`: one line per thing a first run needs, ok / FAIL / warn.
+
+Every check runs, whatever an earlier one found, so a new install is fixed in one pass; the exit
+code is 1 when anything failed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from typing import Optional
+
+from lib.config import Config, label_specs
+from lib.files import writable
+from lib.github_client import GitHubClient, GitHubError
+from lib.models import OrchestratorError
+from lib.notifications import Notifications
+from lib.state_manager import StateManager
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+PATH_HINT = ("cron runs with a short PATH (often /usr/bin:/bin): set {key} to the full path"
+             " (`command -v {name}` in your shell prints it)")
+
+
+class Report:
+    """Prints each line as it is found and counts the failures."""
+
+    def __init__(self, out):
+        self.out = out
+        self.failures = 0
+
+    def __call__(self, ok: Optional[bool], item: str, text: str) -> None:
+        self.failures += ok is False
+        mark = {True: "  ok", False: "FAIL", None: "warn"}[ok]
+        print(f"{mark}  {item}: {text}", file=self.out, flush=True)
+
+
+def run_checks(config: Config, *, notify_test: bool = False, out=None) -> int:
+    """Print ok / FAIL / warn for each thing a first run needs; exit 1 when anything failed."""
+    out = out or sys.stdout
+    report = Report(out)
+    report(True, "config", str(config.path))
+    for warning in config.warnings:
+        report(None, "config", warning)
+    check_tools(config, report)
+    check_github(config, report)
+    check_folders(config, report)
+    check_notifications(config, report, notify_test)
+    print("All checks passed." if not report.failures else f"{report.failures} check(s) failed.", file=out)
+    return EXIT_FAILED if report.failures else EXIT_OK
+
+
+def check_tools(config: Config, report: Report) -> None:
+    git = shutil.which("git")
+    report(bool(git), "git", git or "not found on PATH; " + PATH_HINT.format(key="PATH in the crontab", name="git"))
+    claude = shutil.which(config.claude.executable)
+    report(bool(claude), "claude", claude or f"{config.claude.executable!r} not found or not executable; "
+           + PATH_HINT.format(key="claude.executable", name="claude"))
+
+
+def check_github(config: Config, report: Report) -> None:
+    try:
+        github = GitHubClient(config.github_token, config.github_repo, config.api_url)
+        user = github.get_authenticated_user()
+        report(True, "GitHub token", f"accepted (user {user.get('login')})")
+        repository = github.get_repository()
+        report(True, "repository", f"{config.github_repo} reachable (default branch"
+                                   f" {repository.get('default_branch')})")
+        existing = {label["name"] for label in github.list_labels()}
+        missing = [name for name in label_specs(config) if name not in existing]
+        if missing:
+            report(None, "labels", f"missing {', '.join(missing)} (the first real tick creates them)")
+        else:
+            report(True, "labels", "all present")
+    except GitHubError as exc:
+        report(False, "GitHub", str(exc))
+
+
+def check_folders(config: Config, report: Report) -> None:
+    for item, folder in (("base_repo_path", config.base_repo_path), ("state folder", config.state_file.parent),
+                         ("log_dir", config.log_dir)):
+        ok, text = writable(folder)
+        report(ok, item, text)
+    try:
+        StateManager(config.state_file).load()
+        report(True, "state file", f"{config.state_file} readable")
+    except OrchestratorError as exc:
+        report(False, "state file", str(exc))
+
+
+def check_notifications(config: Config, report: Report, notify_test: bool) -> None:
+    notifications = Notifications.from_config(config)
+    if not notifications.names:
+        report(None, "notifications", "none configured (telegram and slack are optional)")
+    elif not notify_test:
+        report(True, "notifications", f"{', '.join(notifications.names)} configured"
+                                      " (--notify-test sends a test message)")
+    else:
+        for name, error in notifications.test_all():
+            # The notifier's errors name it already ("Telegram: chat not found").
+            report(error is None, name, error.removeprefix(f"{name}: ") if error else "test message sent")

@@ -1,0 +1,82 @@
+"""What the orchestrator writes on GitHub: the outcome comment, the question, the pull request.
+
+Agent text is quoted inert (`quote_for_markdown`): bounded, no live HTML, no @-mentions, and no
+way to forge the marker that tells our own comments from a human's.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping, Optional, Sequence
+
+from lib.github_client import COMMENT_MARKER
+from lib.models import IssueState, ProcessStatus, format_figures
+from lib.outcomes import Outcome
+
+#: Agent text quoted on GitHub is cut to this many characters.
+SUMMARY_LIMIT = 3000
+TITLE_CHARS = 200
+
+
+def quote_for_markdown(text: Optional[str], limit: int = SUMMARY_LIMIT) -> str:
+    """Agent text as an inert Markdown quote: bounded, no live HTML, no @-mentions, no marker."""
+    text = (text or "").strip()
+    if len(text) > limit:
+        text = text[:limit].rstrip() + " …(cut)"
+    # Escaping `<` also defuses a forged COMMENT_MARKER: the agent never speaks in our name.
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = re.sub(r"@(?=[A-Za-z0-9])", "@\u200b", text)  # quoting a login must not notify its owner
+    return "\n".join("> " + line if line.strip() else ">" for line in text.splitlines()) or "> (no text)"
+
+
+def keyed(body: str, key: str) -> str:
+    """`body` with the hidden marker that makes it ours and names it (`key`), so it is posted once."""
+    return f"{body}\n\n{marker(key)}"
+
+
+def marker(key: str) -> str:
+    return f"{COMMENT_MARKER} {key} -->"
+
+
+def figures(outcome: Outcome, duration: Optional[float]) -> str:
+    return format_figures(outcome.cost_usd, outcome.num_turns, duration)
+
+
+def pr_title(issue: Mapping[str, Any]) -> str:
+    title = " ".join(str(issue.get("title") or "").split()) or f"Issue {issue.get('number')}"
+    return f"{title[:TITLE_CHARS]} (#{issue.get('number')})"
+
+
+def pr_body(number: int, outcome: Outcome, duration: Optional[float]) -> str:
+    return "\n".join([
+        f"Closes #{number}", "", "Summary from Claude Code:", "", quote_for_markdown(outcome.summary), "",
+        figures(outcome, duration), "", marker("pull-request")])
+
+
+def outcome_comment(entry: IssueState, outcome: Outcome, pr_url: Optional[str], pushed: bool,
+                    duration: Optional[float]) -> str:
+    headline = {
+        ProcessStatus.COMPLETED: "✅ Claude Code finished this issue.",
+        ProcessStatus.FAILED: f"❌ Claude Code could not finish this issue: {outcome.reason}.",
+    }.get(outcome.status, f"⏹️ Stopped: {outcome.reason}. The work so far is saved.")
+    lines = [headline, ""]
+    if outcome.summary:
+        lines += [quote_for_markdown(outcome.summary), ""]
+    if pr_url:
+        lines.append(f"Pull request: {pr_url}")
+    elif pushed:
+        lines.append(f"Branch: `{entry.branch}`")
+    lines.append(f"{figures(outcome, duration)} · Session: `{entry.session_id or 'n/a'}`")
+    if entry.slot_notes:  # e.g. work of an earlier run kept on a backup ref: the reader should know
+        lines += ["", "Notes from preparing the slot:", *(f"- {note}" for note in entry.slot_notes)]
+    return "\n".join(lines)
+
+
+def question_comment(question: Optional[str], *, trusted_roles: Sequence[str], allowed_users: Sequence[str],
+                     input_wait_hours: float) -> str:
+    return "\n".join([
+        "⏳ Claude Code needs an answer to go on:", "", quote_for_markdown(question), "",
+        f"Reply in a comment (someone with a role in {', '.join(trusted_roles)}"
+        f"{' or a listed user' if allowed_users else ''}) and the same session resumes "
+        f"on the next tick. Without an answer within {input_wait_hours:g} hours the "
+        "work so far is pushed and the issue is marked failed."])

@@ -1,0 +1,481 @@
+"""One issue's lifecycle, in a detached process per issue: `python -m lib.runner run|resume|finalize`.
+
+Modes: `run` (a claimed issue: slot, prompt, agent), `resume` (a trusted human answered the
+question: the same session goes on in the same slot) and `finalize` (the tick found the runner
+gone, an unanswered question expired or a stop was asked for: finish from what the stream log
+shows). The issue is finished the moment its agent ends: the work is committed and pushed, the pull
+request opened, the outcome commented, the labels swapped and the notifiers told. Every GitHub write
+is made once: comments carry a key, pull requests are reused. The tick starts runners (it never
+waits for one); `python -m lib.claude_processor run|resume|finalize ...`, the command of earlier
+versions, is the same runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+from lib import comments
+from lib.claude_processor import AgentProcess, ClaudeLaunchError, ClaudeProcessor, new_session_id
+from lib.config import Config, config_error_lines
+from lib.files import exclusive_lock, log_tail
+from lib.github_client import GitHubClient, Trust
+from lib.models import ConfigError, IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
+from lib.events import Event
+from lib.notifications import Notifications
+from lib.outcomes import Outcome, classify
+from lib.processes import process_create_time
+from lib.prompts import build_prompt, build_reply
+from lib.redaction import configure_logging
+from lib.repo_manager import RepoManager
+from lib.state_manager import StateManager
+from lib.transcripts import summarize_stream
+
+log = logging.getLogger(__name__)
+
+#: Runner modes, as the tick passes them.
+RUN, RESUME, FINALIZE = "run", "resume", "finalize"
+MODES = (RUN, RESUME, FINALIZE)
+#: Backoff for a requeue whose limit named no reset time: 15 min, 30 min, 1 h, ... at most 6 h.
+REQUEUE_BACKOFF = timedelta(minutes=15)
+REQUEUE_BACKOFF_MAX = timedelta(hours=6)
+#: Outcome status -> the label it ends with and the notification it sends.
+END_LABEL = {ProcessStatus.COMPLETED: "completed", ProcessStatus.FAILED: "failed"}
+END_EVENT = {ProcessStatus.COMPLETED: "completed", ProcessStatus.FAILED: "error", ProcessStatus.CANCELLED: "cancelled"}
+
+
+def _seconds_since(timestamp: Optional[str]) -> Optional[float]:
+    moment = parse_iso(timestamp)
+    return max(0.0, (datetime.now(timezone.utc) - moment).total_seconds()) if moment else None
+
+
+class IssueRunner:
+    """Prepares the slot, runs Claude Code and finalizes the issue the moment the agent ends.
+
+    Modes: `run` (a claimed issue: slot, prompt, agent), `resume` (a trusted human answered the
+    question: the same session goes on in the same slot) and `finalize` (the tick found the runner
+    gone, an unanswered question expired or a stop was asked for: finish from what the stream
+    log shows). Every GitHub write is made once: comments carry a key, pull requests are reused.
+    """
+
+    def __init__(self, config: Config, issue_number: int):
+        self.config = config
+        self.number = int(issue_number)
+        self.state = StateManager(config.state_file)
+        self.github = GitHubClient(config.github_token, config.github_repo, config.api_url)
+        self.trust = Trust(self.github, config.trusted_roles, config.allowed_users)
+        self.notifications = Notifications.from_config(config)
+        self.repos = RepoManager(config)
+        self.processor = ClaudeProcessor(config)
+        self.issue_dir = Path(config.log_dir) / f"issue-{self.number}"
+        self.signalled = False
+        self._issue: Optional[Dict[str, Any]] = None
+        self._repository: Optional[Dict[str, Any]] = None
+
+    # --- small helpers -------------------------------------------------------------------------
+
+    @property
+    def entry(self) -> IssueState:
+        entry = self.state.get(self.number)
+        if entry is None:
+            raise OrchestratorError(f"Issue #{self.number} has no entry in {self.config.state_file}.")
+        return entry
+
+    def update(self, **changes):
+        return self.state.update(self.number, **changes)
+
+    def issue(self) -> Dict[str, Any]:
+        if self._issue is None:
+            self._issue = self.github.get_issue(self.number)
+        return self._issue
+
+    def base_branch(self) -> str:
+        if self.config.base_branch:
+            return self.config.base_branch
+        if self._repository is None:
+            self._repository = self.github.get_repository()
+        return self._repository["default_branch"]
+
+    def log_path(self, attempt: int, suffix: str) -> Path:
+        return self.issue_dir / f"{attempt}.{suffix}"
+
+    def slot_path(self, entry) -> Optional[Path]:
+        return self.config.get_repo_path(entry.agent_index) if entry.agent_index is not None else None
+
+    def event(self, kind: str, entry: IssueState, **fields) -> Event:
+        issue = self._issue or {}
+        return Event(kind=kind, repo=self.config.github_repo, issue_number=self.number,
+                     title=entry.title or issue.get("title") or "", url=issue.get("html_url"),
+                     agent_index=entry.agent_index, branch=entry.branch, **fields)
+
+    def swap_labels(self, *, add: Optional[str], remove: Sequence[Optional[str]]) -> None:
+        """Add one label and take others off; labels the orchestrator does not own are left alone."""
+        if add:
+            self.github.add_labels(self.number, [add])
+        for name in remove:
+            if name and name != add:
+                self.github.remove_label(self.number, name)
+
+    def post_once(self, key: str, body: str) -> Dict[str, Any]:
+        """Comment on the issue unless a comment with this key is there already (a finalize that
+        crashed after posting runs again and must not say it twice)."""
+        marker = comments.marker(key)
+        for comment in self.github.list_comments(self.number):
+            if marker in (comment.get("body") or ""):
+                return comment
+        return self.github.create_comment(self.number, comments.keyed(body, key))
+
+    def stream_size(self, entry) -> int:
+        try:
+            return os.path.getsize(entry.log_path) if entry.log_path else 0
+        except OSError:
+            return 0
+
+    def should_stop(self) -> Optional[str]:
+        """Polled by the watcher: a tick asked to cancel (issue closed, label removed) or a SIGTERM."""
+        reason = self.entry.cancel_reason
+        if reason:
+            return reason
+        return "the runner was asked to stop (SIGTERM)" if self.signalled else None
+
+    def stopped_between_steps(self) -> Optional[int]:
+        """The exit code when the run must not go on: a tick's cancel finishes the issue as
+        cancelled; a bare SIGTERM (a shutdown, or a tick ending a hung runner) leaves the entry
+        active for the next tick to finalize. None: go on."""
+        entry = self.entry
+        if entry.cancel_reason:
+            return self.finish(Outcome(status=ProcessStatus.CANCELLED, reason=entry.cancel_reason), entry)
+        if self.signalled:
+            log.warning("Issue #%s: the runner was stopped by SIGTERM; the next tick finalizes the issue",
+                        self.number)
+            return 1
+        return None
+
+    def on_sigterm(self, signum, frame) -> None:
+        self.signalled = True
+
+    def has_changes(self, path: Path, since: Optional[str]) -> bool:
+        """Did this invocation change anything: edits left, or commits made since HEAD was `since`?
+        (Not "ahead of the base": a re-run or a resume starts on a branch with earlier work.)"""
+        dirty = self.repos.git(["status", "--porcelain"], cwd=path, check=False).stdout.strip()
+        return bool(dirty) or self._head(path) != since
+
+    def _head(self, path: Path) -> str:
+        return self.repos.git(["rev-parse", "--verify", "--quiet", "HEAD"], path, check=False).stdout.strip()
+
+    # --- modes ---------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """A claimed issue: labels, slot, prompt, Claude, finalize."""
+        entry = self.update(status=ProcessStatus.PREPARING, error=None, end_time=None, pr_url=None,
+                            question=None, question_comment_id=None, slot_notes=[], runner_pid=os.getpid(),
+                            runner_create_time=process_create_time(os.getpid()))
+        stopped = self.stopped_between_steps()
+        if stopped is not None:
+            return stopped
+        labels = self.config.labels
+        issue = self.issue()
+        # The tick swapped them already unless it crashed in between; doing it again is harmless.
+        self.swap_labels(add=labels.working, remove=[labels.ready, labels.completed, labels.failed,
+                                                     labels.needs_input])
+        self.notifications.notify(self.event("started", entry))
+        try:
+            self.issue_dir.mkdir(parents=True, exist_ok=True)
+            slot = self.repos.prepare_slot(entry.agent_index, self.number, base_branch=self.base_branch(),
+                                           clone_url=self.config.clone_url or self._clone_url(),
+                                           setup_log=self.log_path(entry.attempt, "setup.log"),
+                                           should_stop=self.should_stop)
+        except OrchestratorError as exc:
+            stopped = self.stopped_between_steps()  # setup.sh ends early when asked to stop
+            if stopped is not None:
+                return stopped
+            return self.finish(Outcome(status=ProcessStatus.FAILED, reason=str(exc)), self.entry)
+        if slot.warnings:
+            self.update(slot_notes=slot.warnings)
+        fault_point("before-claude")
+        stopped = self.stopped_between_steps()
+        if stopped is not None:
+            return stopped
+        prompt = build_prompt(repo=self.config.github_repo, issue=issue,
+                              comments=self.trust.human_comments(self.number), branch=slot.branch,
+                              template=self.config.claude.prompt_template)
+        return self.launch(prompt, session_id=new_session_id(), resume=False, cwd=slot.path)
+
+    def resume(self) -> int:
+        """A trusted human answered: continue the same Claude session in the same slot."""
+        entry = self.entry
+        if entry.status != ProcessStatus.NEEDS_INPUT:
+            log.info("Issue #%s is %s, not waiting for input; nothing to resume", self.number, entry.status)
+            return 0
+        replies = self.trust.human_comments(self.number, after_id=entry.question_comment_id)
+        if not replies:
+            log.info("Issue #%s: no trusted reply after the question yet", self.number)
+            return 0
+        slot = self.slot_path(entry)
+        if slot is None or not (slot / ".git").exists():
+            return self.finish(Outcome(status=ProcessStatus.FAILED,
+                                       reason=f"the slot {slot} of the waiting session is gone"), entry)
+        entry = self.update(status=ProcessStatus.RUNNING, end_time=None, runner_pid=os.getpid(),
+                            runner_create_time=process_create_time(os.getpid()))
+        if self.config.labels.needs_input:
+            self.github.remove_label(self.number, self.config.labels.needs_input)
+        self.issue()
+        self.notifications.notify(self.event("resumed", entry))
+        return self.launch(build_reply(replies), session_id=entry.session_id, resume=True, cwd=slot)
+
+    def finalize(self, reason: Optional[str] = None) -> int:
+        """Finish an issue whose runner is gone, whose question expired or that was stopped."""
+        entry = self.entry
+        if not entry.is_active:
+            log.info("Issue #%s is already %s", self.number, entry.status)
+            return 0
+        if entry.cancel_reason:
+            return self.finish(Outcome(status=ProcessStatus.CANCELLED, reason=entry.cancel_reason), entry)
+        if reason and reason != "lost":
+            return self.finish(Outcome(status=ProcessStatus.FAILED, reason=reason), entry)
+        summary = summarize_stream(entry.log_path) if entry.log_path and os.path.exists(entry.log_path) else None
+        if summary is not None and summary.result is not None:
+            # A lost run has no exit code: its last invocation is judged by its result alone.
+            return self.finish(classify(summary.result, settings=self.config.claude, last_text=summary.last_text),
+                               entry)
+        if entry.retries < self.config.claude.max_retries:
+            return self.retry(entry, "the run was lost without a result")
+        return self.finish(Outcome(
+            status=ProcessStatus.FAILED, summary=summary.last_text if summary else None,
+            reason="the runner was lost (killed, or the machine restarted) and Claude Code left no result"), entry)
+
+    def retry(self, entry, why: str) -> int:
+        """A run that ended without a result (lost runner, crashed CLI) is not the agent's verdict:
+        save what it did, then a new attempt continues the branch. Bounded by claude.max_retries."""
+        self.save_work(entry, Outcome(status=ProcessStatus.FAILED, reason=why), None)
+        paused_until = self.state.load_state().paused_until()
+        if paused_until:
+            # A retry is a launch, and launches wait for the usage limit to reset like any other.
+            return self.requeue(entry, Outcome(status=ProcessStatus.WAITING, reset_at=paused_until,
+                                               reason=f"{why}; launches are paused for a usage limit"))
+        log.warning("Issue #%s: %s; trying again (retry %d of %d)", self.number, why, entry.retries + 1,
+                    self.config.claude.max_retries)
+        self.update(retries=entry.retries + 1, attempt=entry.attempt + 1)
+        return self.run()
+
+    # --- the agent -----------------------------------------------------------------------------
+
+    def launch(self, prompt: str, *, session_id: str, resume: bool, cwd: Path) -> int:
+        entry = self.entry
+        stream_path = self.log_path(entry.attempt, "stream.jsonl")
+        entry = self.update(status=ProcessStatus.RUNNING, session_id=session_id, log_path=str(stream_path))
+        head_at_launch = self._head(cwd)
+
+        def on_started(agent: AgentProcess) -> None:
+            self.update(claude_pid=agent.pid, claude_create_time=agent.create_time)
+            fault_point("claude-running")
+
+        try:
+            agent = self.processor.run(
+                prompt, cwd=cwd, session_id=session_id, stream_path=stream_path,
+                stderr_path=self.log_path(entry.attempt, "stderr.log"), resume=resume, on_started=on_started,
+                on_session_id=lambda sid: self.update(session_id=sid),
+                on_progress=lambda count, when: self.update(message_count=count, last_activity=when),
+                should_stop=self.should_stop,
+                has_changes=lambda: self.has_changes(cwd, head_at_launch))
+        except ClaudeLaunchError as exc:
+            return self.finish(Outcome(status=ProcessStatus.FAILED, reason=str(exc)), self.entry)
+        self.update(message_count=agent.message_count, last_activity=agent.last_activity)
+        outcome = agent.outcome
+        if outcome.session_missing:
+            log.warning("Issue #%s: session %s is gone; starting a fresh one with the whole thread",
+                        self.number, session_id)
+            prompt = build_prompt(repo=self.config.github_repo, issue=self.issue(),
+                                  comments=self.trust.human_comments(self.number), branch=entry.branch,
+                                  template=self.config.claude.prompt_template)
+            return self.launch(prompt, session_id=new_session_id(), resume=False, cwd=cwd)
+        entry = self.entry
+        crashed = agent.result is None and agent.killed_by is None and outcome.status == ProcessStatus.FAILED
+        if crashed and not self.signalled and entry.retries < self.config.claude.max_retries:
+            return self.retry(entry, outcome.reason)
+        if self.signalled and not entry.cancel_reason:
+            return self.stopped_between_steps()
+        return self.finish(outcome, entry)
+
+    # --- finalize ------------------------------------------------------------------------------
+
+    def finish(self, outcome: Outcome, entry: IssueState) -> int:
+        """Save the work, tell GitHub and the notifiers, record the end and free the slot."""
+        self.issue()
+        duration = outcome.duration_seconds if outcome.duration_seconds is not None else \
+            _seconds_since(entry.start_time)
+        if outcome.status == ProcessStatus.NEEDS_INPUT:
+            # Nothing is committed or pushed: the session resumes in this slot, as it left it.
+            return self.ask(entry, outcome)
+        pushed, pr_url, save_error = self.save_work(entry, outcome, duration)
+        entry = self.entry  # saving may have added a note for the comment
+        if outcome.status == ProcessStatus.COMPLETED and save_error:
+            outcome = Outcome(status=ProcessStatus.FAILED, summary=outcome.summary, cost_usd=outcome.cost_usd,
+                              num_turns=outcome.num_turns, duration_seconds=outcome.duration_seconds,
+                              reason=f"the work could not be pushed: {save_error}")
+        if outcome.status == ProcessStatus.WAITING:
+            return self.requeue(entry, outcome)
+
+        key = f"outcome:{entry.attempt}:{self.stream_size(entry)}"
+        self.post_once(key, comments.outcome_comment(entry, outcome, pr_url, pushed, duration))
+        fault_point("after-comment")
+        labels = self.config.labels
+        end_label = getattr(labels, END_LABEL[outcome.status]) if outcome.status in END_LABEL else None
+        # `ready` stays when a human put it back during the run: the next tick starts a new attempt.
+        self.swap_labels(add=end_label, remove=[labels.working, labels.needs_input])
+        fault_point("after-labels")
+        entry = self.update(status=outcome.status, end_time=utc_now_iso(), error=outcome.reason,
+                            cost_usd=outcome.cost_usd if outcome.cost_usd is not None else entry.cost_usd,
+                            num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns,
+                            pr_url=pr_url, claude_pid=None, question=None, requeues=0)
+        failed = outcome.status == ProcessStatus.FAILED
+        self.notifications.notify(self.event(
+            END_EVENT[outcome.status], entry, duration_seconds=duration, cost_usd=entry.cost_usd,
+            num_turns=entry.num_turns, pr_url=pr_url,
+            reason=None if outcome.status == ProcessStatus.COMPLETED else outcome.reason,
+            log_tail=self._log_tail(entry) if failed else None))
+        log.info("Issue #%s: %s%s%s", self.number, outcome.status, f" ({outcome.reason})" if outcome.reason else "",
+                 f", {pr_url}" if pr_url else "")
+        return 1 if failed else 0
+
+    def save_work(self, entry: IssueState, outcome: Outcome, duration: Optional[float]):
+        """Commit what the agent left, push the branch when it is ahead, open (or reuse) the PR.
+
+        Returns (pushed, pr_url, error): error is a sentence when saving failed, else None.
+        """
+        path = self.slot_path(entry)
+        if path is None or not (path / ".git").exists():
+            return False, entry.pr_url, None
+        try:
+            base = self.base_branch()
+            if self.repos.commit_all(path, f"Work on #{self.number} left uncommitted by Claude Code"):
+                log.info("Issue #%s: committed changes the agent left uncommitted", self.number)
+            moved = self.repos.bring_branch_to_head(path, entry.branch)
+            if moved:
+                log.warning("Issue #%s: %s", self.number, moved)
+                self.update(slot_notes=[*entry.slot_notes, moved])
+            if self.repos.commits_ahead(path, base, entry.branch) == 0:
+                return False, entry.pr_url, None
+            self.repos.push_branch(path, entry.branch)
+            fault_point("after-push")
+            if outcome.status != ProcessStatus.COMPLETED or not self.config.pull_request_create:
+                return True, entry.pr_url, None
+            pull = self.github.create_pull_request(
+                head=entry.branch, base=base, title=comments.pr_title(self.issue()),
+                draft=self.config.pull_request_draft, body=comments.pr_body(self.number, outcome, duration))
+            fault_point("after-pr")
+            pr_url = pull.get("html_url")
+            self.update(pr_url=pr_url)
+            return True, pr_url, None
+        except OrchestratorError as exc:
+            log.error("Issue #%s: could not save the work: %s", self.number, exc)
+            return False, entry.pr_url, str(exc)
+
+    def ask(self, entry: IssueState, outcome: Outcome) -> int:
+        """The agent needs an answer: the question goes on the issue; the slot waits for the reply."""
+        body = comments.question_comment(outcome.question, trusted_roles=self.config.trusted_roles,
+                                         allowed_users=self.config.allowed_users,
+                                         input_wait_hours=self.config.claude.input_wait_hours)
+        comment = self.post_once(f"question:{entry.attempt}:{self.stream_size(entry)}", body)
+        if self.config.labels.needs_input:
+            self.github.add_labels(self.number, [self.config.labels.needs_input])
+        entry = self.update(status=ProcessStatus.NEEDS_INPUT, question=outcome.question,
+                            question_comment_id=comment.get("id"), end_time=utc_now_iso(), claude_pid=None,
+                            cost_usd=outcome.cost_usd if outcome.cost_usd is not None else entry.cost_usd,
+                            num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns)
+        self.notifications.notify(self.event("needs_input", entry, question=outcome.question,
+                                             cost_usd=entry.cost_usd, num_turns=entry.num_turns))
+        log.info("Issue #%s: waiting for an answer (comment %s)", self.number, comment.get("id"))
+        return 0
+
+    def requeue(self, entry: IssueState, outcome: Outcome) -> int:
+        """A usage limit or an outage, not the issue's fault: back in the queue, launches paused."""
+        now = datetime.now(timezone.utc)
+        backoff = min(REQUEUE_BACKOFF * (2 ** entry.requeues), REQUEUE_BACKOFF_MAX)
+        until = outcome.reset_at if outcome.reset_at and outcome.reset_at > now else now + backoff
+        labels = self.config.labels
+        self.swap_labels(add=labels.ready, remove=[labels.working, labels.needs_input])
+        with self.state.transaction() as state:
+            current = state.issues[self.number]
+            current.status, current.not_before = ProcessStatus.WAITING, until.isoformat()
+            current.end_time, current.error, current.claude_pid = utc_now_iso(), outcome.reason, None
+            current.requeues += 1
+            current.updated_at = utc_now_iso()
+            paused = state.paused_until()
+            announce = paused is None or paused < until
+            if announce:
+                state.meta["paused_until"] = until.isoformat()
+        log.warning("Issue #%s goes back to the queue until %s: %s", self.number, until.isoformat(), outcome.reason)
+        if announce:  # one notification per pause, not one per issue that ran into it
+            self.notifications.notify(self.event("paused", current, reason=outcome.reason, until=until.isoformat()))
+        return 0
+
+    # --- texts ---------------------------------------------------------------------------------
+
+    def _clone_url(self) -> str:
+        if self._repository is None:
+            self._repository = self.github.get_repository()
+        return self._repository["clone_url"]
+
+    def _log_tail(self, entry: IssueState) -> Optional[str]:
+        """What Claude Code wrote to stderr, else the runner's own log (a setup.sh failure quotes
+        its log in the reason already)."""
+        for suffix in ("stderr.log", "runner.log"):
+            tail = log_tail(self.log_path(entry.attempt, suffix), 15)
+            if tail:
+                return tail
+        return None
+
+
+def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m lib.runner") -> int:
+    """The runner's entry point; the tick starts it detached, with stdout/stderr in `<attempt>.runner.log`."""
+    parser = argparse.ArgumentParser(prog=prog, description="Run, resume or finalize Claude Code on one issue"
+                                                            " (started by the tick; internal).")
+    parser.add_argument("mode", choices=MODES)
+    parser.add_argument("--issue", type=int, required=True)
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--reason", help="finalize: why (lost, cancelled, or a sentence that fails the issue)")
+    args = parser.parse_args(argv)
+    try:
+        config = Config(Path(args.config))
+    except ConfigError as exc:
+        for line in config_error_lines(exc):
+            print(line, file=sys.stderr)
+        return exc.exit_code
+    configure_logging(config.secrets, config.folder / "orchestrator.log", stream=sys.stderr)
+    log.info("Runner for issue #%s: %s%s (pid %s)", args.issue, args.mode,
+             f" ({args.reason})" if args.reason else "", os.getpid())
+    # Held for the life of this process: one runner per issue, ever.
+    with exclusive_lock(Path(config.log_dir) / f"issue-{args.issue}" / "runner.lock", wait=False) as mine:
+        if not mine:
+            log.info("Issue #%s: another runner works on it; this one leaves", args.issue)
+            return 0
+        return _run_mode(config, args)
+
+
+def _run_mode(config: Config, args: argparse.Namespace) -> int:
+    try:
+        runner = IssueRunner(config, args.issue)
+        signal.signal(signal.SIGTERM, runner.on_sigterm)
+        if args.mode == RUN:
+            return runner.run()
+        if args.mode == RESUME:
+            return runner.resume()
+        return runner.finalize(args.reason)
+    except OrchestratorError as exc:
+        # The entry stays active; the next tick sees this runner gone and finalizes the issue.
+        log.error("Issue #%s: %s", args.issue, exc)
+        return 1
+    except Exception:
+        log.exception("Issue #%s: unexpected error in the runner; the next tick finalizes the issue", args.issue)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
