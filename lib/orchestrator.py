@@ -399,7 +399,7 @@ class IssueOrchestrator:
         fault_point("after-spawn")
         log.info("Issue #%s: %s runner started (pid %s)", number, mode, pid)
 
-    def wait_for_runners(self, poll_seconds: float = 1.0, out=None) -> None:
+    def wait_for_runners(self, poll_seconds: float = 0.25, out=None) -> None:
         """Block until no runner of an active issue lives, printing each status change (--wait)."""
         out = out or sys.stdout
         watched = {entry.issue_number for entry in self.state.load_state().active()}

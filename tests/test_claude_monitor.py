@@ -1,6 +1,6 @@
 """The monitor against real files, real processes and the real CLI.
 
-Transcripts and stream logs come from the recorded CLI output in tests/fixtures/monitor/, with the
+Transcripts and stream logs come from the recorded CLI output in tests/fixtures/claude/, with the
 sample's placeholder paths rewritten to this test's slot folders. A stand-in `claude` is a real
 Python process started with argv[0] "claude" in a slot folder.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from claude_standin import FIXTURES
 from lib.claude_monitor import STATUS_FULL_SCAN_BYTES, ClaudeMonitor
 from lib.files import iter_lines_reversed
 from lib.transcripts import MAX_LINE_BYTES, find_transcript, java_string_hash, project_dir_name, to_base36
@@ -27,7 +28,6 @@ from lib.models import ConfigError, IssueState, OrchestratorError
 from lib.state_manager import StateManager
 
 PROJECT = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "monitor"
 QUESTION_SESSION = "d4e36535-7fb3-4ea9-a3c8-4018f155a1be"  # session-history.jsonl, stream-question/-resumed
 SUCCESS_SESSION = "abc67ae7-98d5-458d-8c1f-4458803a447f"  # stream-success.jsonl
 REPORT_KEYS = {"timestamp", "total_instances", "active_count", "completed_count",

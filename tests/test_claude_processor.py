@@ -19,19 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from claude_standin import (  # noqa: F401  (fixtures)
-    BRANCH,
-    FIXTURES,
-    ISSUE_NUMBER,
-    STANDIN,
-    alive,
-    claude_standin,
-    git,
-    make_repo,
-    replay,
-    scenario,
-    slot_repo,
-)
+from claude_standin import BRANCH, FIXTURES, ISSUE_NUMBER, STANDIN, alive, git, make_repo, replay, scenario
 from lib.claude_processor import ALWAYS_DISALLOWED_TOOLS, ClaudeLaunchError, ClaudeProcessor, new_session_id
 from lib.models import ProcessStatus
 from lib.outcomes import classify, parse_reset_time

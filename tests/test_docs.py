@@ -144,7 +144,7 @@ def installation(tmp_path):
     folder = tmp_path / "orchestrator"
     log = folder / "logs" / "issue-123" / "1.stream.jsonl"
     log.parent.mkdir(parents=True)
-    shutil.copyfile(PROJECT / "tests" / "fixtures" / "monitor" / "stream-success.jsonl", log)
+    shutil.copyfile(PROJECT / "tests" / "fixtures" / "claude" / "stream-success.jsonl", log)
     (folder / "config.json").write_text(json.dumps(
         {"github": {"repo": "owner/myproject", "base_repo_path": str(tmp_path / "clones")}}))
     (folder / "config.json").chmod(0o600)

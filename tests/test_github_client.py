@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from github_emulator import REPO, TOKEN, github_emulator  # noqa: F401 (a fixture)
+from github_emulator import REPO, TOKEN
 from lib.github_client import (COMMENT_MARKER, Trust, GitHubAuthError, GitHubClient, GitHubError, GitHubNotFoundError,
                                RateLimitError)
 

@@ -7,10 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from chat_standins import slack_api, telegram_api  # noqa: F401 (fixtures)
 from claude_standin import alive, scenario
 from git_fixtures import commit_to
-from world import MAINTAINER, world  # noqa: F401 (a fixture)
+from world import MAINTAINER
 
 READY, WORKING, COMPLETED, FAILED, NEEDS_INPUT = (
     "ready-for-claude", "claude-working", "claude-completed", "claude-failed", "claude-needs-input")

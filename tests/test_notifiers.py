@@ -14,21 +14,8 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from chat_standins import (  # noqa: F401 (fixtures)
-    silent_server,
-    slack_api,
-    telegram_api,
-    SLACK_CHANNEL_ID,
-    SLACK_TOKEN,
-    TELEGRAM_CHAT_ID,
-    TELEGRAM_TOKEN,
-    SilentServer,
-    SlackStandIn,
-    TelegramStandIn,
-    closed_port,
-    parse_telegram_html,
-    utf16_len,
-)
+from chat_standins import (SLACK_CHANNEL_ID, SLACK_TOKEN, TELEGRAM_CHAT_ID, TELEGRAM_TOKEN, closed_port,
+                           parse_telegram_html, utf16_len)
 from lib.events import Event
 from lib.models import format_cost, format_duration
 from lib.notifications import Notifications

@@ -12,15 +12,13 @@ import subprocess
 import sys
 import time
 
-import psutil
 import pytest
 
-from chat_standins import (SLACK_TOKEN, TELEGRAM_TOKEN, closed_port, silent_server,  # noqa: F401 (fixtures)
-                           slack_api, telegram_api)
+from chat_standins import SLACK_TOKEN, TELEGRAM_TOKEN, closed_port
 from claude_standin import alive, scenario
 from git_fixtures import commit_to
 from github_emulator import REPO, TOKEN
-from world import MAINTAINER, PROJECT, world  # noqa: F401 (a fixture)
+from world import MAINTAINER, PROJECT
 
 READY, WORKING, COMPLETED, FAILED = "ready-for-claude", "claude-working", "claude-completed", "claude-failed"
 

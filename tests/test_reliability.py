@@ -13,11 +13,11 @@ import time
 import psutil
 import pytest
 
-from chat_standins import SLACK_TOKEN, TELEGRAM_TOKEN, slack_api, telegram_api  # noqa: F401 (fixtures)
+from chat_standins import SLACK_TOKEN, TELEGRAM_TOKEN
 from claude_standin import scenario
 from git_fixtures import commit_to
 from github_emulator import TOKEN
-from world import MAINTAINER, world  # noqa: F401 (a fixture)
+from world import MAINTAINER
 
 READY, WORKING, COMPLETED, FAILED = "ready-for-claude", "claude-working", "claude-completed", "claude-failed"
 TERMINAL_LABELS = {"completed": [COMPLETED], "failed": [FAILED]}
@@ -129,7 +129,7 @@ def test_github_5xx_bursts_and_dropped_connections_are_retried_quietly(world):
 
 def test_a_github_outage_fails_the_tick_in_one_line_and_the_next_tick_does_the_work(world):
     number = world.add_issue()
-    world.github.fail_next(20, status=503)
+    world.github.fail_next(4, status=503)  # the first request and its 3 retries
 
     first = world.tick(wait=False)
 

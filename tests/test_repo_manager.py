@@ -15,8 +15,7 @@ import psutil
 import pytest
 
 from claude_standin import alive
-from git_fixtures import (branches, commit_to, git, git_env, git_isolation, log_messages,  # noqa: F401
-                          make_origin, origin_repo, read_file)
+from git_fixtures import branches, commit_to, git, git_env, log_messages, make_origin, read_file
 from lib.config import Config
 from lib.repo_manager import GitError, RepoManager, SetupError
 
@@ -28,6 +27,7 @@ BASIC = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
 def config(tmp_path):
     return Config.from_dict({
         "github": {"token": TOKEN, "repo": "octo/widgets", "base_repo_path": str(tmp_path / "slots")},
+        "claude": {"kill_grace_seconds": 1},
         "setup_timeout_seconds": 30,
     }, tmp_path)
 

@@ -43,7 +43,10 @@ class World:
         self.settings: Dict[str, Any] = {
             "github": {"token": TOKEN, "repo": REPO, "base_repo_path": str(root / "slots"),
                        "max_concurrent": 3, "api_url": github.url},
-            "claude": {"executable": str(STANDIN), "check_interval": 0.2, "timeout_seconds": 60},
+            # Short waits: the stand-in and its tools end at once or never, so ten seconds prove nothing more.
+            "claude": {"executable": str(STANDIN), "check_interval": 0.2, "timeout_seconds": 60,
+                       "kill_grace_seconds": 1, "result_grace_seconds": 1},
+            "notification_timeout_seconds": 2,
             "state_file": "state/processing-state.json",
             "log_dir": "logs",
         }
