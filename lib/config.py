@@ -416,7 +416,7 @@ class Config:
         github, telegram, slack = values["github"], values["telegram"], values["slack"]
         self.github_token: Optional[str] = github["token"] or None
         self.github_repo: str = github["repo"]
-        self.repo_owner, self.repo_name = self.github_repo.split("/")
+        self.repo_name = self.github_repo.split("/")[1]
         self.base_repo_path = self._resolve(folder, github["base_repo_path"])
         self.max_concurrent: int = github["max_concurrent"]
         self.api_url: str = github["api_url"].rstrip("/")

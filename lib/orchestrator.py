@@ -33,7 +33,7 @@ from lib.models import (
     parse_iso,
     utc_now_iso,
 )
-from lib.processes import live_process, process_alive, terminate_tree
+from lib.processes import end_session_processes, live_process, process_alive, terminate_tree
 from lib.redaction import configure_logging
 from lib.repo_manager import NETWORK_TIMEOUT
 from lib.runner import FINALIZE, RESUME, RUN
@@ -227,11 +227,14 @@ class IssueOrchestrator:
         """End whatever is left of a run: its Claude process tree and a hung runner."""
         if self.dry_run:
             return
+        grace = self.config.claude.kill_grace_seconds
         # The runner first: were Claude ended first, a live runner would take that for a crash and retry.
         for pid, created in ((entry.runner_pid, entry.runner_create_time),
                              (entry.claude_pid, entry.claude_create_time)):
             if process_alive(pid, created):
-                terminate_tree(pid, grace_seconds=self.config.claude.kill_grace_seconds, create_time=created)
+                terminate_tree(pid, grace_seconds=grace, create_time=created)
+        if entry.session_id:  # tools of a Claude that died by SIGKILL outlive it, reparented away
+            end_session_processes(entry.session_id, grace)
 
     # --- poll and claim -----------------------------------------------------------------------
 

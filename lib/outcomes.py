@@ -39,7 +39,6 @@ class Outcome:
     reset_at: Optional[datetime] = None  # requeue: when the usage limit resets (UTC), if the CLI said
     limit: Optional[str] = None  # "timeout" | "idle" | "max_turns" | "max_budget" | None
     permission_denials: List[Dict[str, Any]] = field(default_factory=list)
-    api_error_status: Optional[int] = None
     session_missing: bool = False  # FAILED because --resume found no conversation: start a fresh one
 
 
@@ -190,7 +189,6 @@ def classify(result: Optional[Mapping[str, Any]], *, exit_code: Optional[int] = 
         num_turns=result.get("num_turns"),
         duration_seconds=duration_ms / 1000 if isinstance(duration_ms, (int, float)) else None,
         permission_denials=[d for d in result.get("permission_denials") or [] if isinstance(d, dict)],
-        api_error_status=status_code,
     )
     is_error = result.get("is_error") is not False
     said = "; ".join(([text] if text else []) + errors)

@@ -18,9 +18,9 @@ MAX_COMMENT_CHARS = 10_000
 #: Trusted comments share this budget; the newest are kept.
 MAX_COMMENTS_BYTES = 40_000
 
-#: The placeholders a `claude.prompt_template` file may use, as `{name}`. Anything else in braces
-#: (`{other}`, `{title.__class__}`, `{body[0]}`) is left as written; `{{` and `}}` are literal braces.
-PROMPT_PLACEHOLDERS = ("repo", "issue_number", "title", "body", "comments", "branch", "issue_url")
+# A `claude.prompt_template` file may use {repo}, {issue_number}, {title}, {body}, {comments}, {branch}
+# and {issue_url}. Anything else in braces (`{other}`, `{title.__class__}`, `{body[0]}`) is left as
+# written; `{{` and `}}` are literal braces.
 
 DEFAULT_PROMPT_TEMPLATE = """\
 You are working on GitHub issue #{issue_number} of the repository {repo}: {title}
@@ -109,8 +109,8 @@ def build_prompt(*, repo: str, issue: Mapping[str, Any], comments: Sequence[Mapp
                  branch: str, template: Optional[Path] = None) -> str:
     """The prompt for issue `issue` (a GitHub issue object) with the already-filtered `comments`.
 
-    `template` (claude.prompt_template) replaces the default text; its placeholders are
-    PROMPT_PLACEHOLDERS. Issue text is cleaned (clean_issue_text) and capped; it ends up in this
+    `template` (claude.prompt_template) replaces the default text; its placeholders are the keys
+    of `values` below. Issue text is cleaned (clean_issue_text) and capped; it ends up in this
     string and nowhere else.
     """
     number = issue.get("number")

@@ -2,7 +2,7 @@
 
 Slot i is `<base_repo_path>/<repo_name>_<i>`. Before a run the runner calls `prepare_slot`: clone
 when absent (else fetch), clean, check out `issue-<N>`, run the repository's `setup.sh`. After the
-run it calls `commit_all`, `commits_ahead`, `push_branch` and `head_sha`.
+run it calls `commit_all`, `bring_branch_to_head`, `commits_ahead` and `push_branch`.
 
 * Git authenticates per command through the environment (`GIT_CONFIG_COUNT` with an
   `http.extraheader`), so the token is never in `.git/config`, an argv or a log line. A clone URL
@@ -452,6 +452,3 @@ class RepoManager:
             reason = summary[len("[remote rejected]"):].strip(" ()") or "no reason given"
             raise GitError(f"origin refused {branch} ({reason}); the work is kept in {path}")
         raise GitError(f"git push of {branch} failed (exit {done.returncode}): {self._last_words(done)}")
-
-    def head_sha(self, path: os.PathLike) -> str:
-        return self.git(["rev-parse", "HEAD"], path).stdout.strip()

@@ -120,6 +120,27 @@ def test_kill_9_of_a_runner_fails_the_issue_on_the_next_tick_and_frees_the_slot(
     assert "could not finish" in world.comments(number)[-1]
 
 
+def test_a_tool_left_by_a_claude_killed_with_its_runner_is_ended_by_the_next_tick(world):
+    """kill -9 of the runner and of Claude leaves Claude's tool running in a session of its own,
+    reparented away from both: the tick finds it by the run marker it inherited and ends it."""
+    world.write_config(claude={"max_retries": 0})
+    pidfile = world.root / "grandchild.pid"
+    number = world.add_issue("Leaves a tool", scenario("grandchild"))
+    world.tick(wait=False, env={"CLAUDE_STANDIN_PIDFILE": str(pidfile)})
+    entry = world.wait_for(lambda: pidfile.exists() and world.entry(number).get("claude_pid") and world.entry(number),
+                           what="the agent and its tool")
+    tool = int(pidfile.read_text())
+
+    os.kill(entry["runner_pid"], signal.SIGKILL)
+    os.kill(entry["claude_pid"], signal.SIGKILL)
+    world.wait_for(lambda: not alive(entry["runner_pid"]) and not alive(entry["claude_pid"]), what="both to die")
+    assert alive(tool)
+    world.tick()
+
+    assert world.entry(number)["status"] == "failed"
+    world.wait_for(lambda: not alive(tool), what="the tool to be ended")
+
+
 def test_a_lost_run_is_retried_once_by_default(world):
     number = world.add_issue("Hangs first", scenario("hang"))
     world.tick(wait=False)

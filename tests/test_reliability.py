@@ -16,7 +16,7 @@ import pytest
 from chat_standins import SLACK_TOKEN, TELEGRAM_TOKEN
 from claude_standin import scenario
 from git_fixtures import commit_to
-from github_emulator import TOKEN
+from github_emulator import REPO, TOKEN
 from world import MAINTAINER
 
 READY, WORKING, COMPLETED, FAILED = "ready-for-claude", "claude-working", "claude-completed", "claude-failed"
@@ -345,3 +345,67 @@ def test_an_issue_labeled_by_an_outsider_is_never_processed(world):
 
     assert world.standin.invocations() == [] and world.entry(number) == {}
     assert "applied by outsider, whose role is not in github.trusted_roles" in world.log_text()
+
+
+# ------------------------------------------------------------------------------------------------
+# Upgrades: runners started by an earlier version, as `python -m lib.claude_processor run ...`
+# ------------------------------------------------------------------------------------------------
+
+
+def start_runner_as_earlier_versions_did(world, number, env=None):
+    """What an earlier version's tick did: the claim in the state (the same shape), the labels, and
+    a runner started with that version's command, its pid and create time recorded."""
+    import subprocess
+    import sys
+
+    from lib.models import IssueState, ProcessStatus, utc_now_iso
+    from lib.state_manager import StateManager
+    from world import PROJECT
+
+    state = StateManager(world.state_file)
+    state.put(IssueState(issue_number=number, status=ProcessStatus.PENDING.value, branch=f"issue-{number}",
+                         start_time=utc_now_iso(), agent_index=0, repo=REPO, attempt=1))
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "lib.claude_processor", "run", "--issue", str(number), "--config",
+         str(world.config_path)], cwd=PROJECT, env={**world.env, **(env or {})}, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    state.update(number, runner_pid=runner.pid, runner_create_time=psutil.Process(runner.pid).create_time())
+    return runner
+
+
+def test_a_live_runner_of_an_earlier_version_is_left_alone(world):
+    number = world.add_issue("Hangs", scenario("hang"), labels=(WORKING,))
+    runner = start_runner_as_earlier_versions_did(world, number)
+    world.wait_for(lambda: world.entry(number).get("claude_pid"), what="its agent")
+
+    tick = world.tick(wait=False)
+
+    assert tick.returncode == 0 and "0 launched, 0 errors" in tick.stdout, tick.stdout
+    entry = world.entry(number)
+    assert entry["status"] == "running" and entry["runner_pid"] == runner.pid and runner.poll() is None
+    assert world.standin.invocations()[0]["pid"] == entry["claude_pid"] and len(world.standin.invocations()) == 1
+
+
+def test_a_dead_runner_of_an_earlier_version_is_finalized_from_its_stream_log(world):
+    world.write_config(claude={"max_retries": 0})
+    number = world.add_issue("Finish me", labels=(WORKING,))
+    # The runner dies by SIGKILL once Claude runs; Claude, in its own session, writes its result.
+    runner = start_runner_as_earlier_versions_did(world, number, env={"ORCHESTRATOR_FAULT": "claude-running"})
+    runner.wait(timeout=30)
+    claude_pid = world.wait_for(lambda: world.entry(number).get("claude_pid"), what="its agent")
+    world.wait_for(lambda: not alive_pid(claude_pid), what="Claude to finish")
+
+    tick = world.tick()
+
+    assert tick.returncode == 0, tick.stdout + tick.stderr
+    entry = world.entry(number)
+    assert entry["status"] == "completed" and entry["pr_url"], entry
+    assert world.labels(number) == [COMPLETED]
+    assert len(world.standin.invocations()) == 1  # finalized from the log, not run again
+
+
+def alive_pid(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -276,7 +276,7 @@ def test_commit_all_commits_ahead_and_push(repos, origin_repo, tmp_path):
     assert read_file(origin_repo, "issue-5", "left.txt") == "left by the agent\n"
     assert read_file(origin_repo, "issue-5", "debug.log") is None and (slot / "debug.log").exists()
     assert log_messages(origin_repo, "issue-5")[0] == "Work on #5 left uncommitted"
-    assert repos.head_sha(slot) == git(origin_repo, "rev-parse", "issue-5")
+    assert git(slot, "rev-parse", "HEAD") == git(origin_repo, "rev-parse", "issue-5")
 
 
 @pytest.mark.parametrize("leave", ["detached", "other-branch"])
