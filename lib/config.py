@@ -296,25 +296,26 @@ class Config:
     """The validated configuration. `Config("config.json")` as in the seed README."""
 
     def __init__(self, path: Optional[os.PathLike] = None, env: Optional[Mapping[str, str]] = None,
-                 *, use_gh_cli: bool = True, require_token: bool = True):
-        """`require_token=False` is for readers of local state only (the monitor)."""
+                 *, require_token: bool = True):
+        """`require_token=False` is for readers of local state only (the monitor); they never ask
+        `gh auth token` either."""
         env = dict(os.environ if env is None else env)
         config_path = Path(path) if path is not None else default_config_path(env)
         data = self._read(config_path)
-        self._build(data, config_path.resolve().parent, env, config_path.resolve(),
-                    use_gh_cli and require_token, require_token,
+        self._build(data, config_path.resolve().parent, env, config_path.resolve(), require_token, require_token,
                     warnings=self._readable_token_warnings(config_path, data))
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any], folder: os.PathLike, env: Optional[Mapping[str, str]] = None,
-                  *, use_gh_cli: bool = False, require_token: bool = True) -> "Config":
+                  *, require_token: bool = True) -> "Config":
         """Build from an already-parsed dict; relative paths resolve against `folder`.
 
-        `env` defaults to empty, so tests never pick up the machine's tokens.
+        `env` defaults to empty and `gh auth token` is not asked, so tests never pick up the
+        machine's tokens.
         """
         self = cls.__new__(cls)
         folder = Path(folder).resolve()
-        self._build(data, folder, dict(env or {}), folder / "config.json", use_gh_cli, require_token)
+        self._build(data, folder, dict(env or {}), folder / "config.json", False, require_token)
         return self
 
     @staticmethod
