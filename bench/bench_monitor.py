@@ -23,7 +23,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))  # run as a script from anywhere
 
-from lib.claude_monitor import project_dir_name  # noqa: E402
+from lib.transcripts import project_dir_name  # noqa: E402
 
 SAMPLE = PROJECT / "tests" / "fixtures" / "monitor" / "session-history.jsonl"
 SESSION = "d4e36535-7fb3-4ea9-a3c8-4018f155a1be"

@@ -516,3 +516,12 @@ def test_configuration_reference_lists_every_key_with_its_default():
         problems += [f"{name}: environment override not documented" for name in variables
                      if f"`{name}`" not in read(PROJECT / "docs" / "configuration.md")]
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("bench", sorted(path.name for path in (PROJECT / "bench").glob("bench_*.py")))
+def test_each_benchmark_development_md_shows_answers_help(bench):
+    """A bench is run by hand, rarely: its imports of lib must not rot unseen."""
+    done = subprocess.run([sys.executable, str(PROJECT / "bench" / bench), "--help"], cwd=PROJECT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert bench in (PROJECT / "docs" / "development.md").read_text(encoding="utf-8")

@@ -115,3 +115,27 @@ def test_the_rule_sees_an_upward_import_inside_a_function():
 def test_modules_stay_small(module):
     lines = (LIB / f"{module}.py").read_text(encoding="utf-8").count("\n")
     assert lines <= 700, f"lib/{module}.py has {lines} lines: it holds more than one concern"
+
+
+#: What may be used in one module only, so that there is one copy of it: the call -> its home.
+ONE_HOME = {
+    "subprocess.Popen": "processes",  # every subprocess starts in processes.start
+    "subprocess.run": "processes",
+    "subprocess.check_output": "processes",
+    "fcntl.flock": "files",  # the one exclusive lock
+    "tempfile.mkstemp": "files",  # the one atomic write
+    "os.killpg": "processes",
+}
+
+
+@pytest.mark.parametrize("call, home", ONE_HOME.items())
+def test_each_helper_has_one_home(call, home):
+    module_name, attribute = call.split(".")
+    users = []
+    for path in sorted(LIB.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            function = node.func if isinstance(node, ast.Call) else None  # a call, not a type annotation
+            if (isinstance(function, ast.Attribute) and function.attr == attribute
+                    and isinstance(function.value, ast.Name) and function.value.id == module_name):
+                users.append(path.stem)
+    assert set(users) <= {home}, f"{call} outside lib/{home}.py: {sorted(set(users) - {home})}"
