@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Show what the orchestrator's Claude Code agents do.
 
-    claude_monitor.py [--config PATH] [--format text|json]     active work, or recent runs
+    claude_monitor.py [--config PATH] [--format text|json] [--repo OWNER/NAME]   active work, or recent runs
     claude_monitor.py monitor                                  every instance
     claude_monitor.py status --issue N                         one issue and its last messages
     claude_monitor.py history --issue N [--limit N] [--full]   its conversation
@@ -33,8 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
                              " else config.json beside this script)")
     common.add_argument("--format", choices=OUTPUT_FORMATS, default=argparse.SUPPRESS,
                         help="output format (default: text)")
+    common.add_argument("--repo", metavar="OWNER/NAME", default=argparse.SUPPRESS,
+                        help="only this repository's runs (when the config has several)")
     issue = argparse.ArgumentParser(add_help=False)
-    issue.add_argument("--issue", type=int, required=True, metavar="N", help="issue number")
+    issue.add_argument("--issue", required=True, metavar="N",
+                       help="issue number, or OWNER/NAME#N when two repositories have that number")
 
     parser = argparse.ArgumentParser(
         prog="claude_monitor.py", parents=[common],
@@ -61,7 +64,8 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     output_format = getattr(args, "format", "text")
     try:
-        monitor = ClaudeMonitor(getattr(args, "config", None), output_format=output_format)
+        monitor = ClaudeMonitor(getattr(args, "config", None), output_format=output_format,
+                                repo=getattr(args, "repo", None))
         if args.command == "follow":
             for message in monitor.follow(args.issue, backlog=args.lines):
                 print(monitor.render(message), flush=True)
@@ -73,7 +77,7 @@ def main(argv=None) -> int:
         elif args.command == "history":
             history = monitor.history(args.issue, limit=args.limit, full=args.full)
             if history.source is None:
-                print(f"Issue #{args.issue}: no conversation found (no transcript and no stream log).",
+                print(f"Issue {args.issue if '#' in args.issue else '#' + args.issue}: no conversation found (no transcript and no stream log).",
                       file=sys.stderr)
                 return EXIT_NOTHING
             print(monitor.render(history))

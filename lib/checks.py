@@ -60,25 +60,39 @@ def check_tools(config: Config, report: Report) -> None:
 
 
 def check_github(config: Config, report: Report) -> None:
+    """The token once; then, for each repository, that it exists, the token can push, its labels."""
+    github = GitHubClient(config.github_token, config.repositories[0].repo, config.api_url)
     try:
-        github = GitHubClient(config.github_token, config.github_repo, config.api_url)
         user = github.get_authenticated_user()
-        report(True, "GitHub token", f"accepted (user {user.get('login')})")
-        repository = github.get_repository()
-        report(True, "repository", f"{config.github_repo} reachable (default branch"
-                                   f" {repository.get('default_branch')})")
+    except GitHubError as exc:
+        report(False, "GitHub", str(exc))
+        return
+    report(True, "GitHub token", f"accepted (user {user.get('login')})")
+    for repository in config.repositories:
+        check_repository(config, repository.repo, report)
+
+
+def check_repository(config: Config, repo: str, report: Report) -> None:
+    github = GitHubClient(config.github_token, repo, config.api_url)
+    try:
+        found = github.get_repository()
+        can_push = (found.get("permissions") or {}).get("push")
+        report(True if can_push is not False else False, "repository",
+               f"{repo} reachable (default branch {found.get('default_branch')})" if can_push is not False else
+               f"{repo}: the token cannot push to it (permissions.push is false); branches could not be pushed")
         existing = {label["name"] for label in github.list_labels()}
         missing = [name for name in label_specs(config) if name not in existing]
         if missing:
-            report(None, "labels", f"missing {', '.join(missing)} (the first real tick creates them)")
+            report(None, "labels", f"{repo}: missing {', '.join(missing)} (the first real tick creates them)")
         else:
-            report(True, "labels", "all present")
+            report(True, "labels", f"{repo}: all present")
     except GitHubError as exc:
-        report(False, "GitHub", str(exc))
+        report(False, "GitHub", f"{repo}: {exc}")
 
 
 def check_folders(config: Config, report: Report) -> None:
-    for item, folder in (("base_repo_path", config.base_repo_path), ("state folder", config.state_file.parent),
+    folders = [("base_repo_path", repository.base_repo_path) for repository in config.repositories]
+    for item, folder in (*dict.fromkeys(folders), ("state folder", config.state_file.parent),
                          ("log_dir", config.log_dir)):
         ok, text = writable(folder)
         report(ok, item, text)

@@ -84,7 +84,7 @@ from lib.models import (
     utc_now_iso,
 )
 from lib.processes import live_process
-from lib.state_manager import StateManager
+from lib.state_manager import RunKey, StateManager, key_text, parse_key
 from lib.transcripts import (
     ConversationReader,
     default_claude_config_dir,
@@ -107,6 +107,10 @@ RECENT_FINISHED = 5
 CLAUDE_PROCESS_NAMES = frozenset({"claude", "claude.exe"})
 
 
+def _sort_key(key: RunKey) -> Tuple[str, int]:
+    return key[0] or "", key[1]
+
+
 # ------------------------------------------------------------------------------------------------
 # Results
 # ------------------------------------------------------------------------------------------------
@@ -126,10 +130,12 @@ class ConversationHistory:
     message_count: int
     messages: List[Message]
     truncated: bool = False  # older entries were left out (--limit)
+    repo: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return {
             "issue_number": self.issue_number,
+            "repo": self.repo,
             "session_id": self.session_id,
             "source": self.source.kind if self.source else None,
             "conversation_path": str(self.source.path) if self.source else None,
@@ -249,44 +255,67 @@ class ClaudeMonitor:
     """
 
     def __init__(self, path: Union[None, str, os.PathLike, Config] = None, output_format: str = "text", *,
-                 claude_config_dir: Optional[os.PathLike] = None, cpu_interval: float = 0.1):
+                 repo: Optional[str] = None, claude_config_dir: Optional[os.PathLike] = None,
+                 cpu_interval: float = 0.1):
         if output_format not in OUTPUT_FORMATS:
             raise UsageError(f"Unknown output format {output_format!r}: use text or json.")
         self.config = load_config(path)
+        self.repo = self.config.repository(repo).repo if repo else None  # only this repository's runs
         self.output_format = output_format
         self.claude_config_dir = Path(claude_config_dir) if claude_config_dir else default_claude_config_dir()
         self.cpu_interval = cpu_interval
 
     # --- state ------------------------------------------------------------------------------------
 
-    def load_states(self) -> Dict[int, IssueState]:
+    def load_states(self) -> Dict[RunKey, IssueState]:
+        """The state's entries (of `repo` only, when the monitor was given one)."""
         state_file = self.config.state_file
         if not state_file.is_file():
             raise OrchestratorError(f"No state file at {state_file}: the orchestrator has not run yet"
                                     " (or --config points to another setup).")
         try:
-            return StateManager(state_file).load()
+            states = StateManager.for_config(self.config).load()
         except OSError as exc:  # e.g. no permission to open the lock file beside it
             raise OrchestratorError(f"Cannot read the state file {state_file}: {exc.strerror or exc}.") from None
+        return {key: entry for key, entry in states.items() if self.repo is None or key[0] == self.repo}
 
-    def _entry(self, issue_number: int) -> IssueState:
+    def _entry(self, issue: Union[int, str]) -> IssueState:
+        """The entry of issue `N` or `owner/name#N`; a number two repositories share must be told apart."""
+        repo, number = parse_key(issue)
         states = self.load_states()
-        entry = states.get(int(issue_number))
-        if entry is None:
-            known = ", ".join(f"#{n}" for n in sorted(states)) or "none"
-            raise OrchestratorError(f"Issue #{issue_number} is not in the state file {self.config.state_file}"
-                                    f" (known: {known}).")
-        return entry
+        found = [entry for (entry_repo, entry_number), entry in states.items() if entry_number == number
+                 and (repo is None or (entry_repo or "").casefold() == repo.casefold())]
+        if len(found) > 1:
+            raise UsageError(f"Issue #{number} is in {len(found)} repositories ("
+                             f"{', '.join(sorted(e.repo or '?' for e in found))}): say which with --repo OWNER/NAME"
+                             f" or --issue OWNER/NAME#{number}.")
+        if not found:
+            known = ", ".join(self.ref(key) for key in sorted(states, key=_sort_key)) or "none"
+            raise OrchestratorError(f"Issue {issue if repo else f'#{number}'} is not in the state file"
+                                    f" {self.config.state_file} (known: {known}).")
+        return found[0]
+
+    def ref(self, key: RunKey) -> str:
+        return key_text(key) if self.config.multi_repo else f"#{key[1]}"
 
     # --- files ------------------------------------------------------------------------------------
 
     def stream_log_path(self, entry: IssueState) -> Path:
         if entry.log_path:
             return Path(entry.log_path)
-        return self.config.log_dir / f"issue-{entry.issue_number}" / f"{entry.attempt}.stream.jsonl"
+        try:
+            folder = self.config.issue_dir(entry.repo, entry.issue_number)
+        except OrchestratorError:  # a repository no longer in the config
+            folder = self.config.log_dir / f"issue-{entry.issue_number}"
+        return folder / f"{entry.attempt}.stream.jsonl"
 
-    def slot_path(self, agent_index: Optional[int]) -> Optional[Path]:
-        return None if agent_index is None else self.config.get_repo_path(agent_index)
+    def slot_path(self, entry: IssueState) -> Optional[Path]:
+        if entry.agent_index is None:
+            return None
+        try:
+            return self.config.repository(entry.repo).slot_path(entry.agent_index)
+        except OrchestratorError:  # a repository no longer in the config
+            return None
 
     def locate_conversation(self, entry: IssueState) -> Tuple[Optional[str], Optional[ConversationSource]]:
         """(session id, where its conversation is): the transcript, else the stream log, else None."""
@@ -301,7 +330,7 @@ class ClaudeMonitor:
         memory = ((init or {}).get("memory_paths") or {}).get("auto")
         if isinstance(memory, str):  # the agent's own config dir, whatever this shell's env says
             extra_dirs.append(Path(memory).parent)
-        slot = self.slot_path(entry.agent_index)
+        slot = self.slot_path(entry)
         if slot is not None:
             cwds.append(os.path.realpath(slot))
         transcript = find_transcript(session_id, dict.fromkeys(cwds), self.claude_config_dir, extra_dirs)
@@ -364,9 +393,9 @@ class ClaudeMonitor:
         """The instance of one state entry, the live process behind it (if any), and its conversation
         (`recent` messages of it, read only at the end with `tail_only`)."""
         session_id, source = self.locate_conversation(entry)
-        slot = self.slot_path(entry.agent_index)
+        slot = self.slot_path(entry)
         instance = ClaudeInstance(
-            issue_number=entry.issue_number, status=entry.status, agent_index=entry.agent_index,
+            issue_number=entry.issue_number, status=entry.status, repo=entry.repo, agent_index=entry.agent_index,
             session_id=session_id, branch=entry.branch, cwd=str(slot) if slot else None,
             start_time=entry.start_time, end_time=entry.end_time, cost_usd=entry.cost_usd,
             num_turns=entry.num_turns, pr_url=entry.pr_url, error=entry.error, question=entry.question,
@@ -400,10 +429,19 @@ class ClaudeMonitor:
             instance.num_turns = result["num_turns"]
         return instance, process, conversation, source
 
-    def _unknown_instances(self, states: Dict[int, IssueState]) -> List[Tuple[ClaudeInstance, psutil.Process]]:
+    def _slot_of(self, cwd: str) -> Optional[Tuple[str, int]]:
+        """(repository, slot index) of a folder inside a slot of a configured repository, else None."""
+        for repository in self.config.repositories:
+            if self.repo is not None and repository.repo != self.repo:
+                continue
+            relative = os.path.relpath(cwd, os.path.realpath(repository.base_repo_path))
+            found = re.match(rf"^{re.escape(repository.name)}_(\d+)$", relative.split(os.sep)[0])
+            if found:
+                return repository.repo, int(found.group(1))
+        return None
+
+    def _unknown_instances(self, states: Dict[RunKey, IssueState]) -> List[Tuple[ClaudeInstance, psutil.Process]]:
         """`claude` processes working in a slot folder that no unfinished state entry accounts for."""
-        base = os.path.realpath(self.config.base_repo_path)
-        slot_re = re.compile(rf"^{re.escape(self.config.repo_name)}_(\d+)$")
         known = {pid for entry in states.values() if not entry.is_finished
                  for pid in (entry.claude_pid, entry.runner_pid) if pid}
         found = []
@@ -411,9 +449,8 @@ class ClaudeMonitor:
             info = process.info
             if not info.get("cwd") or not _is_claude_process(info.get("name"), info.get("cmdline")):
                 continue
-            relative = os.path.relpath(info["cwd"], base)
-            slot_match = slot_re.match(relative.split(os.sep)[0])
-            if not slot_match:
+            slot = self._slot_of(info["cwd"])
+            if slot is None:
                 continue
             try:
                 # A runner's claude is known before the runner has recorded its pid.
@@ -421,8 +458,8 @@ class ClaudeMonitor:
                     continue
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            instance = ClaudeInstance(issue_number=None, status=ProcessStatus.UNKNOWN,
-                                         agent_index=int(slot_match.group(1)), cwd=info["cwd"])
+            instance = ClaudeInstance(issue_number=None, status=ProcessStatus.UNKNOWN, repo=slot[0],
+                                      agent_index=slot[1], cwd=info["cwd"])
             _describe_process(instance, process)
             self._describe_newest_session(instance, process)
             found.append((instance, process))
@@ -449,13 +486,13 @@ class ClaudeMonitor:
         """Every unfinished issue (running, lost, needing input, queued), then every unknown claude process."""
         return self._active(self.load_states())
 
-    def _active(self, states: Dict[int, IssueState]) -> List[ClaudeInstance]:
+    def _active(self, states: Dict[RunKey, IssueState]) -> List[ClaudeInstance]:
         sampled: List[Tuple[ClaudeInstance, psutil.Process]] = []
         instances = []
-        for number in sorted(states):
-            if states[number].is_finished:
+        for key in sorted(states, key=_sort_key):
+            if states[key].is_finished:
                 continue
-            instance, process, _, _ = self._instance(states[number])
+            instance, process, _, _ = self._instance(states[key])
             instances.append(instance)
             if process is not None:
                 sampled.append((instance, process))
@@ -465,7 +502,7 @@ class ClaudeMonitor:
             _sample_cpu(sampled + unknown, self.cpu_interval)
         return instances
 
-    def _finished(self, states: Dict[int, IssueState], limit: Optional[int] = None) -> List[ClaudeInstance]:
+    def _finished(self, states: Dict[RunKey, IssueState], limit: Optional[int] = None) -> List[ClaudeInstance]:
         entries = sorted((entry for entry in states.values() if entry.is_finished),
                          key=lambda entry: entry.end_time or entry.start_time or "", reverse=True)
         return [self._instance(entry)[0] for entry in entries[:limit]]
@@ -484,7 +521,7 @@ class ClaudeMonitor:
             return MonitorReport(timestamp=utc_now_iso(), active_instances=active)
         return MonitorReport(timestamp=utc_now_iso(), completed_instances=self._finished(states, RECENT_FINISHED))
 
-    def get_status(self, issue_number: int, recent: int = STATUS_RECENT_MESSAGES) -> InstanceStatusReport:
+    def get_status(self, issue_number: Union[int, str], recent: int = STATUS_RECENT_MESSAGES) -> InstanceStatusReport:
         """One issue; of a large conversation file only the end is read."""
         instance, process, conversation, source = self._instance(self._entry(issue_number), tail_only=True,
                                                                  recent=recent)
@@ -492,20 +529,21 @@ class ClaudeMonitor:
             _sample_cpu([(instance, process)], self.cpu_interval)
         return InstanceStatusReport(instance, source, conversation.messages)
 
-    def history(self, issue_number: int, limit: Optional[int] = HISTORY_LIMIT,
+    def history(self, issue_number: Union[int, str], limit: Optional[int] = HISTORY_LIMIT,
                 full: bool = False) -> ConversationHistory:
         """The last `limit` messages (None or 0: all) of the issue's session, across resumed invocations."""
-        session_id, source = self.locate_conversation(self._entry(issue_number))
+        entry = self._entry(issue_number)
+        session_id, source = self.locate_conversation(entry)
         conversation = self._read_conversation(source, limit=limit or None, full=full)
-        return ConversationHistory(int(issue_number), session_id, source, conversation.message_count or 0,
-                                   conversation.messages, conversation.truncated)
+        return ConversationHistory(entry.issue_number, session_id, source, conversation.message_count or 0,
+                                   conversation.messages, conversation.truncated, repo=entry.repo)
 
-    def get_conversation_history(self, issue_number: int, limit: Optional[int] = None,
+    def get_conversation_history(self, issue_number: Union[int, str], limit: Optional[int] = None,
                                  full: bool = False) -> List[Message]:
         """The issue's conversation as Messages (all of them unless `limit`)."""
         return self.history(issue_number, limit=limit, full=full).messages
 
-    def follow(self, issue_number: int, backlog: int = 10, poll_interval: float = 0.5) -> Iterator[Message]:
+    def follow(self, issue_number: Union[int, str], backlog: int = 10, poll_interval: float = 0.5) -> Iterator[Message]:
         """The last `backlog` messages, then each new one as the agent writes it, like `tail -f`.
 
         Ends once the run has ended (its state leaves pending/preparing/running, or its recorded

@@ -87,18 +87,17 @@ def new_session_id() -> str:
 class ClaudeProcessor:
     """Launches Claude Code on a slot and watches it to the end.
 
-    `env` is the environment the agent's is made from (default: this process's).
+    `settings` are a repository's Claude settings (default: the config's `claude` section); `env` is
+    the environment the agent's is made from (default: this process's).
     """
 
     # notifier and repo_manager are accepted for the seed README's `ClaudeProcessor(config, notifier,
     # repo_manager)`; the runner, not the process, notifies and prepares the slot.
-    def __init__(self, config, notifier=None, repo_manager=None, *, env: Optional[Mapping[str, str]] = None):
+    def __init__(self, config, notifier=None, repo_manager=None, *, settings=None,
+                 env: Optional[Mapping[str, str]] = None):
         self.config = config
+        self.settings = settings or config.claude
         self.env = env
-
-    @property
-    def settings(self):
-        return self.config.claude
 
     # --- command line and environment -----------------------------------------------------------
 
@@ -131,6 +130,8 @@ class ClaudeProcessor:
             command += ["--max-budget-usd", f"{settings.max_budget_usd:g}"]
         if settings.permission_mode:
             command += ["--permission-mode", str(settings.permission_mode)]
+        if settings.append_system_prompt:
+            command += ["--append-system-prompt", settings.append_system_prompt]
         command += [str(arg) for arg in settings.extra_args]
         if any(redact(arg) != arg for arg in command):
             raise ClaudeLaunchError("The Claude Code command line would hold a configured token"

@@ -7,7 +7,7 @@ way to forge the marker that tells our own comments from a human's.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from lib.github_client import COMMENT_MARKER
 from lib.models import IssueState, ProcessStatus, format_figures
@@ -36,6 +36,15 @@ def keyed(body: str, key: str) -> str:
 
 def marker(key: str) -> str:
     return f"{COMMENT_MARKER} {key} -->"
+
+
+def post_once(github, number: int, key: str, body: str) -> Dict[str, Any]:
+    """Comment on the issue unless a comment with this key is there already (a finalize that
+    crashed after posting runs again and must not say it twice)."""
+    for comment in github.list_comments(number):
+        if marker(key) in (comment.get("body") or ""):
+            return comment
+    return github.create_comment(number, keyed(body, key))
 
 
 def figures(outcome: Outcome, duration: Optional[float]) -> str:
@@ -80,3 +89,12 @@ def question_comment(question: Optional[str], *, trusted_roles: Sequence[str], a
         f"{' or a listed user' if allowed_users else ''}) and the same session resumes "
         f"on the next tick. Without an answer within {input_wait_hours:g} hours the "
         "work so far is pushed and the issue is marked failed."])
+
+
+def refused_model_comment(label: str, prefix: Optional[str]) -> str:
+    return "\n".join([
+        f"⚠️ The label `{label.replace('`', '')}` does not name one model Claude Code can be run with, so this issue"
+        " waits.",
+        "",
+        f"A model label is `{prefix}<name>` once, with a name of letters, digits, `.`, `_` and `-` that"
+        " starts with a letter or digit. Fix or remove the label and the next tick takes the issue."])

@@ -8,23 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import stat
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from lib import processes
-from lib.models import ConfigError
+from lib.models import ConfigError, OrchestratorError
 from lib.redaction import register_secret
+from lib.validation import (boolean, branch, chat_id, got_kind, int_at_least, label, label_ranks, one_of, optional,
+                            positive_number, repo, roles, string, string_list, unset_or, url)
 
 #: Folder holding run_orchestrator.py, claude_monitor.py and config.example.json.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-
-#: Roles GitHub reports in `role_name` of the collaborator-permission endpoint.
-GITHUB_ROLES = ("admin", "maintain", "write", "triage", "read")
 
 #: `--permission-mode` values the Claude Code CLI accepts.
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "manual", "plan")
@@ -36,6 +34,8 @@ DEFAULT_LABELS = {
     "failed": "claude-failed",
     "needs_input": "claude-needs-input",
 }
+
+DEFAULT_PRIORITIES = {"priority:high": 1, "priority:low": -1}
 
 #: Label key -> (colour, description) for the labels a tick creates.
 LABEL_SPECS = {
@@ -55,12 +55,6 @@ ENV_OVERRIDES = (
     ("slack", "channel_id", ("SLACK_CHANNEL_ID",)),
 )
 
-_REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-_URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
-# git check-ref-format in short: no spaces, control characters, "..", or the special characters.
-_BAD_REF_RE = re.compile(r"[\s~^:?*\[\\\x00-\x1f\x7f]|\.\.|@\{|^[-/.]|[/.]$|\.lock$|//")
-
-
 @dataclass(frozen=True)
 class Labels:
     ready: str = DEFAULT_LABELS["ready"]
@@ -68,10 +62,15 @@ class Labels:
     completed: str = DEFAULT_LABELS["completed"]
     failed: str = DEFAULT_LABELS["failed"]
     needs_input: Optional[str] = DEFAULT_LABELS["needs_input"]  # None: no needs-input label
+    model_prefix: Optional[str] = "claude-model:"  # `claude-model:opus` runs with --model opus; None: off
+    #: label -> rank: a higher rank is launched first, unlabeled issues rank 0, then oldest first
+    priorities: Dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
 
 
 @dataclass(frozen=True)
 class ClaudeSettings:
+    """How Claude Code runs: the `claude` section, with a repository's overrides applied."""
+
     executable: str = "claude"
     timeout_seconds: float = 3600
     check_interval: float = 5
@@ -84,6 +83,7 @@ class ClaudeSettings:
     extra_args: List[str] = field(default_factory=list)
     prompt_template: Optional[Path] = None
     idle_timeout_seconds: Optional[float] = None
+    append_system_prompt: Optional[str] = None
     input_wait_hours: float = 72
     max_retries: int = 1
     inherit_tokens: bool = False
@@ -91,161 +91,107 @@ class ClaudeSettings:
     result_grace_seconds: float = 5.0
 
 
+@dataclass(frozen=True)
+class Repository:
+    """One repository the install serves: its slots, caps, setup and Claude settings."""
+
+    repo: str  # "owner/name"
+    base_repo_path: Path
+    max_concurrent: int
+    claude: ClaudeSettings
+    clone_url: Optional[str] = None
+    base_branch: Optional[str] = None  # None: the repository's default branch
+    setup_command: Optional[str] = None  # None: the clone's own setup.sh, if it has one
+
+    @property
+    def owner(self) -> str:
+        return self.repo.split("/")[0]
+
+    @property
+    def name(self) -> str:
+        return self.repo.split("/")[1]
+
+    def slot_path(self, agent_index: int) -> Path:
+        """Slot i is its own working tree: `<base_repo_path>/<repo_name>_<i>`."""
+        return self.base_repo_path / f"{self.name}_{agent_index}"
+
+
 # The schema: section -> key -> (checker, default). A checker returns an error text or None.
-Checker = Callable[[Any], Optional[str]]
-
-
-def _got(value: Any) -> str:
-    return f"got {json.dumps(value)}" if not isinstance(value, str) else f"got {value!r}"
-
-
-def _got_kind(value: Any) -> str:
-    """`_got` for what should be an object: a list is named, not printed, as it may be a whole config,
-    tokens included."""
-    return "got a list" if isinstance(value, list) else _got(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _string(value: Any) -> Optional[str]:
-    return None if isinstance(value, str) and value.strip() else f"must be a non-empty string, {_got(value)}"
-
-
-def _optional(checker: Checker) -> Checker:
-    return lambda value: None if value is None else checker(value)
-
-
-def _unset_or(checker: Checker) -> Checker:
-    """For tokens and ids: null or "" (config.example.json's placeholder) means not configured."""
-    return lambda value: None if value is None or value == "" else checker(value)
-
-
-def _int_at_least(minimum: int) -> Checker:
-    return lambda v: None if _is_int(v) and v >= minimum else f"must be an integer >= {minimum}, {_got(v)}"
-
-
-def _positive_number(value: Any) -> Optional[str]:
-    return None if _is_number(value) and value > 0 else f"must be a number > 0, {_got(value)}"
-
-
-def _boolean(value: Any) -> Optional[str]:
-    return None if isinstance(value, bool) else f"must be true or false, {_got(value)}"
-
-
-def _url(value: Any) -> Optional[str]:
-    if isinstance(value, str) and _URL_RE.match(value):
-        return None
-    return f"must be an http(s) URL, {_got(value)}"
-
-
-def _string_list(value: Any) -> Optional[str]:
-    if isinstance(value, list) and all(isinstance(item, str) and item for item in value):
-        return None
-    return f"must be a list of non-empty strings, {_got(value)}"
-
-
-def _one_of(choices) -> Checker:
-    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}, {_got(v)}"
-
-
-def _repo(value: Any) -> Optional[str]:
-    if isinstance(value, str) and _REPO_RE.match(value):
-        return None
-    return f'must be "owner/name", {_got(value)}'
-
-
-def _branch(value: Any) -> Optional[str]:
-    if isinstance(value, str) and value and not _BAD_REF_RE.search(value):
-        return None
-    return f"must be a valid git branch name, {_got(value)}"
-
-
-def _roles(value: Any) -> Optional[str]:
-    if isinstance(value, list) and value and all(role in GITHUB_ROLES for role in value):
-        return None
-    return f"must be a non-empty list of roles from {', '.join(GITHUB_ROLES)}, {_got(value)}"
-
-
-def _chat_id(value: Any) -> Optional[str]:
-    if _is_int(value) or (isinstance(value, str) and value.strip()):
-        return None
-    return f"must be a chat id (number or @channelname), {_got(value)}"
-
-
-def _label(value: Any) -> Optional[str]:
-    if isinstance(value, str) and value.strip() and len(value) <= 50:
-        return None
-    return f"must be a label name of 1 to 50 characters, {_got(value)}"
-
-
 SCHEMA: Dict[str, Dict[str, tuple]] = {
     "github": {
-        "token": (_unset_or(_string), None),
-        "repo": (_repo, None),
-        "base_repo_path": (_string, None),
-        "max_concurrent": (_int_at_least(1), 3),
-        "api_url": (_url, "https://api.github.com"),
-        "clone_url": (_unset_or(_string), None),
-        "base_branch": (_optional(_branch), None),
-        "trusted_roles": (_roles, ["admin", "maintain", "write"]),
-        "allowed_users": (_string_list, []),
+        "token": (unset_or(string), None),
+        "repo": (repo, None),
+        "base_repo_path": (string, None),
+        "max_concurrent": (int_at_least(1), 3),
+        "api_url": (url, "https://api.github.com"),
+        "clone_url": (unset_or(string), None),
+        "base_branch": (optional(branch), None),
+        "setup_command": (optional(string), None),
+        "trusted_roles": (roles, ["admin", "maintain", "write"]),
+        "allowed_users": (string_list, []),
     },
     "labels": {
-        "ready": (_label, DEFAULT_LABELS["ready"]),
-        "working": (_label, DEFAULT_LABELS["working"]),
-        "completed": (_label, DEFAULT_LABELS["completed"]),
-        "failed": (_label, DEFAULT_LABELS["failed"]),
-        "needs_input": (_optional(_label), DEFAULT_LABELS["needs_input"]),
+        "ready": (label, DEFAULT_LABELS["ready"]),
+        "working": (label, DEFAULT_LABELS["working"]),
+        "completed": (label, DEFAULT_LABELS["completed"]),
+        "failed": (label, DEFAULT_LABELS["failed"]),
+        "needs_input": (optional(label), DEFAULT_LABELS["needs_input"]),
+        "model_prefix": (optional(label), "claude-model:"),
+        "priorities": (label_ranks, DEFAULT_PRIORITIES),
     },
     "telegram": {
-        "bot_token": (_unset_or(_string), None),
-        "chat_id": (_unset_or(_chat_id), None),
-        "api_base_url": (_url, "https://api.telegram.org/bot"),
+        "bot_token": (unset_or(string), None),
+        "chat_id": (unset_or(chat_id), None),
+        "api_base_url": (url, "https://api.telegram.org/bot"),
     },
     "slack": {
-        "bot_token": (_unset_or(_string), None),
-        "channel_id": (_unset_or(_string), None),
-        "api_base_url": (_url, "https://slack.com/api/"),
+        "bot_token": (unset_or(string), None),
+        "channel_id": (unset_or(string), None),
+        "api_base_url": (url, "https://slack.com/api/"),
     },
     "claude": {
-        "executable": (_string, "claude"),
-        "timeout_seconds": (_positive_number, 3600),
-        "check_interval": (_positive_number, 5),
-        "model": (_optional(_string), None),
-        "max_turns": (_optional(_int_at_least(1)), None),
-        "max_budget_usd": (_optional(_positive_number), None),
-        "permission_mode": (_optional(_one_of(PERMISSION_MODES)), None),
-        "allowed_tools": (_string_list, []),
-        "disallowed_tools": (_string_list, []),
-        "extra_args": (_string_list, []),
-        "prompt_template": (_optional(_string), None),
-        "idle_timeout_seconds": (_optional(_positive_number), None),
-        "input_wait_hours": (_positive_number, 72),
-        "max_retries": (_int_at_least(0), 1),
-        "inherit_tokens": (_boolean, False),
-        "kill_grace_seconds": (_positive_number, processes.KILL_GRACE_SECONDS),
-        "result_grace_seconds": (_positive_number, 5.0),
+        "executable": (string, "claude"),
+        "timeout_seconds": (positive_number, 3600),
+        "check_interval": (positive_number, 5),
+        "model": (optional(string), None),
+        "max_turns": (optional(int_at_least(1)), None),
+        "max_budget_usd": (optional(positive_number), None),
+        "permission_mode": (optional(one_of(PERMISSION_MODES)), None),
+        "allowed_tools": (string_list, []),
+        "disallowed_tools": (string_list, []),
+        "extra_args": (string_list, []),
+        "prompt_template": (optional(string), None),
+        "idle_timeout_seconds": (optional(positive_number), None),
+        "append_system_prompt": (optional(string), None),
+        "input_wait_hours": (positive_number, 72),
+        "max_retries": (int_at_least(0), 1),
+        "inherit_tokens": (boolean, False),
+        "kill_grace_seconds": (positive_number, processes.KILL_GRACE_SECONDS),
+        "result_grace_seconds": (positive_number, 5.0),
     },
     "pull_request": {
-        "create": (_boolean, True),
-        "draft": (_boolean, True),
+        "create": (boolean, True),
+        "draft": (boolean, True),
     },
 }
 
 TOP_LEVEL: Dict[str, tuple] = {
-    "state_file": (_string, "processing-state.json"),
-    "log_dir": (_string, "logs"),
-    "setup_timeout_seconds": (_positive_number, 1800),
-    "notification_timeout_seconds": (_positive_number, 10),
+    "state_file": (string, "processing-state.json"),
+    "log_dir": (string, "logs"),
+    "setup_timeout_seconds": (positive_number, 1800),
+    "notification_timeout_seconds": (positive_number, 10),
+    "max_agents": (optional(int_at_least(1)), None),
 }
 
-REQUIRED = {("github", "repo"), ("github", "base_repo_path")}
+#: What a `repositories` entry may set. Those missing come from the `github` section (repo aside).
+REPOSITORY_KEYS: Dict[str, Any] = {key: SCHEMA["github"][key][0] for key in
+                                   ("repo", "base_repo_path", "max_concurrent", "clone_url", "base_branch",
+                                    "setup_command")}
+#: The `claude` settings a repository may override.
+REPOSITORY_CLAUDE_KEYS = ("model", "max_turns", "max_budget_usd", "timeout_seconds", "allowed_tools",
+                          "permission_mode", "extra_args", "append_system_prompt")
+
+REQUIRED: set = set()  # github.repo and github.base_repo_path: unless a repositories list gives them
 #: Keys older versions read, accepted and ignored: (section, key) -> the warning.
 LEGACY_KEYS = {("github", "repo_path"): "legacy key, ignored; slots live under github.base_repo_path"}
 #: Keys holding a token: a config file with one must not be readable by other users.
@@ -270,6 +216,25 @@ def gh_auth_token(timeout: float = 10) -> Optional[str]:
         return None
     token = done.stdout.strip()
     return token if done.returncode == 0 and token else None
+
+
+def _check_slot_folders(repositories: List[Dict[str, Any]], folder: Path, errors: List[str]) -> None:
+    """Two repositories never share a slot folder (`<base_repo_path>/<name>_<i>`), nor one config twice."""
+    seen: Dict[Any, str] = {}
+    for entry in repositories:
+        if entry["repo"].casefold() in seen:
+            errors.append(f"{entry['where']}.repo: {entry['repo']} is listed twice"
+                          f" (first at {seen[entry['repo'].casefold()]})")
+            continue
+        seen[entry["repo"].casefold()] = entry["where"]
+        base = Config._resolve(folder, entry["base_repo_path"])
+        slot = (os.path.normpath(base), entry["repo"].split("/")[1].casefold())
+        if slot in seen:
+            errors.append(f"{entry['where']}.base_repo_path: the slots of {entry['repo']} would be those of"
+                          f" {seen[slot]} ({base}/{entry['repo'].split('/')[1]}_<i>); give one of them its own"
+                          " base_repo_path")
+        else:
+            seen[slot] = entry["repo"]
 
 
 def _reported(errors: List[str], *prefixes: str) -> bool:
@@ -343,7 +308,7 @@ class Config:
         self.warnings: List[str] = list(warnings)
         if not isinstance(data, dict):
             raise ConfigError([f"{path.name}: must be a JSON object with a \"github\" section,"
-                               f" {_got_kind(data)}"], self.warnings)
+                               f" {got_kind(data)}"], self.warnings)
         errors: List[str] = []
         values = self._check_sections(data, errors)
         top = self._check_top_level(data, errors)
@@ -358,6 +323,7 @@ class Config:
             errors.append("github.token: no GitHub token: set github.token or GITHUB_TOKEN (or GH_TOKEN),"
                           " or log in with `gh auth login`")
         errors += _cross_checks(values, errors)
+        repositories = self._check_repositories(data, values, top, folder, errors)
         template_path = None
         template = values["claude"].get("prompt_template")
         if isinstance(template, str) and template.strip():
@@ -366,7 +332,7 @@ class Config:
                 errors.append(f"claude.prompt_template: file not found: {template_path}")
         if errors:
             raise ConfigError(errors, self.warnings)
-        self._assign(values, top, folder, template_path)
+        self._assign(values, top, folder, template_path, repositories)
         register_secret(*self.secrets)
 
     def _check_sections(self, data: Dict[str, Any], errors: List[str]) -> Dict[str, Dict[str, Any]]:
@@ -377,11 +343,11 @@ class Config:
             if raw is None and section in OPTIONAL_SECTIONS:
                 raw = {}
             values[section] = {key: default for key, (_, default) in keys.items()}
-            if section == "github" and section not in data:
+            if section == "github" and section not in data and "repositories" not in data:
                 errors.append("github: section is required (token, repo, base_repo_path)")
                 continue
             if not isinstance(raw, dict):
-                errors.append(f"{section}: must be an object, {_got_kind(raw)}")
+                errors.append(f"{section}: must be an object, {got_kind(raw)}")
                 continue
             for key in raw:
                 if key not in keys:
@@ -400,6 +366,81 @@ class Config:
                     values[section][key] = raw[key]
         return values
 
+    def _check_repositories(self, data: Dict[str, Any], values: Dict[str, Dict[str, Any]], top: Dict[str, Any],
+                            folder: Path, errors: List[str]) -> List[Dict[str, Any]]:
+        """Each repository's settings, the `github` section's filling in what an entry leaves out; the
+        seed's single `github.repo` is a list of one. Problems go to `errors`, with their path."""
+        github = values["github"]
+        raw = data.get("repositories")
+        if raw is None:
+            if github.get("repo") is None and not _reported(errors, "github.repo", "github:"):
+                errors.append("github.repo: is required (or a repositories list)")
+            entries = [({"repo": github.get("repo")}, "github")]
+        elif not isinstance(raw, list) or not raw:
+            errors.append(f"repositories: must be a non-empty list of objects, {got_kind(raw)}")
+            return []
+        else:
+            if isinstance(data.get("github"), dict) and "repo" in data["github"]:
+                errors.append("github.repo: give either github.repo or a repositories list, not both")
+            entries = [(entry, f"repositories[{i}]") for i, entry in enumerate(raw)]
+        found = [self._check_repository(entry, where, github, values["claude"], errors) for entry, where in entries]
+        found = [entry for entry in found if entry is not None]
+        _check_slot_folders(found, folder, errors)
+        if top.get("max_agents") is None and found:
+            top["max_agents"] = sum(entry["max_concurrent"] or 0 for entry in found) or 1
+        return found
+
+    def _check_repository(self, entry: Any, where: str, github: Dict[str, Any], claude: Dict[str, Any],
+                          errors: List[str]) -> Optional[Dict[str, Any]]:
+        if not isinstance(entry, dict):
+            errors.append(f"{where}: must be an object with at least \"repo\", {got_kind(entry)}")
+            return None
+        single = where == "github"  # the seed's form: github's own keys, checked with that section
+        settings = {key: github.get(key) for key in REPOSITORY_KEYS}
+        overrides = {} if single else entry
+        for key in entry if not single else ():
+            if key not in REPOSITORY_KEYS and key != "claude":
+                self.warnings.append(f"{where}.{key}: unknown key, ignored (a typo?)")
+        for key, checker in REPOSITORY_KEYS.items():
+            if key in overrides:
+                problem = checker(overrides[key]) if overrides[key] is not None or key == "repo" else None
+                if problem:
+                    errors.append(f"{where}.{key}: {problem}")
+                    return None
+                settings[key] = overrides[key]
+        if not single and "repo" not in entry:
+            errors.append(f"{where}.repo: is required")
+            return None
+        if settings["repo"] is None:
+            return None
+        if settings["base_repo_path"] is None:
+            if not _reported(errors, "github.base_repo_path", "github:"):
+                errors.append(f"{where}.base_repo_path: is required" + ("" if single else
+                                                                          " (or set github.base_repo_path)"))
+            return None
+        settings["claude"] = dict(claude)
+        settings["claude"].update(self._check_repository_claude(entry.get("claude", {}) if not single else {},
+                                                                where, errors))
+        settings["where"] = where
+        return settings
+
+    def _check_repository_claude(self, raw: Any, where: str, errors: List[str]) -> Dict[str, Any]:
+        if not isinstance(raw, dict):
+            errors.append(f"{where}.claude: must be an object, {got_kind(raw)}")
+            return {}
+        checked = {}
+        for key, value in raw.items():
+            if key not in REPOSITORY_CLAUDE_KEYS:
+                self.warnings.append(f"{where}.claude.{key}: not a per-repository setting, ignored (these are:"
+                                     f" {', '.join(REPOSITORY_CLAUDE_KEYS)})")
+                continue
+            problem = SCHEMA["claude"][key][0](value)
+            if problem:
+                errors.append(f"{where}.claude.{key}: {problem}")
+            else:
+                checked[key] = value
+        return checked
+
     def _check_top_level(self, data: Dict[str, Any], errors: List[str]) -> Dict[str, Any]:
         top: Dict[str, Any] = {}
         for key, (checker, default) in TOP_LEVEL.items():
@@ -408,21 +449,31 @@ class Config:
             if problem:
                 errors.append(f"{key}: {problem}")
         for key in data:
-            if key not in SCHEMA and key not in TOP_LEVEL:
+            if key not in SCHEMA and key not in TOP_LEVEL and key != "repositories":
                 self.warnings.append(f"{key}: unknown key, ignored (a typo?)")
         return top
 
     def _assign(self, values: Dict[str, Dict[str, Any]], top: Dict[str, Any], folder: Path,
-                template_path: Optional[Path]) -> None:
+                template_path: Optional[Path], repositories: List[Dict[str, Any]]) -> None:
         github, telegram, slack = values["github"], values["telegram"], values["slack"]
         self.github_token: Optional[str] = github["token"] or None
-        self.github_repo: str = github["repo"]
-        self.repo_name = self.github_repo.split("/")[1]
-        self.base_repo_path = self._resolve(folder, github["base_repo_path"])
-        self.max_concurrent: int = github["max_concurrent"]
+        self.claude = ClaudeSettings(**{**values["claude"], "prompt_template": template_path})
+        self.repositories: List[Repository] = [Repository(
+            repo=entry["repo"], base_repo_path=self._resolve(folder, entry["base_repo_path"]),
+            max_concurrent=entry["max_concurrent"], clone_url=entry["clone_url"], base_branch=entry["base_branch"],
+            setup_command=entry["setup_command"],
+            claude=ClaudeSettings(**{**entry["claude"], "prompt_template": template_path}))
+            for entry in repositories]
+        self.max_agents: int = top["max_agents"]
+        first = self.repositories[0]
+        # The seed's names, for the first (with one repository: the only) repository.
+        self.github_repo: str = first.repo
+        self.repo_name = first.name
+        self.base_repo_path = first.base_repo_path
+        self.max_concurrent: int = first.max_concurrent
+        self.clone_url: Optional[str] = first.clone_url
+        self.base_branch: Optional[str] = first.base_branch
         self.api_url: str = github["api_url"].rstrip("/")
-        self.clone_url: Optional[str] = github["clone_url"]
-        self.base_branch: Optional[str] = github["base_branch"]
         self.trusted_roles: List[str] = list(github["trusted_roles"])
         self.allowed_users: List[str] = list(github["allowed_users"])
         self.labels = Labels(**values["labels"])
@@ -432,7 +483,6 @@ class Config:
         self.slack_bot_token: Optional[str] = slack["bot_token"] or None
         self.slack_channel_id: Optional[str] = slack["channel_id"] or None
         self.slack_api_base_url: str = slack["api_base_url"]
-        self.claude = ClaudeSettings(**{**values["claude"], "prompt_template": template_path})
         self.pull_request_create: bool = values["pull_request"]["create"]
         self.pull_request_draft: bool = values["pull_request"]["draft"]
         self.setup_timeout_seconds: float = top["setup_timeout_seconds"]
@@ -480,8 +530,30 @@ class Config:
         return [s for s in (self.github_token, self.telegram_bot_token, self.slack_bot_token) if s]
 
     def get_repo_path(self, agent_index: int) -> Path:
-        """Slot i is its own clone: `<base_repo_path>/<repo_name>_<i>`."""
-        return self.base_repo_path / f"{self.repo_name}_{agent_index}"
+        """Slot i of the first repository (the seed's call): `<base_repo_path>/<repo_name>_<i>`."""
+        return self.repositories[0].slot_path(agent_index)
+
+    @property
+    def multi_repo(self) -> bool:
+        return len(self.repositories) > 1
+
+    def repository(self, repo: Optional[str]) -> Repository:
+        """The configured repository `owner/name` (GitHub compares names without case); None: the first."""
+        if repo is None:
+            return self.repositories[0]
+        for candidate in self.repositories:
+            if candidate.repo.casefold() == repo.casefold():
+                return candidate
+        raise OrchestratorError(f"{repo} is not a repository of this config ({self.path}); it has "
+                                f"{', '.join(r.repo for r in self.repositories)}.")
+
+    def issue_dir(self, repo: Optional[str], issue_number: int) -> Path:
+        """The log folder of one issue: `logs/issue-<N>` with one repository (the seed's layout),
+        `logs/<owner>/<name>/issue-<N>` with several."""
+        if not self.multi_repo:
+            return self.log_dir / f"issue-{issue_number}"
+        repository = self.repository(repo)
+        return self.log_dir / repository.owner / repository.name / f"issue-{issue_number}"
 
 
 def config_error_lines(exc: ConfigError) -> List[str]:

@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 
 
 class LocalExecutor:
-    """Starts `python -m lib.runner <mode> --issue N --config PATH`, output to `<attempt>.runner.log`."""
+    """Starts `python -m lib.runner <mode> --issue N --repo OWNER/NAME --config PATH`, output to
+    `<attempt>.runner.log`."""
 
     def __init__(self, config: Config):
         self.config = config
@@ -28,10 +29,10 @@ class LocalExecutor:
         """Start the runner; returns its pid and create time, by which a later tick knows it."""
         if mode not in MODES:
             raise ValueError(f"unknown runner mode {mode!r}")
-        issue_dir = self.config.log_dir / f"issue-{entry.issue_number}"
+        issue_dir = self.config.issue_dir(entry.repo, entry.issue_number)
         issue_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "lib.runner", mode, "--issue", str(entry.issue_number),
-                   "--config", str(self.config.path)]
+                   "--repo", self.config.repository(entry.repo).repo, "--config", str(self.config.path)]
         if reason:
             command += ["--reason", reason]
         with open(issue_dir / f"{entry.attempt}.runner.log", "ab") as runner_log:

@@ -182,6 +182,7 @@ class IssueState:
 
     repo: Optional[str] = None  # "owner/name"
     title: str = ""
+    model: Optional[str] = None  # from a trusted claude-model:<name> label; None: the repository's
     attempt: int = 1  # 1 for the first run; +1 each time the issue is re-labeled ready
     retries: int = 0  # automatic retries of this attempt (lost runner, crash without result)
     runner_pid: Optional[int] = None
@@ -258,6 +259,7 @@ class ClaudeInstance:
     issue_number: Optional[int]
     status: ProcessStatus  # a plain value ("running") is taken too
     pid: Optional[int] = None
+    repo: Optional[str] = None  # "owner/name"
     agent_index: Optional[int] = None
     session_id: Optional[str] = None
     branch: Optional[str] = None
@@ -366,6 +368,8 @@ def instance_lines(instance: ClaudeInstance, active: bool) -> List[str]:
         lines.append(f"    Process: {process_state}, CPU {cpu}%, memory {instance.memory_mb} MB")
     if instance.children:
         lines.append(f"    Child Processes: {', '.join(map(str, instance.children))}")
+    if instance.repo:
+        lines.append(f"    Repository: {instance.repo}")
     if instance.agent_index is not None:
         lines.append(f"    Slot: {instance.agent_index} ({instance.cwd})")
     if instance.session_id:

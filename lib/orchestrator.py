@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from lib.checks import run_checks
+from lib.comments import post_once, refused_model_comment
 from lib.config import Config, config_error_lines, default_config_path, label_specs
 from lib.executors import LocalExecutor
 from lib.files import exclusive_lock, writable
@@ -37,7 +38,8 @@ from lib.processes import end_session_processes, live_process, process_alive, te
 from lib.redaction import configure_logging
 from lib.repo_manager import NETWORK_TIMEOUT
 from lib.runner import FINALIZE, RESUME, RUN
-from lib.state_manager import State, StateManager
+from lib.routing import label_names, model_choice, queue_order, rank, routing_labels
+from lib.state_manager import State, StateManager, key_text, run_key
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +53,13 @@ RUNNER_HANG_GRACE_SECONDS = 300
 class TickSummary:
     """What one tick did; its exit code comes from here."""
 
-    launched: List[int] = field(default_factory=list)
-    finalizing: List[int] = field(default_factory=list)
-    cancelled: List[int] = field(default_factory=list)
-    resumed: List[int] = field(default_factory=list)
-    queued: List[int] = field(default_factory=list)
-    skipped: List[int] = field(default_factory=list)
+    # Issues as their logs name them: "#N", or "owner/name#N" with several repositories.
+    launched: List[str] = field(default_factory=list)
+    finalizing: List[str] = field(default_factory=list)
+    cancelled: List[str] = field(default_factory=list)
+    resumed: List[str] = field(default_factory=list)
+    queued: List[str] = field(default_factory=list)
+    skipped: List[str] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
     lock_held: bool = False
     rate_limited_until: Optional[datetime] = None
@@ -82,19 +85,30 @@ class TickSummary:
 class IssueOrchestrator:
     """One tick of the orchestrator. `IssueOrchestrator(config).run()` as cron calls it."""
 
-    def __init__(self, config: Config, *, github=None, state: Optional[StateManager] = None,
-                 dry_run: bool = False):
+    def __init__(self, config: Config, *, state: Optional[StateManager] = None, dry_run: bool = False):
         self.config = config
         self.dry_run = dry_run
-        self.state = state or StateManager(config.state_file)
-        if github is None:
-            github = GitHubClient(
-                config.github_token, config.github_repo, config.api_url,
-                poll_cache_file=None if dry_run else config.poll_cache_file,
-            )
-        self.github = github
-        self.trust = Trust(github, config.trusted_roles, config.allowed_users)
+        self.state = state or StateManager.for_config(config)
         self.executor = LocalExecutor(config)
+        self._clients: Dict[str, GitHubClient] = {}
+        self._trust: Dict[str, Trust] = {}
+
+    def github(self, repo: str) -> GitHubClient:
+        """One client per repository; they share one poll cache file (its entries are per URL)."""
+        if repo not in self._clients:
+            self._clients[repo] = GitHubClient(self.config.github_token, repo, self.config.api_url,
+                                               poll_cache_file=None if self.dry_run else self.config.poll_cache_file)
+        return self._clients[repo]
+
+    def trust(self, repo: str) -> Trust:
+        """Roles are per repository: a maintainer of one may be nobody in another."""
+        if repo not in self._trust:
+            self._trust[repo] = Trust(self.github(repo), self.config.trusted_roles, self.config.allowed_users)
+        return self._trust[repo]
+
+    def ref(self, repo: Optional[str], number: int) -> str:
+        """How logs name an issue: `#N` with one repository, `owner/name#N` with several."""
+        return f"{repo}#{number}" if self.config.multi_repo else f"#{number}"
 
     # ------------------------------------------------------------------------------------------
     # The tick
@@ -115,9 +129,8 @@ class IssueOrchestrator:
                 self.state.verify()
             try:
                 self.reconcile(summary)
-                self.ensure_labels()
                 self.poll_and_claim(summary)
-            except RateLimitError as exc:
+            except RateLimitError as exc:  # the token's limit: every repository waits for it
                 summary.rate_limited_until = exc.reset_at  # the summary line says it, once
         log.info(summary.line())
         return summary
@@ -132,21 +145,21 @@ class IssueOrchestrator:
             except RateLimitError:
                 raise
             except (GitHubError, OSError) as exc:
-                summary.errors.append(f"#{entry.issue_number}: {exc}")
-                log.error("Issue #%s: could not reconcile: %s", entry.issue_number, exc)
+                summary.errors.append(f"{self.ref(entry.repo, entry.issue_number)}: {exc}")
+                log.error("Issue %s: could not reconcile: %s", self.ref(entry.repo, entry.issue_number), exc)
 
     def _reconcile_entry(self, entry: IssueState, summary: TickSummary) -> None:
-        number = entry.issue_number
+        ref = self.ref(entry.repo, entry.issue_number)
         runner_alive = process_alive(entry.runner_pid, entry.runner_create_time)
 
         if entry.status == ProcessStatus.PENDING and entry.runner_pid is None:
             # Claims and spawns happen under the tick lock we hold now: the claiming tick died.
-            log.warning("Issue #%s was claimed but its runner never started; starting it now", number)
+            log.warning("Issue %s was claimed but its runner never started; starting it now", ref)
             self._spawn(entry, RUN, summary.launched)
             return
 
-        issue = self.github.get_issue(number)
-        labels = {label["name"] for label in issue.get("labels", [])}
+        issue = self.github(entry.repo).get_issue(entry.issue_number)
+        labels = set(label_names(issue))
         # A runner that died right after swapping in its outcome label took `working` off itself.
         finished_by_us = bool(labels & {self.config.labels.completed, self.config.labels.failed})
         if issue.get("state") == "closed" or (self.config.labels.working not in labels and not finished_by_us):
@@ -158,37 +171,39 @@ class IssueOrchestrator:
             self._reconcile_waiting_for_input(entry, summary)
             return
 
+        claude = self.config.repository(entry.repo).claude
         if runner_alive:
-            if entry.runner_create_time and time.time() - entry.runner_create_time > self._runner_age_limit():
-                log.error("Issue #%s: runner %s is past every timeout; ending it", number, entry.runner_pid)
+            if entry.runner_create_time and time.time() - entry.runner_create_time > self._runner_age_limit(claude):
+                log.error("Issue %s: runner %s is past every timeout; ending it", ref, entry.runner_pid)
                 self._end_processes(entry)
                 self._spawn(entry, FINALIZE, summary.finalizing,
-                            reason=f"timed out after {self.config.claude.timeout_seconds:g} s"
+                            reason=f"timed out after {claude.timeout_seconds:g} s"
                                    " (claude.timeout_seconds); the runner hung")
             return
 
         # The runner is gone (killed, crashed, machine restarted) but the entry still says active.
         self._end_processes(entry)
-        log.warning("Issue #%s: runner %s is gone; finalizing from its stream log", number, entry.runner_pid)
+        log.warning("Issue %s: runner %s is gone; finalizing from its stream log", ref, entry.runner_pid)
         self._spawn(entry, FINALIZE, summary.finalizing, reason="lost")
 
-    def _runner_age_limit(self) -> float:
+    def _runner_age_limit(self, claude) -> float:
         """How long a runner may live: every run it may make (a retry after a crash, a fresh session
         after a lost one) with its git network calls, setup.sh and Claude's own timeout."""
-        one_run = 2 * NETWORK_TIMEOUT + self.config.setup_timeout_seconds + self.config.claude.timeout_seconds
-        return one_run * (self.config.claude.max_retries + 2) + RUNNER_HANG_GRACE_SECONDS
+        one_run = 2 * NETWORK_TIMEOUT + self.config.setup_timeout_seconds + claude.timeout_seconds
+        return one_run * (claude.max_retries + 2) + RUNNER_HANG_GRACE_SECONDS
 
     def _reconcile_waiting_for_input(self, entry: IssueState, summary: TickSummary) -> None:
         """A question is open: resume on a trusted reply, or give up after input_wait_hours."""
+        ref = self.ref(entry.repo, entry.issue_number)
         asked = parse_iso(entry.end_time or entry.updated_at)
         waited = (datetime.now(timezone.utc) - asked).total_seconds() if asked else 0
         reply = self._trusted_reply(entry)
         paused_until = self.state.load_state().paused_until() if reply else None
         if paused_until:
-            log.info("Issue #%s: a trusted reply waits until launches resume at %s", entry.issue_number,
+            log.info("Issue %s: a trusted reply waits until launches resume at %s", ref,
                      paused_until.astimezone().strftime("%H:%M"))
         elif reply:
-            log.info("Issue #%s: a trusted reply came; resuming session %s", entry.issue_number, entry.session_id)
+            log.info("Issue %s: a trusted reply came; resuming session %s", ref, entry.session_id)
             self._spawn(entry, RESUME, summary.resumed)
         elif waited > self.config.claude.input_wait_hours * 3600:
             self._spawn(entry, FINALIZE, summary.finalizing,
@@ -198,23 +213,23 @@ class IssueOrchestrator:
     def _trusted_reply(self, entry: IssueState) -> bool:
         if entry.question_comment_id is None:
             return False
-        return bool(self.trust.human_comments(entry.issue_number, after_id=entry.question_comment_id))
+        return bool(self.trust(entry.repo).human_comments(entry.issue_number, after_id=entry.question_comment_id))
 
     def _cancel(self, entry: IssueState, why: str, runner_alive: bool, summary: TickSummary) -> None:
         """A human stopped the work: end the agent; the runner (or a finalize runner) saves the work."""
-        number = entry.issue_number
-        summary.cancelled.append(number)
+        ref = self.ref(entry.repo, entry.issue_number)
+        summary.cancelled.append(ref)
         if self.dry_run:
-            log.info("[dry-run] would stop issue #%s: %s", number, why)
+            log.info("[dry-run] would stop issue %s: %s", ref, why)
             return
-        log.info("Issue #%s: stopping its agent: %s", number, why)
+        log.info("Issue %s: stopping its agent: %s", ref, why)
         if runner_alive:
             # The runner polls this flag every check_interval, stops Claude and finalizes as cancelled.
-            self.state.update(number, cancel_reason=why)
+            self.state.update(run_key(entry), cancel_reason=why)
             self._signal_runner(entry)
         else:
             self._end_processes(entry)
-            self.state.update(number, cancel_reason=why)
+            self.state.update(run_key(entry), cancel_reason=why)
             self._spawn(entry, FINALIZE, [], reason="cancelled")
 
     @staticmethod
@@ -238,119 +253,187 @@ class IssueOrchestrator:
 
     # --- poll and claim -----------------------------------------------------------------------
 
-    def ensure_labels(self) -> None:
-        """Create the lifecycle labels once per set of names (remembered in the state's meta)."""
+    def ensure_labels(self, repo: str) -> None:
+        """Create the lifecycle labels once per repository and set of names (remembered in the meta)."""
         specs = label_specs(self.config)
-        if self.dry_run or self.state.load_state().meta.get("labels_ensured") == sorted(specs):
+        ensured = self.state.load_state().meta.get("labels_ensured")
+        if self.dry_run or (isinstance(ensured, dict) and ensured.get(repo) == sorted(specs)):
             return
-        created = self.github.ensure_labels(specs)
+        created = self.github(repo).ensure_labels(specs)
         if created:
-            log.info("Created labels: %s", ", ".join(created))
+            log.info("Created labels in %s: %s", repo, ", ".join(created))
         with self.state.transaction() as state:
-            state.meta["labels_ensured"] = sorted(specs)
+            if not isinstance(state.meta.get("labels_ensured"), dict):
+                state.meta["labels_ensured"] = {}
+            state.meta["labels_ensured"][repo] = sorted(specs)
+
+    def poll(self, summary: TickSummary) -> Dict[str, List[dict]]:
+        """Every repository's issues labeled ready, each poll conditional; a repository that fails is
+        one error line and the others go on."""
+        polled = {}
+        for repository in self.config.repositories:
+            try:
+                self.ensure_labels(repository.repo)
+                polled[repository.repo] = self.github(repository.repo).list_issues_with_label(self.config.labels.ready)
+            except RateLimitError:
+                raise
+            except GitHubError as exc:
+                summary.errors.append(f"{repository.repo}: {exc}")
+                log.error("%s: could not poll: %s", repository.repo, exc)
+        return polled
 
     def poll_and_claim(self, summary: TickSummary) -> None:
-        labels = self.config.labels
-        issues = self.github.list_issues_with_label(labels.ready)
-        if getattr(self.github, "last_poll_was_cached", False):
-            log.debug("Label poll unchanged (304)")
+        polled = self.poll(summary)
         state = self.state.load_state()
-        labeled = {issue["number"] for issue in issues}
-        self._withdraw_waiting(state, labeled, summary)
-        self._forget_untrusted_verdicts(state, labeled)
+        for repo, issues in polled.items():
+            labeled = {issue["number"] for issue in issues}
+            self._withdraw_waiting(state, repo, labeled, summary)
+            self._forget_untrusted_verdicts(state, repo, labeled)
+        waiting = [(repo, issue) for repo, issues in polled.items() for issue in issues]
         paused_until = state.paused_until()
-        now = datetime.now(timezone.utc)
         if paused_until:
-            if issues:
+            if waiting:
                 log.info("Launches paused until %s (usage limit); %d issue(s) wait",
-                         paused_until.astimezone().strftime("%H:%M"), len(issues))
-                summary.queued.extend(issue["number"] for issue in issues)
+                         paused_until.astimezone().strftime("%H:%M"), len(waiting))
+                summary.queued.extend(self.ref(repo, issue["number"]) for repo, issue in waiting)
             return
-        for issue in issues:
-            number = issue["number"]
-            known = state.issues.get(number)
+        now = datetime.now(timezone.utc)
+        queue = []
+        for repo, issue in waiting:
+            known = state.issues.get((repo, issue["number"]))
             if known and known.is_active:
                 continue  # claimed earlier; the label swap did not land yet
             not_before = parse_iso(known.not_before) if known else None
             if not_before and not_before > now:
-                summary.queued.append(number)
+                summary.queued.append(self.ref(repo, issue["number"]))
                 continue
-            # A requeued issue got its label back from us; its first claim passed the trust check.
-            requeued = known is not None and known.status == ProcessStatus.WAITING
-            if state.free_slot(self.config.max_concurrent) is None:
-                # Checked before trust: a full house must not cost one events request per queued issue.
-                summary.queued.append(number)
-                continue
-            if not requeued and not self._labeled_by_trusted_user(issue, state):
-                summary.skipped.append(number)
-                continue
-            entry = self._claim(issue)
-            if entry is not None:
-                summary.launched.append(number)
-                state = self.state.load_state()
+            queue.append((repo, issue, known))
+        self._claim_in_order(queue, state, summary)
         if summary.queued:
             log.info("%d issue(s) wait for a free slot or their retry time: %s", len(summary.queued),
-                     ", ".join(f"#{n}" for n in summary.queued))
+                     ", ".join(summary.queued))
 
-    def _withdraw_waiting(self, state: State, labeled: set, summary: TickSummary) -> None:
+    def _claim_in_order(self, queue: list, state: State, summary: TickSummary) -> None:
+        """Claim by rank, then age, within each repository's cap and the machine's max_agents. Who
+        applied the routing labels is asked only when a slot could take the issue."""
+        has_room = any(self._room(state, self.config.repository(repo)) for repo, _, _ in queue)
+        trusted = {(repo, issue["number"]): self._trusted_routing(repo, issue) if has_room else set()
+                   for repo, issue, _ in queue}
+        ranked = queue_order((repo, issue, rank(issue, self.config.labels, trusted[(repo, issue["number"])]))
+                             for repo, issue, _ in queue)
+        known_by_key = {(repo, issue["number"]): known for repo, issue, known in queue}
+        for repo, issue, _ in ranked:
+            key = (repo, issue["number"])
+            ref = self.ref(*key)
+            repository = self.config.repository(repo)
+            if not self._room(state, repository):
+                # Checked before trust: a full house must not cost one events request per queued issue.
+                summary.queued.append(ref)
+                continue
+            known = known_by_key[key]
+            # A requeued issue got its label back from us; its first claim passed the trust check.
+            requeued = known is not None and known.status == ProcessStatus.WAITING
+            if not requeued and not self._labeled_by_trusted_user(repo, issue, state):
+                summary.skipped.append(ref)
+                continue
+            choice = model_choice(issue, self.config.labels, trusted[key])
+            if choice.refused:
+                self._refuse_model_label(repo, issue, choice.refused, summary)
+                continue
+            if self._claim(repository, issue, choice.model) is not None:
+                summary.launched.append(ref)
+                state = self.state.load_state()
+
+    def _room(self, state: State, repository) -> bool:
+        """A slot of this repository is free and the machine runs fewer than max_agents."""
+        return (len(state.active()) < self.config.max_agents
+                and state.free_slot(repository.max_concurrent, repository.repo) is not None)
+
+    def _trusted_routing(self, repo: str, issue: dict) -> set:
+        """The issue's routing labels (priority, model) that a trusted user applied."""
+        found = set()
+        for name in routing_labels(issue, self.config.labels):
+            labeler = self.github(repo).last_labeler(issue["number"], name)
+            if labeler and self.trust(repo)(labeler):
+                found.add(name)
+            else:
+                log.warning("Issue %s: the %s label is ignored: %s applied it, who is not trusted",
+                            self.ref(repo, issue["number"]), name, labeler or "an unknown user")
+        return found
+
+    def _refuse_model_label(self, repo: str, issue: dict, label: str, summary: TickSummary) -> None:
+        """A model label that names no valid model: the issue waits, and says why once."""
+        ref = self.ref(repo, issue["number"])
+        summary.skipped.append(ref)
+        log.warning("Issue %s: skipped: the label %r names no valid model", ref, label)
+        if self.dry_run:
+            return
+        post_once(self.github(repo), issue["number"], f"model-label:{label}", refused_model_comment(
+            label, self.config.labels.model_prefix))
+
+    def _withdraw_waiting(self, state: State, repo: str, labeled: set, summary: TickSummary) -> None:
         """A requeued issue that was closed or lost its ready label while it waited is given up."""
         labels = self.config.labels
-        for entry in state.issues.values():
-            if entry.status != ProcessStatus.WAITING or entry.issue_number in labeled:
+        for entry in list(state.issues.values()):
+            if entry.repo != repo or entry.status != ProcessStatus.WAITING or entry.issue_number in labeled:
                 continue
-            issue = self.github.get_issue(entry.issue_number)
-            names = {label["name"] for label in issue.get("labels", [])}
-            if issue.get("state") != "closed" and labels.working in names:
+            issue = self.github(repo).get_issue(entry.issue_number)
+            if issue.get("state") != "closed" and labels.working in label_names(issue):
                 if not self.dry_run:  # our requeue could not swap the labels back: finish that swap
-                    self.swap_labels(entry.issue_number, add=labels.ready, remove=[labels.working])
+                    self.swap_labels(repo, entry.issue_number, add=labels.ready, remove=[labels.working])
                 continue
             why = _why_withdrawn(issue, labels.ready)
-            summary.cancelled.append(entry.issue_number)
-            log.info("Issue #%s no longer waits for a launch: %s", entry.issue_number, why)
+            ref = self.ref(repo, entry.issue_number)
+            summary.cancelled.append(ref)
+            log.info("Issue %s no longer waits for a launch: %s", ref, why)
             if not self.dry_run:
-                self.state.update(entry.issue_number, status=ProcessStatus.CANCELLED, not_before=None,
+                self.state.update(run_key(entry), status=ProcessStatus.CANCELLED, not_before=None,
                                   error=f"withdrawn while queued: {why}", end_time=utc_now_iso())
 
-    def _forget_untrusted_verdicts(self, state: State, labeled: set) -> None:
+    def _forget_untrusted_verdicts(self, state: State, repo: str, labeled: set) -> None:
         """Verdicts on issues no longer labeled ready are of no use: the state file stays small."""
-        if self.dry_run or not set(state.meta.get("untrusted", {})) - {str(n) for n in labeled}:
+        mine = {key for key in state.meta.get("untrusted", {}) if key.rpartition("#")[0] == repo}
+        stale = mine - {key_text((repo, number)) for number in labeled}
+        if self.dry_run or not stale:
             return
         with self.state.transaction() as fresh:
             verdicts = fresh.meta.get("untrusted", {})
-            fresh.meta["untrusted"] = {key: value for key, value in verdicts.items() if int(key) in labeled}
+            fresh.meta["untrusted"] = {key: value for key, value in verdicts.items() if key not in stale}
 
-    def _labeled_by_trusted_user(self, issue: dict, state: State) -> bool:
+    def _labeled_by_trusted_user(self, repo: str, issue: dict, state: State) -> bool:
         number = issue["number"]
+        key = key_text((repo, number))
         # An issue found untrusted is not asked about (nor logged) again until it changes (someone
         # labels it anew) or the trust settings do.
         verdict_key = f"{issue.get('updated_at')} {sorted(self.config.trusted_roles)} " \
                       f"{sorted(self.config.allowed_users)}"
-        if state.meta.get("untrusted", {}).get(str(number)) == verdict_key:
+        if state.meta.get("untrusted", {}).get(key) == verdict_key:
             return False
-        labeler = self.github.last_labeler(number, self.config.labels.ready)
-        if labeler and self.trust(labeler):
+        labeler = self.github(repo).last_labeler(number, self.config.labels.ready)
+        if labeler and self.trust(repo)(labeler):
             return True
-        log.warning("Issue #%s: skipped: the %s label was applied by %s, whose role is not in"
+        log.warning("Issue %s: skipped: the %s label was applied by %s, whose role is not in"
                     " github.trusted_roles and who is not in github.allowed_users",
-                    number, self.config.labels.ready, labeler or "an unknown user")
+                    self.ref(repo, number), self.config.labels.ready, labeler or "an unknown user")
         if not self.dry_run:
             with self.state.transaction() as fresh:
-                fresh.meta.setdefault("untrusted", {})[str(number)] = verdict_key
+                fresh.meta.setdefault("untrusted", {})[key] = verdict_key
         return False
 
-    def _claim(self, issue: dict) -> Optional[IssueState]:
+    def _claim(self, repository, issue: dict, model: Optional[str]) -> Optional[IssueState]:
         """State entry first, then labels, then the runner: a crash between steps is recoverable."""
-        number = issue["number"]
+        number, repo = issue["number"], repository.repo
+        ref = self.ref(repo, number)
         if self.dry_run:
-            slot = self.state.load_state().free_slot(self.config.max_concurrent)
-            log.info("[dry-run] would claim issue #%s (%s) for slot %s", number, issue.get("title", ""), slot)
+            slot = self.state.load_state().free_slot(repository.max_concurrent, repo)
+            log.info("[dry-run] would claim issue %s (%s) for slot %s", ref, issue.get("title", ""), slot)
             return None
         with self.state.transaction() as state:
-            previous = state.issues.get(number)
+            previous = state.issues.get((repo, number))
             if previous is not None and previous.is_active:
                 return None
-            slot = state.free_slot(self.config.max_concurrent)
-            if slot is None:
+            slot = state.free_slot(repository.max_concurrent, repo)
+            if slot is None or len(state.active()) >= self.config.max_agents:
                 return None
             entry = IssueState(
                 issue_number=number,
@@ -358,68 +441,66 @@ class IssueOrchestrator:
                 branch=f"issue-{number}",
                 start_time=utc_now_iso(),
                 agent_index=slot,
-                repo=self.config.github_repo,
+                repo=repo,
                 title=issue.get("title") or "",
+                model=model,
                 attempt=previous.attempt + 1 if previous else 1,
                 requeues=previous.requeues if previous and previous.status == ProcessStatus.WAITING else 0,
                 updated_at=utc_now_iso(),
             )
-            state.issues[number] = entry
+            state.add(entry)
         fault_point("after-claim")
-        log.info("Issue #%s claimed for slot %s (attempt %s): %s", number, slot, entry.attempt, entry.title)
-        self.swap_labels(number, add=self.config.labels.working,
-                         remove=[self.config.labels.ready, self.config.labels.completed,
-                                 self.config.labels.failed, self.config.labels.needs_input])
+        log.info("Issue %s claimed for slot %s (attempt %s%s): %s", ref, slot, entry.attempt,
+                 f", model {model}" if model else "", entry.title)
+        labels = self.config.labels
+        self.swap_labels(repo, number, add=labels.working,
+                         remove=[labels.ready, labels.completed, labels.failed, labels.needs_input])
         fault_point("after-label-swap")
         self._spawn(entry, RUN, [])
         return entry
 
-    def swap_labels(self, number: int, *, add: Optional[str], remove: List[Optional[str]]) -> None:
+    def swap_labels(self, repo: str, number: int, *, add: Optional[str], remove: List[Optional[str]]) -> None:
         try:
-            if add:
-                self.github.add_labels(number, [add])
-            for name in remove:
-                if name and name != add:
-                    self.github.remove_label(number, name)
+            self.github(repo).swap_labels(number, add=add, remove=remove)
         except GitHubError as exc:
             # The runner sets the labels again when it starts; the state entry already holds the claim.
-            log.warning("Issue #%s: could not update labels: %s", number, exc)
+            log.warning("Issue %s: could not update labels: %s", self.ref(repo, number), exc)
 
     # --- runners ------------------------------------------------------------------------------
 
-    def _spawn(self, entry: IssueState, mode: str, bucket: List[int], reason: Optional[str] = None) -> None:
-        number = entry.issue_number
-        bucket.append(number)
+    def _spawn(self, entry: IssueState, mode: str, bucket: List[str], reason: Optional[str] = None) -> None:
+        ref = self.ref(entry.repo, entry.issue_number)
+        bucket.append(ref)
         if self.dry_run:
-            log.info("[dry-run] would start a %s runner for issue #%s", mode, number)
+            log.info("[dry-run] would start a %s runner for issue %s", mode, ref)
             return
         pid, created = self.executor.dispatch(entry, mode, reason)
         with self.state.transaction() as state:
-            current = state.issues.get(number)
+            current = state.issues.get(run_key(entry))
             if current is not None:
                 current.runner_pid, current.runner_create_time = pid, created
                 current.updated_at = utc_now_iso()
         fault_point("after-spawn")
-        log.info("Issue #%s: %s runner started (pid %s)", number, mode, pid)
+        log.info("Issue %s: %s runner started (pid %s)", ref, mode, pid)
 
     def wait_for_runners(self, poll_seconds: float = 0.25, out=None) -> None:
         """Block until no runner of an active issue lives, printing each status change (--wait)."""
         out = out or sys.stdout
-        watched = {entry.issue_number for entry in self.state.load_state().active()}
-        last_status: Dict[int, str] = {}
+        watched = sorted(run_key(entry) for entry in self.state.load_state().active())
+        last_status: Dict[tuple, str] = {}
         while True:
             self.executor.reap()
             issues = self.state.load()
             live_runner = False
-            for number in sorted(watched):
-                entry = issues.get(number)
+            for key in watched:
+                entry = issues.get(key)
                 if entry is None:
                     continue
-                if last_status.get(number) != entry.status:
-                    last_status[number] = entry.status
+                if last_status.get(key) != entry.status:
+                    last_status[key] = entry.status
                     detail = f": {entry.error}" if entry.error and not entry.is_active else ""
                     pr = f" {entry.pr_url}" if entry.pr_url else ""
-                    print(f"#{number}: {entry.status}{detail}{pr}", file=out, flush=True)
+                    print(f"{self.ref(*key)}: {entry.status}{detail}{pr}", file=out, flush=True)
                 live_runner = live_runner or (
                     entry.is_active and process_alive(entry.runner_pid, entry.runner_create_time))
             if not live_runner and not self.executor.children:

@@ -93,19 +93,20 @@ def issue_branch(issue_number: int) -> str:
 
 
 class RepoManager:
-    """`RepoManager(config)` as in the seed README; `token` defaults to config.github_token and
-    `env` (default os.environ) is the environment git and setup.sh start from."""
+    """`RepoManager(config)` as in the seed README: the slots of `repository` (default: the config's
+    first); `env` (default os.environ) is the environment git and the setup start from."""
 
-    def __init__(self, config, token: Optional[str] = None, *, env: Optional[Mapping[str, str]] = None):
+    def __init__(self, config, repository=None, *, env: Optional[Mapping[str, str]] = None):
         self.config = config
-        self.token = token if token is not None else config.github_token
+        self.repository = repository or config.repositories[0]
+        self.token = config.github_token
         if self.token:
             register_secret(self.token, self._basic_auth())  # the header git sends holds the token so
         self.env = env
         self._git_env: Optional[Dict[str, str]] = None  # made on first use: it asks git for an identity
 
     def repo_path(self, agent_index: int) -> Path:
-        return self.config.get_repo_path(agent_index)
+        return self.repository.slot_path(agent_index)
 
     # --- running git ---------------------------------------------------------------------------
 
@@ -356,26 +357,36 @@ class RepoManager:
     def _is_ancestor(self, path: Path, older: str, newer: str) -> bool:
         return self.git(["merge-base", "--is-ancestor", older, newer], path, check=False).returncode == 0
 
-    def _run_setup(self, path: Path, setup_log: Path, should_stop: Optional[Callable[[], Optional[str]]]) -> None:
-        """Run the repository's setup.sh (if any) in its own process group, output to `setup_log`."""
+    def _setup_command(self, path: Path) -> Optional[List[str]]:
+        """The configured setup_command (run by bash), else the clone's own setup.sh, else None."""
+        if self.repository.setup_command:
+            return ["bash", "-c", self.repository.setup_command]
         script = path / "setup.sh"
         if not script.is_file():
-            return
-        timeout = float(self.config.setup_timeout_seconds)
-        setup_log.parent.mkdir(parents=True, exist_ok=True)
+            return None
         # An executable setup.sh with a #! line chooses its interpreter; anything else is a bash script.
         with open(script, "rb") as head:
             shebang = head.read(2) == b"#!"
-        command = [str(script)] if shebang and os.access(script, os.X_OK) else ["bash", str(script)]
-        log.info("Running setup.sh in %s (log: %s)", path, setup_log)
+        return [str(script)] if shebang and os.access(script, os.X_OK) else ["bash", str(script)]
+
+    def _run_setup(self, path: Path, setup_log: Path, should_stop: Optional[Callable[[], Optional[str]]]) -> None:
+        """Run the setup (setup_command, or the repository's setup.sh) in its own process group,
+        output to `setup_log`."""
+        command = self._setup_command(path)
+        if command is None:
+            return
+        timeout = float(self.config.setup_timeout_seconds)
+        setup_log.parent.mkdir(parents=True, exist_ok=True)
+        what = "setup_command" if self.repository.setup_command else "setup.sh"
+        log.info("Running %s in %s (log: %s)", what, path, setup_log)
         fault_point("during-setup")
         with open(setup_log, "ab") as out:
-            out.write(f"--- setup.sh in {path}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+            out.write(f"--- {what} in {path}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
             out.flush()
             try:
                 process = processes.start(command, cwd=path, env=self._setup_env(), stdout=out)
             except OSError as exc:  # e.g. the interpreter its #! line names is not installed
-                raise SetupError(f"setup.sh could not be started ({exc.strerror})") from None
+                raise SetupError(f"{what} could not be started ({exc.strerror})") from None
             deadline = time.monotonic() + timeout
             code = None
             while code is None:
@@ -385,11 +396,11 @@ class RepoManager:
                     stop = should_stop() if should_stop else None
                     if stop or time.monotonic() >= deadline:
                         processes.terminate_tree(process, grace_seconds=self.config.claude.kill_grace_seconds)
-                        raise SetupError(f"setup.sh was stopped: {stop}" if stop else
-                                         f"setup.sh did not finish within {timeout:g} s (setup_timeout_seconds)",
+                        raise SetupError(f"{what} was stopped: {stop}" if stop else
+                                         f"{what} did not finish within {timeout:g} s (setup_timeout_seconds)",
                                          log_tail(setup_log) or "") from None
         if code != 0:
-            raise SetupError(f"setup.sh failed with exit code {code}", log_tail(setup_log) or "")
+            raise SetupError(f"{what} failed with exit code {code}", log_tail(setup_log) or "")
 
     def _setup_env(self) -> Dict[str, str]:
         """setup.sh is the repository's code: it gets none of our tokens, and git in it never prompts."""

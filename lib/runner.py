@@ -13,6 +13,7 @@ versions, is the same runner.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -64,16 +65,22 @@ class IssueRunner:
     log shows). Every GitHub write is made once: comments carry a key, pull requests are reused.
     """
 
-    def __init__(self, config: Config, issue_number: int):
+    def __init__(self, config: Config, issue_number: int, repo: Optional[str] = None):
         self.config = config
+        self.repository = config.repository(repo)
         self.number = int(issue_number)
-        self.state = StateManager(config.state_file)
-        self.github = GitHubClient(config.github_token, config.github_repo, config.api_url)
+        self.key = (self.repository.repo, self.number)
+        self.state = StateManager.for_config(config)
+        self.github = GitHubClient(config.github_token, self.repository.repo, config.api_url)
         self.trust = Trust(self.github, config.trusted_roles, config.allowed_users)
         self.notifications = Notifications.from_config(config)
-        self.repos = RepoManager(config)
-        self.processor = ClaudeProcessor(config)
-        self.issue_dir = Path(config.log_dir) / f"issue-{self.number}"
+        self.repos = RepoManager(config, self.repository)
+        entry = self.state.get(self.key)
+        settings = self.repository.claude
+        if entry is not None and entry.model:  # a trusted claude-model:<name> label chose it
+            settings = dataclasses.replace(settings, model=entry.model)
+        self.processor = ClaudeProcessor(config, settings=settings)
+        self.issue_dir = config.issue_dir(self.repository.repo, self.number)
         self.signalled = False
         self._issue: Optional[Dict[str, Any]] = None
         self._repository: Optional[Dict[str, Any]] = None
@@ -82,13 +89,17 @@ class IssueRunner:
 
     @property
     def entry(self) -> IssueState:
-        entry = self.state.get(self.number)
+        entry = self.state.get(self.key)
         if entry is None:
-            raise OrchestratorError(f"Issue #{self.number} has no entry in {self.config.state_file}.")
+            raise OrchestratorError(f"Issue {self.ref} has no entry in {self.config.state_file}.")
         return entry
 
+    @property
+    def ref(self) -> str:
+        return f"{self.repository.repo}#{self.number}"
+
     def update(self, **changes):
-        return self.state.update(self.number, **changes)
+        return self.state.update(self.key, **changes)
 
     def issue(self) -> Dict[str, Any]:
         if self._issue is None:
@@ -96,8 +107,8 @@ class IssueRunner:
         return self._issue
 
     def base_branch(self) -> str:
-        if self.config.base_branch:
-            return self.config.base_branch
+        if self.repository.base_branch:
+            return self.repository.base_branch
         if self._repository is None:
             self._repository = self.github.get_repository()
         return self._repository["default_branch"]
@@ -106,30 +117,19 @@ class IssueRunner:
         return self.issue_dir / f"{attempt}.{suffix}"
 
     def slot_path(self, entry) -> Optional[Path]:
-        return self.config.get_repo_path(entry.agent_index) if entry.agent_index is not None else None
+        return self.repository.slot_path(entry.agent_index) if entry.agent_index is not None else None
 
     def event(self, kind: str, entry: IssueState, **fields) -> Event:
         issue = self._issue or {}
-        return Event(kind=kind, repo=self.config.github_repo, issue_number=self.number,
+        return Event(kind=kind, repo=self.repository.repo, issue_number=self.number,
                      title=entry.title or issue.get("title") or "", url=issue.get("html_url"),
                      agent_index=entry.agent_index, branch=entry.branch, **fields)
 
     def swap_labels(self, *, add: Optional[str], remove: Sequence[Optional[str]]) -> None:
-        """Add one label and take others off; labels the orchestrator does not own are left alone."""
-        if add:
-            self.github.add_labels(self.number, [add])
-        for name in remove:
-            if name and name != add:
-                self.github.remove_label(self.number, name)
+        self.github.swap_labels(self.number, add=add, remove=remove)
 
     def post_once(self, key: str, body: str) -> Dict[str, Any]:
-        """Comment on the issue unless a comment with this key is there already (a finalize that
-        crashed after posting runs again and must not say it twice)."""
-        marker = comments.marker(key)
-        for comment in self.github.list_comments(self.number):
-            if marker in (comment.get("body") or ""):
-                return comment
-        return self.github.create_comment(self.number, comments.keyed(body, key))
+        return comments.post_once(self.github, self.number, key, body)
 
     def stream_size(self, entry) -> int:
         try:
@@ -152,8 +152,8 @@ class IssueRunner:
         if entry.cancel_reason:
             return self.finish(Outcome(status=ProcessStatus.CANCELLED, reason=entry.cancel_reason), entry)
         if self.signalled:
-            log.warning("Issue #%s: the runner was stopped by SIGTERM; the next tick finalizes the issue",
-                        self.number)
+            log.warning("Issue %s: the runner was stopped by SIGTERM; the next tick finalizes the issue",
+                        self.ref)
             return 1
         return None
 
@@ -188,7 +188,7 @@ class IssueRunner:
         try:
             self.issue_dir.mkdir(parents=True, exist_ok=True)
             slot = self.repos.prepare_slot(entry.agent_index, self.number, base_branch=self.base_branch(),
-                                           clone_url=self.config.clone_url or self._clone_url(),
+                                           clone_url=self.repository.clone_url or self._clone_url(),
                                            setup_log=self.log_path(entry.attempt, "setup.log"),
                                            should_stop=self.should_stop)
         except OrchestratorError as exc:
@@ -202,20 +202,20 @@ class IssueRunner:
         stopped = self.stopped_between_steps()
         if stopped is not None:
             return stopped
-        prompt = build_prompt(repo=self.config.github_repo, issue=issue,
+        prompt = build_prompt(repo=self.repository.repo, issue=issue,
                               comments=self.trust.human_comments(self.number), branch=slot.branch,
-                              template=self.config.claude.prompt_template)
+                              template=self.repository.claude.prompt_template)
         return self.launch(prompt, session_id=new_session_id(), resume=False, cwd=slot.path)
 
     def resume(self) -> int:
         """A trusted human answered: continue the same Claude session in the same slot."""
         entry = self.entry
         if entry.status != ProcessStatus.NEEDS_INPUT:
-            log.info("Issue #%s is %s, not waiting for input; nothing to resume", self.number, entry.status)
+            log.info("Issue %s is %s, not waiting for input; nothing to resume", self.ref, entry.status)
             return 0
         replies = self.trust.human_comments(self.number, after_id=entry.question_comment_id)
         if not replies:
-            log.info("Issue #%s: no trusted reply after the question yet", self.number)
+            log.info("Issue %s: no trusted reply after the question yet", self.ref)
             return 0
         slot = self.slot_path(entry)
         if slot is None or not (slot / ".git").exists():
@@ -233,7 +233,7 @@ class IssueRunner:
         """Finish an issue whose runner is gone, whose question expired or that was stopped."""
         entry = self.entry
         if not entry.is_active:
-            log.info("Issue #%s is already %s", self.number, entry.status)
+            log.info("Issue %s is already %s", self.ref, entry.status)
             return 0
         if entry.cancel_reason:
             return self.finish(Outcome(status=ProcessStatus.CANCELLED, reason=entry.cancel_reason), entry)
@@ -244,7 +244,7 @@ class IssueRunner:
             # A lost run has no exit code: its last invocation is judged by its result alone.
             return self.finish(classify(summary.result, settings=self.config.claude, last_text=summary.last_text),
                                entry)
-        if entry.retries < self.config.claude.max_retries:
+        if entry.retries < self.repository.claude.max_retries:
             return self.retry(entry, "the run was lost without a result")
         return self.finish(Outcome(
             status=ProcessStatus.FAILED, summary=summary.last_text if summary else None,
@@ -259,8 +259,8 @@ class IssueRunner:
             # A retry is a launch, and launches wait for the usage limit to reset like any other.
             return self.requeue(entry, Outcome(status=ProcessStatus.WAITING, reset_at=paused_until,
                                                reason=f"{why}; launches are paused for a usage limit"))
-        log.warning("Issue #%s: %s; trying again (retry %d of %d)", self.number, why, entry.retries + 1,
-                    self.config.claude.max_retries)
+        log.warning("Issue %s: %s; trying again (retry %d of %d)", self.ref, why, entry.retries + 1,
+                    self.repository.claude.max_retries)
         self.update(retries=entry.retries + 1, attempt=entry.attempt + 1)
         return self.run()
 
@@ -289,15 +289,15 @@ class IssueRunner:
         self.update(message_count=agent.message_count, last_activity=agent.last_activity)
         outcome = agent.outcome
         if outcome.session_missing:
-            log.warning("Issue #%s: session %s is gone; starting a fresh one with the whole thread",
-                        self.number, session_id)
-            prompt = build_prompt(repo=self.config.github_repo, issue=self.issue(),
+            log.warning("Issue %s: session %s is gone; starting a fresh one with the whole thread",
+                        self.ref, session_id)
+            prompt = build_prompt(repo=self.repository.repo, issue=self.issue(),
                                   comments=self.trust.human_comments(self.number), branch=entry.branch,
-                                  template=self.config.claude.prompt_template)
+                                  template=self.repository.claude.prompt_template)
             return self.launch(prompt, session_id=new_session_id(), resume=False, cwd=cwd)
         entry = self.entry
         crashed = agent.result is None and agent.killed_by is None and outcome.status == ProcessStatus.FAILED
-        if crashed and not self.signalled and entry.retries < self.config.claude.max_retries:
+        if crashed and not self.signalled and entry.retries < self.repository.claude.max_retries:
             return self.retry(entry, outcome.reason)
         if self.signalled and not entry.cancel_reason:
             return self.stopped_between_steps()
@@ -340,7 +340,7 @@ class IssueRunner:
             num_turns=entry.num_turns, pr_url=pr_url,
             reason=None if outcome.status == ProcessStatus.COMPLETED else outcome.reason,
             log_tail=self._log_tail(entry) if failed else None))
-        log.info("Issue #%s: %s%s%s", self.number, outcome.status, f" ({outcome.reason})" if outcome.reason else "",
+        log.info("Issue %s: %s%s%s", self.ref, outcome.status, f" ({outcome.reason})" if outcome.reason else "",
                  f", {pr_url}" if pr_url else "")
         return 1 if failed else 0
 
@@ -355,10 +355,10 @@ class IssueRunner:
         try:
             base = self.base_branch()
             if self.repos.commit_all(path, f"Work on #{self.number} left uncommitted by Claude Code"):
-                log.info("Issue #%s: committed changes the agent left uncommitted", self.number)
+                log.info("Issue %s: committed changes the agent left uncommitted", self.ref)
             moved = self.repos.bring_branch_to_head(path, entry.branch)
             if moved:
-                log.warning("Issue #%s: %s", self.number, moved)
+                log.warning("Issue %s: %s", self.ref, moved)
                 self.update(slot_notes=[*entry.slot_notes, moved])
             if self.repos.commits_ahead(path, base, entry.branch) == 0:
                 return False, entry.pr_url, None
@@ -374,14 +374,14 @@ class IssueRunner:
             self.update(pr_url=pr_url)
             return True, pr_url, None
         except OrchestratorError as exc:
-            log.error("Issue #%s: could not save the work: %s", self.number, exc)
+            log.error("Issue %s: could not save the work: %s", self.ref, exc)
             return False, entry.pr_url, str(exc)
 
     def ask(self, entry: IssueState, outcome: Outcome) -> int:
         """The agent needs an answer: the question goes on the issue; the slot waits for the reply."""
         body = comments.question_comment(outcome.question, trusted_roles=self.config.trusted_roles,
                                          allowed_users=self.config.allowed_users,
-                                         input_wait_hours=self.config.claude.input_wait_hours)
+                                         input_wait_hours=self.repository.claude.input_wait_hours)
         comment = self.post_once(f"question:{entry.attempt}:{self.stream_size(entry)}", body)
         if self.config.labels.needs_input:
             self.github.add_labels(self.number, [self.config.labels.needs_input])
@@ -391,7 +391,7 @@ class IssueRunner:
                             num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns)
         self.notifications.notify(self.event("needs_input", entry, question=outcome.question,
                                              cost_usd=entry.cost_usd, num_turns=entry.num_turns))
-        log.info("Issue #%s: waiting for an answer (comment %s)", self.number, comment.get("id"))
+        log.info("Issue %s: waiting for an answer (comment %s)", self.ref, comment.get("id"))
         return 0
 
     def requeue(self, entry: IssueState, outcome: Outcome) -> int:
@@ -402,7 +402,7 @@ class IssueRunner:
         labels = self.config.labels
         self.swap_labels(add=labels.ready, remove=[labels.working, labels.needs_input])
         with self.state.transaction() as state:
-            current = state.issues[self.number]
+            current = state.issues[self.key]
             current.status, current.not_before = ProcessStatus.WAITING, until.isoformat()
             current.end_time, current.error, current.claude_pid = utc_now_iso(), outcome.reason, None
             current.requeues += 1
@@ -411,7 +411,7 @@ class IssueRunner:
             announce = paused is None or paused < until
             if announce:
                 state.meta["paused_until"] = until.isoformat()
-        log.warning("Issue #%s goes back to the queue until %s: %s", self.number, until.isoformat(), outcome.reason)
+        log.warning("Issue %s goes back to the queue until %s: %s", self.ref, until.isoformat(), outcome.reason)
         if announce:  # one notification per pause, not one per issue that ran into it
             self.notifications.notify(self.event("paused", current, reason=outcome.reason, until=until.isoformat()))
         return 0
@@ -439,29 +439,37 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m lib.runner
                                                             " (started by the tick; internal).")
     parser.add_argument("mode", choices=MODES)
     parser.add_argument("--issue", type=int, required=True)
+    parser.add_argument("--repo", metavar="OWNER/NAME",
+                        help="the issue's repository (default: the config's first, as runners of earlier versions)")
     parser.add_argument("--config", required=True)
     parser.add_argument("--reason", help="finalize: why (lost, cancelled, or a sentence that fails the issue)")
     args = parser.parse_args(argv)
     try:
         config = Config(Path(args.config))
+        repository = config.repository(args.repo)
     except ConfigError as exc:
         for line in config_error_lines(exc):
             print(line, file=sys.stderr)
         return exc.exit_code
+    except OrchestratorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     configure_logging(config.secrets, config.folder / "orchestrator.log", stream=sys.stderr)
-    log.info("Runner for issue #%s: %s%s (pid %s)", args.issue, args.mode,
-             f" ({args.reason})" if args.reason else "", os.getpid())
+    ref = f"{repository.repo}#{args.issue}"
+    log.info("Runner for issue %s: %s%s (pid %s)", ref, args.mode, f" ({args.reason})" if args.reason else "",
+             os.getpid())
     # Held for the life of this process: one runner per issue, ever.
-    with exclusive_lock(Path(config.log_dir) / f"issue-{args.issue}" / "runner.lock", wait=False) as mine:
+    with exclusive_lock(config.issue_dir(repository.repo, args.issue) / "runner.lock", wait=False) as mine:
         if not mine:
-            log.info("Issue #%s: another runner works on it; this one leaves", args.issue)
+            log.info("Issue %s: another runner works on it; this one leaves", ref)
             return 0
-        return _run_mode(config, args)
+        return _run_mode(config, repository.repo, args)
 
 
-def _run_mode(config: Config, args: argparse.Namespace) -> int:
+def _run_mode(config: Config, repo: str, args: argparse.Namespace) -> int:
+    ref = f"{repo}#{args.issue}"
     try:
-        runner = IssueRunner(config, args.issue)
+        runner = IssueRunner(config, args.issue, repo)
         signal.signal(signal.SIGTERM, runner.on_sigterm)
         if args.mode == RUN:
             return runner.run()
@@ -470,10 +478,10 @@ def _run_mode(config: Config, args: argparse.Namespace) -> int:
         return runner.finalize(args.reason)
     except OrchestratorError as exc:
         # The entry stays active; the next tick sees this runner gone and finalizes the issue.
-        log.error("Issue #%s: %s", args.issue, exc)
+        log.error("Issue %s: %s", ref, exc)
         return 1
     except Exception:
-        log.exception("Issue #%s: unexpected error in the runner; the next tick finalizes the issue", args.issue)
+        log.exception("Issue %s: unexpected error in the runner; the next tick finalizes the issue", ref)
         return 1
 
 

@@ -192,15 +192,15 @@ def test_a_notifier_section_of_the_wrong_type_is_one_line_even_with_its_token_in
 def test_warnings_come_with_the_errors():
     github = {"token": "ghp_abcdef123456", "rep": "octo/widgets", "base_repo_path": "slots", "repo_path": "/old"}
     raised = config_error_of({"github": github, "extra": 1})
-    assert raised.errors == ["github.repo: is required"]
+    assert raised.errors == ["github.repo: is required (or a repositories list)"]
     assert raised.warnings == [
         "github.rep: unknown key, ignored (a typo?)",
         "github.repo_path: legacy key, ignored; slots live under github.base_repo_path",
         "extra: unknown key, ignored (a typo?)",
     ]
-    assert raised.exit_code == 2 and str(raised) == "github.repo: is required"
+    assert raised.exit_code == 2 and str(raised) == "github.repo: is required (or a repositories list)"
     assert config_error_lines(raised) == [
-        "config error: github.repo: is required",
+        "config error: github.repo: is required (or a repositories list)",
         "config warning: github.rep: unknown key, ignored (a typo?)",
         "config warning: github.repo_path: legacy key, ignored; slots live under github.base_repo_path",
         "config warning: extra: unknown key, ignored (a typo?)",

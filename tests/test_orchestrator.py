@@ -205,7 +205,7 @@ def test_a_runner_alive_past_every_timeout_is_ended_and_its_issue_failed(world, 
     summary = orchestrator.run()
     orchestrator.wait_for_runners(poll_seconds=0.2, out=open(os.devnull, "w"))
 
-    assert summary.finalizing == [number]
+    assert summary.finalizing == [f"#{number}"]
     assert not alive(entry["runner_pid"]) and not alive(entry["claude_pid"])
     finished = world.entry(number)
     assert finished["status"] == "failed" and "the runner hung" in finished["error"], finished
@@ -266,7 +266,7 @@ def test_an_untrusted_label_is_skipped_and_said_once(world):
     assert world.log_text().count("applied by drive-by") == 1
     assert world.labels(number) == [READY]
     assert "1 skipped" in second.stdout
-    assert list(world.state()["_meta"]["untrusted"]) == [str(number)]
+    assert list(world.state()["_meta"]["untrusted"]) == [f"{REPO}#{number}"]
 
     # A maintainer vouches for it by applying the label anew: it is looked at again and processed.
     time.sleep(1.1)  # GitHub's updated_at has whole seconds; a human is slower than that anyway
@@ -480,7 +480,8 @@ def test_check_says_for_each_item_ok_or_what_to_fix(world, telegram_api, slack_a
     for item in ("config", "git", "claude", "GitHub token", "repository", "base_repo_path", "state folder",
                  "log_dir", "state file", "Telegram", "Slack"):
         assert f"  ok  {item}: " in good.stdout, (item, good.stdout)
-    assert "warn  labels: missing ready-for-claude, claude-working" in good.stdout  # the first tick makes them
+    # the first tick makes them
+    assert f"warn  labels: {REPO}: missing ready-for-claude, claude-working" in good.stdout
     assert "ok  base_repo_path: " + str(world.slots) + " will be created" in good.stdout
     assert good.stdout.rstrip().endswith("All checks passed.")
     assert len(telegram_api.messages) == 1 and len(slack_api.messages) == 1

@@ -369,7 +369,7 @@ def start_runner_as_earlier_versions_did(world, number, env=None):
         [sys.executable, "-m", "lib.claude_processor", "run", "--issue", str(number), "--config",
          str(world.config_path)], cwd=PROJECT, env={**world.env, **(env or {})}, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-    state.update(number, runner_pid=runner.pid, runner_create_time=psutil.Process(runner.pid).create_time())
+    state.update((REPO, number), runner_pid=runner.pid, runner_create_time=psutil.Process(runner.pid).create_time())
     return runner
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.models import IssueState, ProcessStatus, StateError
 from lib.files import atomic_write
+from lib.models import IssueState, ProcessStatus, StateError
 from lib.state_manager import HISTORY_LIMIT, SCHEMA_VERSION, StateManager
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -23,9 +23,10 @@ manager = StateManager(sys.argv[1])
 worker = int(sys.argv[2])
 for _ in range(50):
     with manager.transaction() as state:
-        shared = state.issues.setdefault(1, IssueState(1, "running", "issue-1", "t", num_turns=0))
+        shared = state.issues.setdefault((None, 1), IssueState(1, "running", "issue-1", "t", num_turns=0))
         shared.num_turns += 1
-        own = state.issues.setdefault(100 + worker, IssueState(100 + worker, "running", "b", "t", num_turns=0))
+        own = state.issues.setdefault((None, 100 + worker), IssueState(100 + worker, "running", "b", "t",
+                                                                       num_turns=0))
         own.num_turns += 1
 """
 
@@ -41,7 +42,7 @@ def test_eight_processes_lose_no_update(tmp_path):
         for i in range(8)
     ]
     assert [w.wait(timeout=120) for w in workers] == [0] * 8
-    issues = StateManager(path).load()
+    issues = {number: entry for (_, number), entry in StateManager(path).load().items()}
     assert issues[1].num_turns == 400
     assert {n: issues[n].num_turns for n in range(100, 108)} == {n: 50 for n in range(100, 108)}
     assert not list(tmp_path.glob(".*.tmp")), "a temp file was left behind"
@@ -73,7 +74,7 @@ def test_update_and_exception_leaves_file_unchanged(tmp_path):
     before = (tmp_path / "s.json").read_bytes()
     with pytest.raises(RuntimeError):
         with manager.transaction() as state:
-            state.issues[5].status = "completed"
+            state.issues[(None, 5)].status = "completed"
             raise RuntimeError("interrupted")
     assert (tmp_path / "s.json").read_bytes() == before
     with pytest.raises(AttributeError):
@@ -124,9 +125,9 @@ def test_history_is_bounded_and_active_entries_are_kept(tmp_path):
     manager = StateManager(tmp_path / "s.json")
     with manager.transaction() as state:
         for n in range(1, HISTORY_LIMIT + 21):
-            state.issues[n] = entry(n, "completed", end_time=f"2024-01-01T00:{n // 60:02d}:{n % 60:02d}")
-        state.issues[9999] = entry(9999, "running", agent_index=0)
-    issues = manager.load()
+            state.add(entry(n, "completed", end_time=f"2024-01-01T00:{n // 60:02d}:{n % 60:02d}"))
+        state.add(entry(9999, "running", agent_index=0))
+    issues = {number for _, number in manager.load()}
     assert len(issues) == HISTORY_LIMIT + 1
     assert 9999 in issues and 1 not in issues and 20 not in issues and 21 in issues
 
@@ -134,9 +135,9 @@ def test_history_is_bounded_and_active_entries_are_kept(tmp_path):
 def test_free_slot_skips_busy_ones(tmp_path):
     manager = StateManager(tmp_path / "s.json")
     with manager.transaction() as state:
-        state.issues[1] = entry(1, "running", agent_index=0)
-        state.issues[2] = entry(2, "completed", agent_index=1)
-        state.issues[3] = entry(3, "needs_input", agent_index=2)
+        state.add(entry(1, "running", agent_index=0))
+        state.add(entry(2, "completed", agent_index=1))
+        state.add(entry(3, "needs_input", agent_index=2))
     state = manager.load_state()
     assert state.used_slots() == {0, 2}
     assert state.free_slot(3) == 1

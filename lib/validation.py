@@ -1,0 +1,119 @@
+"""Checkers for configuration values: each takes a value and returns what is wrong with it, or None.
+
+The message completes a sentence that starts with the key's path: `github.max_concurrent: must be
+an integer >= 1, got 0`. A value is quoted as the user wrote it, except a list where an object was
+expected, which may be a whole config, tokens included.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Callable, Optional
+
+#: Roles GitHub reports in `role_name` of the collaborator-permission endpoint.
+GITHUB_ROLES = ("admin", "maintain", "write", "triage", "read")
+
+_REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
+# git check-ref-format in short: no spaces, control characters, "..", or the special characters.
+_BAD_REF_RE = re.compile(r"[\s~^:?*\[\\\x00-\x1f\x7f]|\.\.|@\{|^[-/.]|[/.]$|\.lock$|//")
+
+#: A checker: the value -> what is wrong with it, or None.
+Checker = Callable[[Any], Optional[str]]
+
+
+def got(value: Any) -> str:
+    return f"got {json.dumps(value)}" if not isinstance(value, str) else f"got {value!r}"
+
+
+def got_kind(value: Any) -> str:
+    """`got` for what should be an object: a list is named, not printed, as it may be a whole config,
+    tokens included."""
+    return "got a list" if isinstance(value, list) else got(value)
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def string(value: Any) -> Optional[str]:
+    return None if isinstance(value, str) and value.strip() else f"must be a non-empty string, {got(value)}"
+
+
+def optional(checker: Checker) -> Checker:
+    return lambda value: None if value is None else checker(value)
+
+
+def unset_or(checker: Checker) -> Checker:
+    """For tokens and ids: null or "" (config.example.json's placeholder) means not configured."""
+    return lambda value: None if value is None or value == "" else checker(value)
+
+
+def int_at_least(minimum: int) -> Checker:
+    return lambda v: None if is_int(v) and v >= minimum else f"must be an integer >= {minimum}, {got(v)}"
+
+
+def positive_number(value: Any) -> Optional[str]:
+    return None if is_number(value) and value > 0 else f"must be a number > 0, {got(value)}"
+
+
+def boolean(value: Any) -> Optional[str]:
+    return None if isinstance(value, bool) else f"must be true or false, {got(value)}"
+
+
+def url(value: Any) -> Optional[str]:
+    if isinstance(value, str) and _URL_RE.match(value):
+        return None
+    return f"must be an http(s) URL, {got(value)}"
+
+
+def string_list(value: Any) -> Optional[str]:
+    if isinstance(value, list) and all(isinstance(item, str) and item for item in value):
+        return None
+    return f"must be a list of non-empty strings, {got(value)}"
+
+
+def one_of(choices) -> Checker:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}, {got(v)}"
+
+
+def repo(value: Any) -> Optional[str]:
+    if isinstance(value, str) and _REPO_RE.match(value):
+        return None
+    return f'must be "owner/name", {got(value)}'
+
+
+def branch(value: Any) -> Optional[str]:
+    if isinstance(value, str) and value and not _BAD_REF_RE.search(value):
+        return None
+    return f"must be a valid git branch name, {got(value)}"
+
+
+def roles(value: Any) -> Optional[str]:
+    if isinstance(value, list) and value and all(role in GITHUB_ROLES for role in value):
+        return None
+    return f"must be a non-empty list of roles from {', '.join(GITHUB_ROLES)}, {got(value)}"
+
+
+def chat_id(value: Any) -> Optional[str]:
+    if is_int(value) or (isinstance(value, str) and value.strip()):
+        return None
+    return f"must be a chat id (number or @channelname), {got(value)}"
+
+
+def label(value: Any) -> Optional[str]:
+    if isinstance(value, str) and value.strip() and len(value) <= 50:
+        return None
+    return f"must be a label name of 1 to 50 characters, {got(value)}"
+
+
+def label_ranks(value: Any) -> Optional[str]:
+    """{label: rank}: priority labels and the integer each ranks at."""
+    if isinstance(value, dict) and all(label(name) is None and is_int(rank) for name, rank in value.items()):
+        return None
+    return f"must be an object of label names and integer ranks, {got_kind(value)}"
