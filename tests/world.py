@@ -36,6 +36,7 @@ class World:
         self.github = github
         self.origin = make_origin(root / "origin.git")
         github.add_repo(REPO, default_branch="trunk", clone_url=str(self.origin))
+        self.origins = {REPO: self.origin}
         github.set_role(MAINTAINER, "maintain")
         self.standin = Standin(path=STANDIN, root=root / "standin", env=standin_env(root / "standin"))
         self.config_path = root / "install" / "config.json"
@@ -68,6 +69,19 @@ class World:
         self.config_path.write_text(json.dumps(self.settings, indent=2))
         self.config_path.chmod(0o600)
 
+    def add_repository(self, repo: str, **settings: Any) -> Path:
+        """Serve one more repository, with a bare origin of its own: the config becomes a
+        `repositories` list (the first entry is the world's own REPO). Returns the origin."""
+        origin = make_origin(self.root / f"{repo.replace('/', '--')}.git")
+        self.github.add_repo(repo, default_branch="trunk", clone_url=str(origin))
+        self.origins[repo] = origin
+        if "repositories" not in self.settings:
+            self.settings["github"].pop("repo", None)
+            self.settings["repositories"] = [{"repo": REPO}]
+        self.settings["repositories"].append({"repo": repo, **settings})
+        self.write_config()
+        return origin
+
     def chat(self, telegram=None, slack=None) -> None:
         if telegram is not None:
             self.write_config(telegram={"bot_token": TELEGRAM_TOKEN, "chat_id": TELEGRAM_CHAT_ID,
@@ -78,6 +92,7 @@ class World:
 
     def add_issue(self, title: str = "Add a greeting", body: Optional[str] = "Please add a greeting.",
                   labels=("ready-for-claude",), labeled_by: str = MAINTAINER, **kwargs: Any) -> int:
+        """Open an issue (in `repo=`, default the world's REPO) with `labels` applied by `labeled_by`."""
         return self.github.add_issue(title, body, labels=labels, labeled_by=labeled_by, **kwargs)
 
     # --- running -------------------------------------------------------------------------------
@@ -113,17 +128,18 @@ class World:
     def state(self) -> Dict[str, Any]:
         return json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
 
-    def entry(self, number: int) -> Dict[str, Any]:
-        return self.state().get(str(number), {})
+    def entry(self, number: int, repo: Optional[str] = None) -> Dict[str, Any]:
+        """The state entry of issue `number` (of `repo`, once the config has several repositories)."""
+        return self.state().get(f"{repo}#{number}" if repo else str(number), {})
 
-    def labels(self, number: int) -> List[str]:
-        return sorted(self.github.issue_labels(number))
+    def labels(self, number: int, repo: Optional[str] = None) -> List[str]:
+        return sorted(self.github.issue_labels(number, repo=repo))
 
-    def comments(self, number: int) -> List[str]:
-        return [c["body"] for c in self.github.comments(number)]
+    def comments(self, number: int, repo: Optional[str] = None) -> List[str]:
+        return [c["body"] for c in self.github.comments(number, repo=repo)]
 
-    def origin_file(self, branch: str, path: str) -> Optional[str]:
-        return read_file(self.origin, branch, path)
+    def origin_file(self, branch: str, path: str, repo: Optional[str] = None) -> Optional[str]:
+        return read_file(self.origins[repo or REPO], branch, path)
 
     def wait_for(self, condition: Callable[[], Any], timeout: float = 30, what: str = "the condition") -> Any:
         deadline = time.monotonic() + timeout
