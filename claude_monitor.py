@@ -18,8 +18,8 @@ import os
 import sys
 
 from lib.claude_monitor import HISTORY_LIMIT, OUTPUT_FORMATS, ClaudeMonitor
-from lib.config import config_error_lines
-from lib.models import ConfigError, OrchestratorError
+from lib.config import print_error
+from lib.models import OrchestratorError
 
 EXIT_NOTHING, EXIT_INTERRUPTED = 1, 130
 
@@ -83,13 +83,8 @@ def main(argv=None) -> int:
             print(monitor.render(history))
         else:
             print(monitor.render(monitor.overview()))
-    except ConfigError as exc:
-        for line in config_error_lines(exc):
-            print(line, file=sys.stderr)
-        return exc.exit_code
     except OrchestratorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return print_error(exc)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:

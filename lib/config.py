@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -554,6 +555,14 @@ class Config:
             return self.log_dir / f"issue-{issue_number}"
         repository = self.repository(repo)
         return self.log_dir / repository.owner / repository.name / f"issue-{issue_number}"
+
+
+def print_error(exc: OrchestratorError) -> int:
+    """What a main says on stderr for an expected error, one line each; returns its exit code."""
+    lines = config_error_lines(exc) if isinstance(exc, ConfigError) else [f"error: {exc}"]
+    for line in lines:
+        print(line, file=sys.stderr)
+    return exc.exit_code
 
 
 def config_error_lines(exc: ConfigError) -> List[str]:

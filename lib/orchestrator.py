@@ -20,12 +20,11 @@ from typing import Dict, List, Optional
 
 from lib.checks import run_checks
 from lib.comments import post_once, refused_model_comment
-from lib.config import Config, config_error_lines, default_config_path, label_specs
+from lib.config import Config, default_config_path, label_specs, print_error
 from lib.executors import LocalExecutor
 from lib.files import exclusive_lock, writable
 from lib.github_client import GitHubClient, GitHubError, RateLimitError, Trust
 from lib.models import (
-    ConfigError,
     IssueState,
     OrchestratorError,
     ProcessStatus,
@@ -545,13 +544,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         if args.notify_test and not args.check:
             raise UsageError("--notify-test goes with --check")
         config = Config(config_path)
-    except ConfigError as exc:
-        for line in config_error_lines(exc):
-            print(line, file=sys.stderr)
-        return exc.exit_code
     except OrchestratorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return print_error(exc)
 
     if args.check:
         return run_checks(config, notify_test=args.notify_test)

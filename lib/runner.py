@@ -24,11 +24,11 @@ from typing import Any, Dict, Optional, Sequence
 
 from lib import comments
 from lib.claude_processor import AgentProcess, ClaudeLaunchError, ClaudeProcessor, new_session_id
-from lib.config import Config, config_error_lines
+from lib.config import Config, print_error
+from lib.events import Event
 from lib.files import exclusive_lock, log_tail
 from lib.github_client import GitHubClient, Trust
-from lib.models import ConfigError, IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
-from lib.events import Event
+from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
 from lib.notifications import Notifications
 from lib.outcomes import Outcome, classify
 from lib.processes import process_create_time
@@ -447,13 +447,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m lib.runner
     try:
         config = Config(Path(args.config))
         repository = config.repository(args.repo)
-    except ConfigError as exc:
-        for line in config_error_lines(exc):
-            print(line, file=sys.stderr)
-        return exc.exit_code
     except OrchestratorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return print_error(exc)
     configure_logging(config.secrets, config.folder / "orchestrator.log", stream=sys.stderr)
     ref = f"{repository.repo}#{args.issue}"
     log.info("Runner for issue %s: %s%s (pid %s)", ref, args.mode, f" ({args.reason})" if args.reason else "",
