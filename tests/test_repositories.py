@@ -334,3 +334,31 @@ def test_the_monitor_names_each_runs_repository_and_tells_equal_numbers_apart(wo
     assert by_flag.returncode == 0 and json.loads(by_flag.stdout)["repo"] == REPO
     assert "Repository: acme/api" in monitor("status", "--issue", "acme/api#1").stdout
     assert MAINTAINER  # the world's labeler, trusted in every repository
+
+
+def test_max_agents_caps_the_machine_across_repositories(world):
+    world.add_repository("acme/api")
+    world.add_repository("acme/web")
+    world.write_config(max_agents=2)
+    for repo in (REPO, "acme/api", "acme/web"):
+        world.add_issue(f"In {repo}", repo=repo if repo != REPO else None)
+
+    tick = world.tick()
+
+    assert "Tick done: 2 launched, 1 queued, 0 errors" in tick.stdout, tick.stdout
+    statuses = sorted(world.entry(1, repo).get("status", "queued") for repo in (REPO, "acme/api", "acme/web"))
+    assert statuses == ["completed", "completed", "queued"]
+
+
+def test_check_names_the_repository_in_each_line(world):
+    world.add_repository("acme/api")
+    world.settings["repositories"].append({"repo": "acme/gone"})
+    world.write_config()
+
+    check = world.tick("--check", wait=False)
+
+    assert check.returncode == 1, check.stdout
+    assert f"  ok  repository: {REPO} reachable (default branch trunk)" in check.stdout
+    assert "  ok  repository: acme/api reachable (default branch trunk)" in check.stdout
+    assert "FAIL  GitHub: acme/gone: acme/gone not found, or the token cannot see it" in check.stdout
+    assert check.stdout.count("GitHub token") == 1
