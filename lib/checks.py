@@ -1,23 +1,28 @@
-"""`run_orchestrator.py --check`: one line per thing a first run needs, ok / FAIL / warn.
+"""`run_orchestrator.py --check`: one line per thing a first run needs, ok / FAIL / warn / skip.
 
-Every check runs, whatever an earlier one found, so a new install is fixed in one pass; the exit
-code is 1 when anything failed.
+Every check runs, whatever an earlier one found, so a new install is fixed in one pass: a config
+with mistakes gets a FAIL line for each, and the checks that need what it lacks say why they were
+skipped. The exit code is 2 when the config (or the token) is wrong, else 1 when a check failed.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
+from pathlib import Path
 from typing import Optional
 
-from lib.config import Config, label_specs
+from lib.config import Config, gh_auth_token, label_specs
 from lib.files import writable
 from lib.github_client import GitHubClient, GitHubError
-from lib.models import OrchestratorError
+from lib.models import ConfigError, OrchestratorError
 from lib.notifications import Notifications
 from lib.state_manager import StateManager
 
-EXIT_OK, EXIT_FAILED = 0, 1
+from lib.redaction import register_secret
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 PATH_HINT = ("cron runs with a short PATH (often /usr/bin:/bin): set {key} to the full path"
              " (`command -v {name}` in your shell prints it)")
@@ -35,28 +40,70 @@ class Report:
         mark = {True: "  ok", False: "FAIL", None: "warn"}[ok]
         print(f"{mark}  {item}: {text}", file=self.out, flush=True)
 
+    def skipped(self, item: str, why: str) -> None:
+        print(f"skip  {item}: {why}", file=self.out, flush=True)
 
-def run_checks(config: Config, *, notify_test: bool = False, out=None) -> int:
-    """Print ok / FAIL / warn for each thing a first run needs; exit 1 when anything failed."""
+
+def run_checks(path: Path, *, notify_test: bool = False, out=None) -> int:
+    """Print ok / FAIL / warn / skip for each thing a first run needs; see the module's exit codes."""
     out = out or sys.stdout
     report = Report(out)
+    try:
+        config = Config(path, require_token=False)
+    except ConfigError as exc:
+        for error in exc.errors:
+            report(False, "config", error)
+        for warning in exc.warnings:
+            report(None, "config", warning)
+        check_tools(_configured_executable(path), report)
+        for item in ("GitHub", "folders", "notifications"):
+            report.skipped(item, "the config has mistakes (above)")
+        return _summary(report, out, EXIT_CONFIG)
     report(True, "config", str(config.path))
     for warning in config.warnings:
         report(None, "config", warning)
-    check_tools(config, report)
-    check_github(config, report)
+    check_tools(config.claude.executable, report)
+    token_ok = check_token(config, report)
+    if token_ok:
+        check_github(config, report)
+    else:
+        report.skipped("GitHub", "no GitHub token (above)")
     check_folders(config, report)
     check_notifications(config, report, notify_test)
+    return _summary(report, out, EXIT_OK if token_ok else EXIT_CONFIG)
+
+
+def _summary(report: Report, out, code: int) -> int:
     print("All checks passed." if not report.failures else f"{report.failures} check(s) failed.", file=out)
-    return EXIT_FAILED if report.failures else EXIT_OK
+    return code if code != EXIT_OK else (EXIT_FAILED if report.failures else EXIT_OK)
 
 
-def check_tools(config: Config, report: Report) -> None:
+def _configured_executable(path: Path) -> str:
+    """claude.executable as the file says, when it can be read at all; else the default."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))["claude"]["executable"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "claude"
+    return value if isinstance(value, str) and value else "claude"
+
+
+def check_tools(executable: str, report: Report) -> None:
     git = shutil.which("git")
     report(bool(git), "git", git or "not found on PATH; " + PATH_HINT.format(key="PATH in the crontab", name="git"))
-    claude = shutil.which(config.claude.executable)
-    report(bool(claude), "claude", claude or f"{config.claude.executable!r} not found or not executable; "
+    claude = shutil.which(executable)
+    report(bool(claude), "claude", claude or f"{executable!r} not found or not executable; "
            + PATH_HINT.format(key="claude.executable", name="claude"))
+
+
+def check_token(config: Config, report: Report) -> bool:
+    """A token from the config, the environment or `gh auth token`; one FAIL line when there is none."""
+    if not config.github_token:
+        config.github_token = gh_auth_token(config.api_url)
+        register_secret(config.github_token)
+    if not config.github_token:
+        report(False, "github.token", "no GitHub token: set github.token or GITHUB_TOKEN (or GH_TOKEN), or log in"
+                                      " with `gh auth login`")
+    return bool(config.github_token)
 
 
 def check_github(config: Config, report: Report) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from lib import processes
@@ -195,6 +196,11 @@ REPOSITORY_CLAUDE_KEYS = ("model", "max_turns", "max_budget_usd", "timeout_secon
 REQUIRED: set = set()  # github.repo and github.base_repo_path: unless a repositories list gives them
 #: Keys older versions read, accepted and ignored: (section, key) -> the warning.
 LEGACY_KEYS = {("github", "repo_path"): "legacy key, ignored; slots live under github.base_repo_path"}
+#: config.example.json's values that a user must replace, and how.
+PLACEHOLDERS = {("github", "repo"): "owner/repository",
+                ("github", "base_repo_path"): "/path/to/base/directory/for/repo/clones"}
+PLACEHOLDER_HINTS = {"repo": "set it to the repository to work on (owner/name)",
+                     "base_repo_path": "set it to a folder for the slot clones (it is created)"}
 #: Keys holding a token: a config file with one must not be readable by other users.
 TOKEN_KEYS = (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"))
 OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request"}
@@ -206,13 +212,19 @@ def default_config_path(env: Optional[Mapping[str, str]] = None) -> Path:
     return Path(env.get("ORCHESTRATOR_CONFIG") or PROJECT_DIR / "config.json")
 
 
-def gh_auth_token(timeout: float = 10) -> Optional[str]:
-    """The token `gh auth login` stored, when the gh CLI is installed and logged in."""
+def github_host(api_url: str) -> str:
+    """The host `gh` knows an API by: github.com for api.github.com, else the Enterprise server's."""
+    host = urlsplit(api_url).hostname or "github.com"
+    return "github.com" if host == "api.github.com" else host
+
+
+def gh_auth_token(api_url: str = "https://api.github.com", timeout: float = 10) -> Optional[str]:
+    """The token `gh auth login` stored for the host of `api_url`, when gh is installed and logged in."""
     gh = shutil.which("gh")
     if not gh:
         return None
     try:
-        done = processes.run([gh, "auth", "token"], cwd="/", timeout=timeout)
+        done = processes.run([gh, "auth", "token", "--hostname", github_host(api_url)], cwd="/", timeout=timeout)
     except (OSError, subprocess.SubprocessError):
         return None
     token = done.stdout.strip()
@@ -236,6 +248,20 @@ def _check_slot_folders(repositories: List[Dict[str, Any]], folder: Path, errors
                           " base_repo_path")
         else:
             seen[slot] = entry["repo"]
+
+
+def _placeholders_left(data: Dict[str, Any]) -> List[str]:
+    """Values still as config.example.json has them: they name nothing real."""
+    found = []
+    for (section, key), placeholder in PLACEHOLDERS.items():
+        given = data.get(section)
+        if isinstance(given, dict) and given.get(key) == placeholder:
+            found.append(f"{section}.{key}: still the example's placeholder {placeholder!r}; {PLACEHOLDER_HINTS[key]}")
+    for i, entry in enumerate(data.get("repositories") or []):
+        if isinstance(entry, dict) and entry.get("repo") == PLACEHOLDERS[("github", "repo")]:
+            found.append(f"repositories[{i}].repo: still the example's placeholder {entry['repo']!r};"
+                         f" {PLACEHOLDER_HINTS['repo']}")
+    return found
 
 
 def _reported(errors: List[str], *prefixes: str) -> bool:
@@ -318,12 +344,12 @@ class Config:
             if value:
                 values[section][key] = value
         github = values["github"]
-        if not github.get("token") and use_gh_cli:
-            github["token"] = gh_auth_token()
+        if not github.get("token") and use_gh_cli and github.get("api_url"):
+            github["token"] = gh_auth_token(github["api_url"])
         if require_token and not github.get("token") and not _reported(errors, "github.token", "github:"):
             errors.append("github.token: no GitHub token: set github.token or GITHUB_TOKEN (or GH_TOKEN),"
                           " or log in with `gh auth login`")
-        errors += _cross_checks(values, errors)
+        errors += _cross_checks(values, errors) + _placeholders_left(data)
         repositories = self._check_repositories(data, values, top, folder, errors)
         template_path = None
         template = values["claude"].get("prompt_template")

@@ -543,12 +543,11 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     try:
         if args.notify_test and not args.check:
             raise UsageError("--notify-test goes with --check")
+        if args.check:
+            return run_checks(config_path, notify_test=args.notify_test)
         config = Config(config_path)
     except OrchestratorError as exc:
         return print_error(exc)
-
-    if args.check:
-        return run_checks(config, notify_test=args.notify_test)
 
     log_file = config.folder / "orchestrator.log"
     # Under the seed README's `>> orchestrator.log 2>&1` stdout already is the log: write it once.
