@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent setup: a virtualenv with the requirements, and a private config.json to fill in.
+# Idempotent setup: a virtualenv with the requirements. `run_orchestrator.py --init` writes config.json.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -22,11 +22,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
-if [ ! -f config.json ]; then
-    (umask 077 && cp config.example.json config.json)
-    chmod 600 config.json
-    echo "Created config.json from config.example.json (mode 0600)."
-fi
-
-echo "Setup done. Next: edit config.json (or export GITHUB_TOKEN), then run"
-echo "    ./venv/bin/python run_orchestrator.py --check"
+echo "Setup done. Next, write config.json (mode 0600) and check it:"
+echo "    ./venv/bin/python run_orchestrator.py --init --repo OWNER/NAME --base-repo-path DIR"
+echo "then add the tick to cron, with the line that prints:"
+echo "    ./venv/bin/python run_orchestrator.py --cron-line"

@@ -8,6 +8,7 @@ skipped. The exit code is 2 when the config (or the token) is wrong, else 1 when
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from lib.redaction import register_secret
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
+NO_TOKEN = "no GitHub token: set github.token or GITHUB_TOKEN (or GH_TOKEN), or log in with `gh auth login`"
 PATH_HINT = ("cron runs with a short PATH (often /usr/bin:/bin): set {key} to the full path"
              " (`command -v {name}` in your shell prints it)")
 
@@ -55,7 +57,11 @@ def run_checks(path: Path, *, notify_test: bool = False, out=None) -> int:
             report(False, "config", error)
         for warning in exc.warnings:
             report(None, "config", warning)
-        check_tools(_configured_executable(path), report)
+        raw = _raw_config(path)
+        check_tools(_raw_value(raw, "claude", "executable") or "claude", report)
+        if not (_raw_value(raw, "github", "token") or any(os.environ.get(name) for name in ("GITHUB_TOKEN", "GH_TOKEN"))
+                or gh_auth_token(_raw_value(raw, "github", "api_url") or "https://api.github.com")):
+            report(False, "github.token", NO_TOKEN)
         for item in ("GitHub", "folders", "notifications"):
             report.skipped(item, "the config has mistakes (above)")
         return _summary(report, out, EXIT_CONFIG)
@@ -78,13 +84,18 @@ def _summary(report: Report, out, code: int) -> int:
     return code if code != EXIT_OK else (EXIT_FAILED if report.failures else EXIT_OK)
 
 
-def _configured_executable(path: Path) -> str:
-    """claude.executable as the file says, when it can be read at all; else the default."""
+def _raw_config(path: Path) -> dict:
+    """The config file as JSON, for what can still be checked when it does not validate."""
     try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))["claude"]["executable"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return "claude"
-    return value if isinstance(value, str) and value else "claude"
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _raw_value(data: dict, section: str, key: str) -> Optional[str]:
+    value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def check_tools(executable: str, report: Report) -> None:
@@ -101,8 +112,7 @@ def check_token(config: Config, report: Report) -> bool:
         config.github_token = gh_auth_token(config.api_url)
         register_secret(config.github_token)
     if not config.github_token:
-        report(False, "github.token", "no GitHub token: set github.token or GITHUB_TOKEN (or GH_TOKEN), or log in"
-                                      " with `gh auth login`")
+        report(False, "github.token", NO_TOKEN)
     return bool(config.github_token)
 
 

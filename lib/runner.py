@@ -399,8 +399,8 @@ class IssueRunner:
         now = datetime.now(timezone.utc)
         backoff = min(REQUEUE_BACKOFF * (2 ** entry.requeues), REQUEUE_BACKOFF_MAX)
         until = outcome.reset_at if outcome.reset_at and outcome.reset_at > now else now + backoff
-        labels = self.config.labels
-        self.swap_labels(add=labels.ready, remove=[labels.working, labels.needs_input])
+        # The state first, as a claim does: a tick that reads between the two writes sees an entry that
+        # waits and the working label, and finishes the swap itself (never `ready` on a running entry).
         with self.state.transaction() as state:
             current = state.issues[self.key]
             current.status, current.not_before = ProcessStatus.WAITING, until.isoformat()
@@ -411,6 +411,9 @@ class IssueRunner:
             announce = paused is None or paused < until
             if announce:
                 state.meta["paused_until"] = until.isoformat()
+        fault_point("after-requeue-state")
+        labels = self.config.labels
+        self.swap_labels(add=labels.ready, remove=[labels.working, labels.needs_input])
         log.warning("Issue %s goes back to the queue until %s: %s", self.ref, until.isoformat(), outcome.reason)
         if announce:  # one notification per pause, not one per issue that ran into it
             self.notifications.notify(self.event("paused", current, reason=outcome.reason, until=until.isoformat()))

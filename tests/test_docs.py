@@ -396,8 +396,8 @@ def test_readme_minimal_configuration_is_valid(tmp_path):
     path.write_text(body)
     path.chmod(0o600)
     config = Config(path, env={})
-    assert config.github_repo == "owner/repository"
-    assert config.get_repo_path(0) == Path("/srv/clones/repository_0")
+    assert config.github_repo == "acme/widgets"
+    assert config.get_repo_path(0) == Path("/srv/clones/widgets_0")
 
 
 def test_readme_states_the_python_version_setup_sh_checks():

@@ -16,6 +16,7 @@ LIB = Path(__file__).resolve().parent.parent / "lib"
 #: Top first. Modules on one line are side by side: neither may import the other.
 LAYERS = [
     ["orchestrator"],
+    ["install", "operations"],
     ["checks"],
     ["claude_monitor"],
     ["executors"],

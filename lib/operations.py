@@ -1,0 +1,119 @@
+"""Operator commands: pause and resume launches, cancel or retry an issue, free a slot.
+
+Each goes through the state store (never an edit of its file by hand) and GitHub's labels, does one
+thing, and returns one line saying what it did. An issue is `N` or `owner/name#N`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Optional
+
+from lib.config import Config
+from lib.github_client import GitHubClient
+from lib.models import IssueState, OrchestratorError, ProcessStatus, UsageError, parse_iso, utc_now_iso
+from lib.processes import end_session_processes, live_process, process_alive, terminate_tree
+from lib.state_manager import StateManager, key_text, parse_key, run_key
+
+#: A pause with no end: until --unpause.
+FOREVER = datetime(9999, 12, 31, tzinfo=timezone.utc)
+
+
+class Operations:
+    def __init__(self, config: Config):
+        self.config = config
+        self.state = StateManager.for_config(config)
+
+    def _ref(self, entry: IssueState) -> str:
+        return key_text(run_key(entry)) if self.config.multi_repo else f"#{entry.issue_number}"
+
+    def _entry(self, ref: str) -> IssueState:
+        repo, number = parse_key(ref)
+        key = (self.config.repository(repo).repo, number)
+        entry = self.state.get(key)
+        if entry is None:
+            raise OrchestratorError(f"Issue {key_text(key)} is not in the state file {self.config.state_file}.")
+        return entry
+
+    def _github(self, entry: IssueState) -> GitHubClient:
+        return GitHubClient(self.config.github_token, entry.repo, self.config.api_url)
+
+    # --- launches ---------------------------------------------------------------------------------
+
+    def pause(self, until: Optional[str]) -> str:
+        end = _until(until)
+        with self.state.transaction() as state:
+            state.meta["paused_until"] = end.isoformat()
+        told = "until --unpause" if end == FOREVER else f"until {end.astimezone():%Y-%m-%d %H:%M}"
+        return f"Launches paused {told}; runs already going finish, and questions wait for it too."
+
+    def unpause(self) -> str:
+        with self.state.transaction() as state:
+            was = state.meta.pop("paused_until", None)
+        return "Launches resumed: the next tick claims what waits." if was else "Launches were not paused."
+
+    # --- one issue --------------------------------------------------------------------------------
+
+    def cancel(self, ref: str) -> str:
+        """Stop an issue's agent (its runner saves the work and reports it), or drop a queued one."""
+        entry = self._entry(ref)
+        labels = self.config.labels
+        if entry.status == ProcessStatus.WAITING:
+            self.state.update(run_key(entry), status=ProcessStatus.CANCELLED, not_before=None, end_time=utc_now_iso(),
+                              error="cancelled by the operator while queued")
+            self._github(entry).swap_labels(entry.issue_number, add=None, remove=[labels.ready])
+            return f"{self._ref(entry)}: taken out of the queue ({labels.ready} removed)."
+        if not entry.is_active:
+            raise UsageError(f"{self._ref(entry)} is {entry.status}: there is nothing to cancel.")
+        self.state.update(run_key(entry), cancel_reason="cancelled by the operator")
+        runner = live_process(entry.runner_pid, entry.runner_create_time)
+        if runner is not None:
+            runner.terminate()  # it stops Claude, saves the work and finalizes the issue as cancelled
+            return f"{self._ref(entry)}: cancelled; its runner stops the agent and saves the work now."
+        return f"{self._ref(entry)}: cancelled; its runner is gone, so the next tick saves the work and reports it."
+
+    def retry(self, ref: str) -> str:
+        """Queue a finished issue again (the next tick starts a new attempt on its branch)."""
+        entry = self._entry(ref)
+        if entry.is_active or entry.status == ProcessStatus.WAITING:
+            raise UsageError(f"{self._ref(entry)} is {entry.status}: it is not finished, so it cannot be retried.")
+        labels = self.config.labels
+        # WAITING with no wait: the operator's word stands for a trusted labeler's.
+        self.state.update(run_key(entry), status=ProcessStatus.WAITING, not_before=utc_now_iso(), requeues=0)
+        self._github(entry).swap_labels(entry.issue_number, add=labels.ready, remove=[labels.completed, labels.failed])
+        return f"{self._ref(entry)}: queued again; the next tick starts attempt {entry.attempt + 1}."
+
+    def free_slot(self, index: int, repo: Optional[str]) -> str:
+        """End whatever holds slot `index` of `repo` and mark its issue failed, so the slot is free."""
+        repository = self.config.repository(repo)
+        holder = next((e for e in self.state.load_state().active(repository.repo) if e.agent_index == index), None)
+        if holder is None:
+            return f"Slot {index} of {repository.repo} is free already."
+        grace = self.config.claude.kill_grace_seconds
+        for pid, created in ((holder.runner_pid, holder.runner_create_time), (holder.claude_pid, holder.claude_create_time)):
+            if process_alive(pid, created):
+                terminate_tree(pid, grace_seconds=grace, create_time=created)
+        if holder.session_id:
+            end_session_processes(holder.session_id, grace)
+        self.state.update(run_key(holder), status=ProcessStatus.FAILED, end_time=utc_now_iso(), claude_pid=None,
+                          error=f"slot {index} was freed by the operator")
+        labels = self.config.labels
+        self._github(holder).swap_labels(holder.issue_number, add=labels.failed,
+                                         remove=[labels.working, labels.needs_input])
+        return f"Slot {index} of {repository.repo} freed: {self._ref(holder)} is marked failed ({labels.failed})."
+
+
+def _until(text: Optional[str]) -> datetime:
+    """None: no end; `2h`, `30m`, `1d`: from now; else an ISO time (UTC when it names no zone)."""
+    if not text:
+        return FOREVER
+    units = {"m": "minutes", "h": "hours", "d": "days"}
+    if text[:-1].isdigit() and text[-1] in units:
+        return datetime.now(timezone.utc) + timedelta(**{units[text[-1]]: int(text[:-1])})
+    try:
+        moment = parse_iso(text)
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise UsageError(f"--pause {text!r}: give a duration (30m, 2h, 1d) or a time (2026-12-01T18:00)")
+    return moment
