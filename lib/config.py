@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from lib import processes
 from lib.models import ConfigError, OrchestratorError
 from lib.redaction import register_secret
-from lib.validation import (boolean, branch, chat_id, got_kind, int_at_least, label, label_ranks, one_of, optional,
+from lib.schema import (boolean, branch, chat_id, got_kind, int_at_least, label, label_ranks, one_of, optional,
                             positive_number, repo, roles, string, string_list, unset_or, url)
 
 #: Folder holding run_orchestrator.py, claude_monitor.py and config.example.json.

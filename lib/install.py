@@ -25,7 +25,7 @@ from lib.files import atomic_write
 from lib.github_client import GitHubClient, GitHubError, GitHubNotFoundError
 from lib.models import ConfigError, UsageError
 from lib.redaction import register_secret
-from lib.validation import repo as valid_repo
+from lib.schema import repo as valid_repo
 
 EXAMPLE = PROJECT_DIR / "config.example.json"
 SCRIPT = PROJECT_DIR / "run_orchestrator.py"

@@ -153,8 +153,13 @@ def test_each_broken_config_gets_one_line_naming_its_key(changes, key):
 
 def test_example_config_needs_only_a_token_and_real_paths(tmp_path):
     example = json.loads((Path(__file__).resolve().parent.parent / "config.example.json").read_text())
-    assert errors_of(example) == ["github.token: no GitHub token: set github.token or GITHUB_TOKEN (or GH_TOKEN),"
-                                  " or log in with `gh auth login`"]
+    assert errors_of(example) == [
+        "github.token: no GitHub token: set github.token or GITHUB_TOKEN (or GH_TOKEN), or log in with `gh auth login`",
+        "github.repo: still the example's placeholder 'owner/repository'; set it to the repository to work on"
+        " (owner/name)",
+        "github.base_repo_path: still the example's placeholder '/path/to/base/directory/for/repo/clones'; set it"
+        " to a folder for the slot clones (it is created)"]
+    example["github"].update(repo="acme/widgets", base_repo_path="/srv/clones")
     config = Config.from_dict(example, tmp_path, {"GITHUB_TOKEN": "ghp_x123456"})
     assert config.telegram_bot_token is None and config.slack_channel_id is None
 

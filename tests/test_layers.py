@@ -33,7 +33,7 @@ LAYERS = [
     ["transcripts"],
     ["state_manager", "routing"],
     ["config"],
-    ["validation"],
+    ["schema"],
     ["processes"],
     ["files"],
     ["redaction"],
