@@ -1,11 +1,15 @@
 """The Claude Code process: command line, launch, watch, limits, and how it ended.
 
-* `ClaudeProcessor.build_command` puts the prompt in argv (never through a shell) next to the
-  flags from config.
-* `ClaudeProcessor.start` launches `claude` in its own session, stdout appended to the issue's
-  stream log, stderr beside it, its own TMPDIR, the orchestrator's tokens taken out of its
-  environment and a run marker put in (processes.RUN_MARKER_VAR), by which every process it
-  starts is found again.
+* `ClaudeProcessor.build_command` is argv from the flags in config (never run through a shell).
+  The prompt is not in it: `claude -p` without a prompt argument reads the prompt from stdin, so
+  its size has no argument limit (E2BIG at 128 KiB) and issue text stays out of the process
+  list, which every local user can read.
+* `ClaudeProcessor.start` saves the prompt (or a resume's reply) to a file of its own beside the
+  stream log, `<attempt>.prompt-<n>.txt` (mode 0600), and launches `claude` in its own session with
+  that file as stdin, stdout appended to the issue's stream log, stderr beside it, its own TMPDIR,
+  the orchestrator's tokens taken out of its environment and a run marker put in
+  (processes.RUN_MARKER_VAR), by which every process it starts is found again. A file, not a
+  pipe: the agent never depends on the runner to feed it.
 * `ClaudeProcessor.watch` tails the stream log (the agent writes to the file, not to a pipe, so it
   keeps going if a runner dies), reports the session id as soon as the `init` event names it,
   enforces the wall-clock and idle limits and a stop request, ends a CLI that hangs after its
@@ -34,8 +38,6 @@ log = logging.getLogger(__name__)
 
 #: Nobody can answer this tool in a headless run: a question must end the run instead.
 ALWAYS_DISALLOWED_TOOLS = ("AskUserQuestion",)
-#: The prompt is one argv element, and Linux refuses a single argument over 128 KiB (E2BIG).
-MAX_PROMPT_BYTES = 120_000
 #: Longest pause between two reads of the stream log (check_interval may be longer).
 READ_INTERVAL_SECONDS = 0.25
 
@@ -56,6 +58,7 @@ class AgentProcess:
     start_offset: int  # size of the stream log before launch: earlier invocations' lines end here
     started: float  # time.monotonic() at launch
     create_time: Optional[float]  # psutil create time, to recognise the pid later
+    prompt_path: Optional[Path] = None  # the file the prompt was read from (its stdin)
 
     @property
     def pid(self) -> int:
@@ -77,11 +80,42 @@ class AgentRun:
     stream_path: Path
     stderr_path: Path
     killed_by: Optional[str] = None  # "timeout" | "idle" | "stop" | "after_result" | None
+    prompt_path: Optional[Path] = None  # the prompt of this invocation, as Claude Code read it
 
 
 def new_session_id() -> str:
     """A fresh session id; chosen before launch so it is known even if the stream never starts."""
     return str(uuid.uuid4())
+
+
+def prompt_file_base(stream_path: Path) -> str:
+    """`1` for the stream log `1.stream.jsonl` (the attempt), else the log's stem."""
+    name, suffix = stream_path.name, ".stream.jsonl"
+    return name[:-len(suffix)] if name.endswith(suffix) and name != suffix else stream_path.stem
+
+
+def write_prompt_file(stream_path: Path, prompt: str) -> Path:
+    """Save `prompt` beside the stream log as `<attempt>.prompt-<n>.txt`, n the first unused number,
+    so every invocation of an attempt (the first, each resume) keeps its own; mode 0600 (issue text,
+    not for other local users), created exclusively so no file is ever overwritten."""
+    data = prompt.encode("utf-8", "replace")  # a lone surrogate (prompts.py drops them) would not encode
+    base = prompt_file_base(stream_path)
+    number = 1
+    while True:
+        path = stream_path.parent / f"{base}.prompt-{number}.txt"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except FileExistsError:
+            number += 1
+            continue
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        return path
 
 
 class ClaudeProcessor:
@@ -101,19 +135,17 @@ class ClaudeProcessor:
 
     # --- command line and environment -----------------------------------------------------------
 
-    def build_command(self, prompt: str, session_id: str, *, resume: bool = False) -> List[str]:
-        """argv for one invocation: a new session with `session_id`, or `--resume` of it with `prompt`
-        as the reply. Never run through a shell; the prompt is one argument."""
+    def build_command(self, session_id: str, *, resume: bool = False) -> List[str]:
+        """argv for one invocation: a new session with `session_id`, or `--resume` of it. Never run
+        through a shell. The prompt is not an argument: `-p` without one makes Claude Code read it
+        from stdin, and start() gives it the prompt file."""
         try:
             uuid.UUID(session_id)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, AttributeError):
             raise ClaudeLaunchError(f"Session id {session_id!r} is not a UUID, which Claude Code requires.") from None
-        if len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
-            raise ClaudeLaunchError(f"The prompt is {len(prompt.encode('utf-8'))} bytes; a command-line argument"
-                                    f" can hold at most {MAX_PROMPT_BYTES} (shorten claude.prompt_template).")
         settings = self.settings
-        # The CLI would read a leading "-" as an option: a newline in front changes nothing for the model.
-        command = [str(settings.executable), "-p", "\n" + prompt if prompt.startswith("-") else prompt]
+        # No prompt argument: -p reads it from stdin, whatever its size or its first character.
+        command = [str(settings.executable), "-p"]
         # The variadic tool lists come before a known option, so they never swallow a later argument.
         if settings.allowed_tools:
             command += ["--allowedTools", *settings.allowed_tools]
@@ -135,7 +167,7 @@ class ClaudeProcessor:
         command += [str(arg) for arg in settings.extra_args]
         if any(redact(arg) != arg for arg in command):
             raise ClaudeLaunchError("The Claude Code command line would hold a configured token"
-                                    " (in claude.extra_args or the issue text); it was not started.")
+                                    " (in claude.extra_args or claude.append_system_prompt); it was not started.")
         return command
 
     def agent_env(self, tmpdir: Optional[Path] = None) -> Dict[str, str]:
@@ -152,16 +184,18 @@ class ClaudeProcessor:
     def start(self, prompt: str, *, cwd: Union[str, os.PathLike], session_id: str,
               stream_path: Union[str, os.PathLike], stderr_path: Union[str, os.PathLike], resume: bool = False,
               tmpdir: Optional[Path] = None) -> AgentProcess:
-        """Launch Claude Code in `cwd` and return at once. stdout is appended to `stream_path`;
-        TMPDIR is `tmpdir`, by default a `tmp` folder beside the stream log."""
+        """Launch Claude Code in `cwd` and return at once. The prompt (on a resume: the reply) is
+        saved to a new file beside the stream log and is the process's stdin; stdout is appended
+        to `stream_path`; TMPDIR is `tmpdir`, by default a `tmp` folder beside the stream log."""
         stream_path, stderr_path = Path(stream_path), Path(stderr_path)
-        command = self.build_command(prompt, session_id, resume=resume)
+        command = self.build_command(session_id, resume=resume)
         stream_path.parent.mkdir(parents=True, exist_ok=True)
         tmpdir = Path(tmpdir) if tmpdir is not None else stream_path.parent / "tmp"
         tmpdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = self.agent_env(tmpdir=tmpdir)
         env[RUN_MARKER_VAR] = session_id
-        with open(stream_path, "ab+") as out, open(stderr_path, "ab") as err:
+        prompt_path = write_prompt_file(stream_path, prompt)
+        with open(prompt_path, "rb") as prompt_in, open(stream_path, "ab+") as out, open(stderr_path, "ab") as err:
             out.seek(0, os.SEEK_END)
             if out.tell():
                 out.seek(-1, os.SEEK_END)
@@ -169,7 +203,7 @@ class ClaudeProcessor:
                     out.write(b"\n")
             start_offset = out.tell()
             try:
-                popen = start(command, cwd=cwd, env=env, stdout=out, stderr=err)
+                popen = start(command, cwd=cwd, env=env, stdin=prompt_in, stdout=out, stderr=err)
             except FileNotFoundError:
                 raise ClaudeLaunchError(f"Claude Code was not found: {command[0]!r} (install it, or set"
                                         f" claude.executable).") from None
@@ -179,7 +213,7 @@ class ClaudeProcessor:
                  ", resumed" if resume else "", cwd)
         return AgentProcess(popen=popen, session_id=session_id, resume=resume, stream_path=stream_path,
                             stderr_path=stderr_path, start_offset=start_offset, started=time.monotonic(),
-                            create_time=process_create_time(popen.pid))
+                            create_time=process_create_time(popen.pid), prompt_path=prompt_path)
 
     # --- watch -----------------------------------------------------------------------------------
 
@@ -222,7 +256,8 @@ class ClaudeProcessor:
         return AgentRun(session_id=tracker.session_id or agent.session_id, pid=popen.pid, exit_code=popen.returncode,
                         result=result, outcome=outcome, message_count=tracker.reader.message_count,
                         last_activity=watcher.last_activity, last_text=tracker.last_text,
-                        stream_path=agent.stream_path, stderr_path=agent.stderr_path, killed_by=watcher.killed_by)
+                        stream_path=agent.stream_path, stderr_path=agent.stderr_path, killed_by=watcher.killed_by,
+                        prompt_path=agent.prompt_path)
 
     def run(self, prompt: str, *, cwd: Union[str, os.PathLike], session_id: str,
             stream_path: Union[str, os.PathLike], stderr_path: Union[str, os.PathLike], resume: bool = False,

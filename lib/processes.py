@@ -1,8 +1,9 @@
 """Processes: every subprocess starts here, is recognised here later, and is ended here, whole.
 
 * `start` launches a command in its own session (so its process group is its own and a signal
-  to the tick never reaches it), stdin /dev/null, no inherited descriptors. `run` is `start` with
-  captured output and a timeout that ends the command's whole tree.
+  to the tick never reaches it), stdin /dev/null unless given (the agent reads its prompt from a
+  file), no inherited descriptors. `run` is `start` with captured output and a timeout that ends
+  the command's whole tree.
 * `live_process` recognises a recorded process: a pid alone is reused, pid + create time is not.
 * `terminate_tree` ends a process, its process group and every descendant, including tools that
   moved to sessions of their own, found again by the run marker (RUN_MARKER_VAR) they inherited.
@@ -32,12 +33,12 @@ Output = Union[int, IO, None]
 
 def start(command: Sequence[str], *, cwd: Union[str, os.PathLike], env: Optional[Mapping[str, str]] = None,
           stdout: Output = subprocess.DEVNULL, stderr: Output = subprocess.STDOUT,
-          text: bool = False) -> subprocess.Popen:
+          text: bool = False, stdin: Output = subprocess.DEVNULL) -> subprocess.Popen:
     """Launch `command` in a session of its own and return at once (FileNotFoundError and
-    PermissionError are the caller's to put in words)."""
+    PermissionError are the caller's to put in words). `stdin` is /dev/null unless a file is given."""
     return subprocess.Popen(list(command), cwd=str(cwd), env=None if env is None else dict(env),
-                            stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True,
-                            close_fds=True, text=text, errors="replace" if text else None)
+                            stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=stdout, stderr=stderr,
+                            start_new_session=True, close_fds=True, text=text, errors="replace" if text else None)
 
 
 def run(command: Sequence[str], *, cwd: Union[str, os.PathLike], env: Optional[Mapping[str, str]] = None,

@@ -1,9 +1,15 @@
 """The prompt: an issue's untrusted text made into the agent's instructions.
 
 Issue, comment and review text is written by anyone who can open an issue. It reaches the agent
-only through `build_prompt` (and `clean_issue_text`, for a trusted reply): hidden text (HTML
-comments, zero-width and bidi characters, control characters) is stripped, every part is capped,
-and a `claude.prompt_template` is filled without ever evaluating what the text holds.
+only through `build_prompt` and `build_reply` (a trusted reply): hidden text (HTML comments,
+zero-width and bidi characters, control characters) is stripped, and a `claude.prompt_template`
+is filled without ever evaluating what the text holds.
+
+The prompt goes to Claude Code on stdin, so its size is never a reason to fail a run. The issue
+body arrives whole up to GitHub's own limit (65,536 characters, which in Chinese or Japanese text is
+some 192 KB); the title is cut at 1,000 characters. The comment thread is what grows without
+bound: each comment is cut to MAX_COMMENT_BYTES and the thread to MAX_COMMENTS_BYTES, both counted
+in UTF-8 bytes, keeping the newest comments, with a note saying what was left out.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence
 
 MAX_TITLE_CHARS = 1_000
-MAX_BODY_CHARS = 60_000
-MAX_COMMENT_CHARS = 10_000
-#: Trusted comments share this budget; the newest are kept.
+#: GitHub's own limit on an issue body: a body it accepted is never cut.
+MAX_BODY_CHARS = 65_536
+#: One comment, in UTF-8 bytes (a comment of three-byte characters is cut by what it weighs).
+MAX_COMMENT_BYTES = 16_000
+#: Trusted comments share this budget, in UTF-8 bytes; the newest are kept.
 MAX_COMMENTS_BYTES = 40_000
 
 # A `claude.prompt_template` file may use {repo}, {issue_number}, {title}, {body}, {comments}, {branch}
@@ -49,7 +57,8 @@ NEEDS_INPUT: <your question>
 
 _PLACEHOLDER_RE = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Zero-width characters and bidi controls hide or reorder text a reviewer reads on GitHub.
-_INVISIBLE_RE = re.compile("[\u200b-\u200d\u2060\ufeff\u202a-\u202e\u2066-\u2069]")
+# A lone surrogate (JSON allows "\ud800") cannot be written as UTF-8 at all.
+_INVISIBLE_RE = re.compile("[\u200b-\u200d\u2060\ufeff\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 # Control characters (NUL cannot even be in an argument; ESC drives terminals) mean nothing in an issue.
 _CONTROL_RE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # GitHub hides an unclosed comment up to the end of the text, so it is cut to the end here too.
@@ -86,23 +95,43 @@ def _cut(text: str, max_chars: int, what: str) -> str:
     return f"{text[:max_chars]}\n[... {what} cut: {len(text) - max_chars} more characters not shown]"
 
 
-def _format_comments(comments: Sequence[Mapping[str, Any]]) -> str:
-    """Trusted comments, oldest first; when they do not fit the budget the oldest are left out."""
+def _cut_bytes(text: str, max_bytes: int, what: str) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8, at a character boundary, with a note when cut."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= max_bytes:
+        return text
+    kept = data[:max_bytes].decode("utf-8", "ignore")  # "ignore" drops only a character cut in two
+    return f"{kept}\n[... {what} cut: {len(data) - len(kept.encode('utf-8'))} more bytes not shown]"
+
+
+def _thread(entries: Sequence[str], left_out: str) -> List[str]:
+    """The newest `entries` that fit MAX_COMMENTS_BYTES, oldest first; when some do not fit, a note
+    in their place says how many ("[... 3 older comments not shown]"). The newest is always kept."""
     kept: List[str] = []
     used = 0
-    for comment in reversed(list(comments)):
-        user = comment.get("user") if isinstance(comment.get("user"), Mapping) else {}
-        login = clean_issue_text(user.get("login")) or "unknown"
-        when = str(comment.get("created_at") or "")
-        body = _cut(clean_issue_text(comment.get("body")), MAX_COMMENT_CHARS, "comment")
-        entry = f"@{login}{f' ({when})' if when else ''}:\n{body}"
-        size = len(entry.encode("utf-8"))
+    for entry in reversed(entries):
+        size = len(entry.encode("utf-8", "replace")) + (2 if kept else 0)  # the blank line between
         if kept and used + size > MAX_COMMENTS_BYTES:
-            kept.append(f"[... {len(comments) - len(kept)} older comments not shown]")
+            kept.append(f"[... {len(entries) - len(kept)} {left_out} not shown]")
             break
         kept.append(entry)
         used += size
-    return "\n\n".join(reversed(kept)) if kept else "(none)"
+    return list(reversed(kept))
+
+
+def _login(comment: Mapping[str, Any]) -> str:
+    user = comment.get("user") if isinstance(comment.get("user"), Mapping) else {}
+    return clean_issue_text(user.get("login")) or "unknown"
+
+
+def _format_comments(comments: Sequence[Mapping[str, Any]]) -> str:
+    """Trusted comments, oldest first; when they do not fit the budget the oldest are left out."""
+    entries = []
+    for comment in comments:
+        when = str(comment.get("created_at") or "")
+        body = _cut_bytes(clean_issue_text(comment.get("body")), MAX_COMMENT_BYTES, "comment")
+        entries.append(f"@{_login(comment)}{f' ({when})' if when else ''}:\n{body}")
+    return "\n\n".join(_thread(entries, "older comments")) or "(none)"
 
 
 def build_prompt(*, repo: str, issue: Mapping[str, Any], comments: Sequence[Mapping[str, Any]] = (),
@@ -129,6 +158,8 @@ def build_prompt(*, repo: str, issue: Mapping[str, Any], comments: Sequence[Mapp
 
 
 def build_reply(comments: Sequence[Mapping[str, Any]]) -> str:
-    """The prompt that resumes a session with the trusted replies to its question, oldest first."""
-    return "\n\n".join(f"@{clean_issue_text((c.get('user') or {}).get('login')) or 'unknown'} replied on the issue:\n"
-                       f"{clean_issue_text(c.get('body'))}" for c in comments)
+    """The prompt that resumes a session with the trusted replies to its question, oldest first;
+    cut like the comments of a prompt (each reply, then the newest that fit the budget)."""
+    entries = [f"@{_login(c)} replied on the issue:\n"
+               f"{_cut_bytes(clean_issue_text(c.get('body')), MAX_COMMENT_BYTES, 'reply')}" for c in comments]
+    return "\n\n".join(_thread(entries, "earlier replies"))

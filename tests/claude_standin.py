@@ -81,7 +81,9 @@ class Standin:
         return Path(self.env["CLAUDE_STANDIN_PIDFILE"])
 
     def invocations(self) -> List[Dict[str, Any]]:
-        """One entry per start of the stand-in: argv, cwd, session_id, resume, prompt, scenario, pid, pgid, sid."""
+        """One entry per start of the stand-in: argv, cwd, session_id, resume, prompt (as it arrived, from
+        argv or stdin), prompt_source ("argv", "stdin", "argv+stdin"), stdin (what fd 0 was: "file",
+        "pipe", "null", ...), scenario, pid, pgid, sid."""
         log = Path(self.env["CLAUDE_STANDIN_LOG"])
         if not log.exists():
             return []

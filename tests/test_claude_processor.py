@@ -8,6 +8,8 @@ own model of the CLI: real git commits, real transcripts, real signals, real gra
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -17,7 +19,8 @@ import psutil
 import pytest
 
 from claude_standin import BRANCH, FIXTURES, ISSUE_NUMBER, STANDIN, alive, git, make_repo, replay, scenario
-from lib.claude_processor import ALWAYS_DISALLOWED_TOOLS, ClaudeLaunchError, ClaudeProcessor, new_session_id
+from lib.claude_processor import (ALWAYS_DISALLOWED_TOOLS, ClaudeLaunchError, ClaudeProcessor, new_session_id,
+                                  write_prompt_file)
 from lib.config import Config
 from lib.outcomes import classify
 from lib.processes import RUN_MARKER_VAR, end_session_processes, terminate_tree
@@ -248,7 +251,13 @@ def test_question_then_resume_continues_the_session_and_reports_cumulative_cost(
     assert second.outcome.num_turns == 3
     assert second.message_count == first.message_count + 5  # the log holds both invocations
     assert [c["resume"] for c in claude_standin.invocations()] == [False, True]
-    assert claude_standin.invocations()[1]["argv"][:2] == ["-p", "Put it in v2"]
+    reply = claude_standin.invocations()[1]
+    assert reply["prompt"] == "Put it in v2" and reply["prompt_source"] == "stdin"  # the reply came on stdin
+    assert reply["argv"][0] == "-p" and not any("Put it in v2" in arg for arg in reply["argv"])
+    folder = stream_paths(tmp_path)[0].parent
+    assert first.prompt_path == folder / "1.prompt-1.txt" and second.prompt_path == folder / "1.prompt-2.txt"
+    assert second.prompt_path.read_text(encoding="utf-8") == "Put it in v2"
+    assert first.prompt_path.read_text(encoding="utf-8") == fix_prompt(scenario("question"))  # kept, not overwritten
 
     summary = summarize_stream(stream_paths(tmp_path)[0])
     assert summary.invocations == 2
@@ -475,25 +484,25 @@ def test_tools_surviving_a_sigkilled_claude_are_found_by_session(tmp_path, claud
 # ------------------------------------------------------------------------------------------------
 
 
-def test_command_line_carries_every_option(tmp_path, claude_standin):
+def test_command_line_carries_every_option_and_no_prompt(tmp_path, claude_standin):
     processor = make_processor(
         tmp_path, claude_standin, model="sonnet", max_turns=30, max_budget_usd=2.5, permission_mode="acceptEdits",
         allowed_tools=["Bash(git commit:*)", "Edit"], disallowed_tools=["WebFetch"],
         extra_args=["--append-system-prompt", "Be brief."])
     session_id = new_session_id()
 
-    command = processor.build_command("Fix it", session_id)
+    command = processor.build_command(session_id)
 
     assert command == [
-        str(STANDIN), "-p", "Fix it",
+        str(STANDIN), "-p",  # no prompt argument: -p reads the prompt from stdin
         "--allowedTools", "Bash(git commit:*)", "Edit",
         "--disallowedTools", "AskUserQuestion", "WebFetch",
         "--output-format", "stream-json", "--verbose", "--session-id", session_id,
         "--model", "sonnet", "--max-turns", "30", "--max-budget-usd", "2.5", "--permission-mode", "acceptEdits",
         "--append-system-prompt", "Be brief.",
     ]
-    resumed = processor.build_command("Use v2", session_id, resume=True)
-    assert resumed[:3] == [str(STANDIN), "-p", "Use v2"]
+    resumed = processor.build_command(session_id, resume=True)
+    assert resumed[:3] == [str(STANDIN), "-p", "--allowedTools"]
     assert resumed[resumed.index("--resume") + 1] == session_id and "--session-id" not in resumed
 
 
@@ -501,8 +510,8 @@ def test_minimal_command_line_still_refuses_ask_user_question(tmp_path, claude_s
     processor = make_processor(tmp_path, claude_standin, disallowed_tools=["AskUserQuestion"])
     session_id = new_session_id()
 
-    assert processor.build_command("Fix it", session_id) == [
-        str(STANDIN), "-p", "Fix it", "--disallowedTools", *ALWAYS_DISALLOWED_TOOLS,
+    assert processor.build_command(session_id) == [
+        str(STANDIN), "-p", "--disallowedTools", *ALWAYS_DISALLOWED_TOOLS,
         "--output-format", "stream-json", "--verbose", "--session-id", session_id]
 
 
@@ -513,14 +522,17 @@ def test_the_stand_in_reads_the_command_line_as_the_cli_would(tmp_path, claude_s
 
     assert run.outcome.status == "completed", run.outcome
     [call] = claude_standin.invocations()
-    assert call["prompt"] == "\n- a reply that starts like an option #7"  # still the prompt, not an option
+    # On stdin a leading "-" is just text: the prompt arrives exactly as written, nothing put in front.
+    assert call["prompt"] == "- a reply that starts like an option #7"
+    assert call["prompt_source"] == "stdin" and call["stdin"] == "file"
+    assert call["argv"][0] == "-p" and not any("a reply" in arg for arg in call["argv"])
     first = json.loads(stream_paths(tmp_path)[0].read_text().splitlines()[0])
     assert first["model"] == "claude-sonnet-5-5" and first["session_id"] == run.session_id
 
 
 def test_bad_session_id_and_missing_executable_are_launch_errors(tmp_path, claude_standin, slot_repo):
     with pytest.raises(ClaudeLaunchError, match="not a UUID"):
-        make_processor(tmp_path, claude_standin).build_command("Fix it", "not-a-uuid")
+        make_processor(tmp_path, claude_standin).build_command("not-a-uuid")
     processor = make_processor(tmp_path, claude_standin, executable=str(tmp_path / "no-such-claude"))
     with pytest.raises(ClaudeLaunchError, match="Claude Code was not found"):
         run_agent(processor, slot_repo, tmp_path, fix_prompt())
@@ -529,7 +541,7 @@ def test_bad_session_id_and_missing_executable_are_launch_errors(tmp_path, claud
 def test_a_token_never_reaches_the_command_line(tmp_path, claude_standin):
     processor = make_processor(tmp_path, claude_standin, extra_args=["--append-system-prompt", GITHUB_TOKEN])
     with pytest.raises(ClaudeLaunchError, match="token"):
-        processor.build_command("Fix it", new_session_id())
+        processor.build_command(new_session_id())
 
 
 def test_cli_refusal_is_reported_with_its_stderr(tmp_path, claude_standin, slot_repo):
@@ -619,3 +631,115 @@ def test_transcript_folder_of_a_long_path_matches_the_monitor(tmp_path, claude_s
     assert transcript.parent.name == project_dir_name(str(repo))
     kinds = [json.loads(line)["type"] for line in transcript.read_text().splitlines()]
     assert kinds.count("user") == 3 and kinds.count("assistant") == 4 and kinds[-1] == "cost-state"
+
+
+# ------------------------------------------------------------------------------------------------
+# The prompt goes through stdin, from a file in the log folder
+# ------------------------------------------------------------------------------------------------
+
+LONG_BODY = "日" * 64_000  # inside GitHub's 65,536 characters, 192,000 bytes: past any argv element
+
+
+def mode_of(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_body_of_64000_three_byte_characters_reaches_claude_whole_through_stdin(tmp_path, claude_standin,
+                                                                                  slot_repo):
+    prompt = build_prompt(repo=REPO, issue=issue(body=LONG_BODY), comments=[], branch=BRANCH)
+    assert len(prompt.encode("utf-8")) > 192_000  # the old 120,000-byte argument limit refused this
+
+    run = run_agent(make_processor(tmp_path, claude_standin), slot_repo, tmp_path, prompt)
+
+    assert run.outcome.status == "completed", run.outcome
+    [call] = claude_standin.invocations()
+    assert call["prompt"] == prompt and LONG_BODY in call["prompt"]
+    assert call["prompt_source"] == "stdin" and call["stdin"] == "file"
+    assert not any("日" in arg for arg in call["argv"]) and len(" ".join(call["argv"])) < 2_000
+    folder = stream_paths(tmp_path)[0].parent
+    assert run.prompt_path == folder / "1.prompt-1.txt"
+    assert run.prompt_path.read_bytes() == prompt.encode("utf-8")
+    assert mode_of(run.prompt_path) == 0o600
+    assert git(slot_repo, "log", "-1", "--format=%s") == "Fix #7: add fix_issue_7.txt"
+
+
+def test_the_issue_text_is_not_in_the_process_list(tmp_path, claude_standin, slot_repo):
+    secret_looking = "issue-text-only-the-agent-should-read-4711"
+    processor = make_processor(tmp_path, claude_standin)
+    stream, stderr = stream_paths(tmp_path)
+    agent = processor.start(fix_prompt(scenario("hang"), secret_looking, LONG_BODY), cwd=slot_repo,
+                            session_id=new_session_id(), stream_path=stream, stderr_path=stderr)
+    try:
+        deadline = time.monotonic() + 10
+        while not claude_standin.invocations() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        cmdline = psutil.Process(agent.pid).cmdline()  # what `ps` shows every local user
+        assert "-p" in cmdline and "--session-id" in cmdline
+        assert not any(secret_looking in arg or "日" in arg or "Fix issue" in arg for arg in cmdline)
+        [call] = claude_standin.invocations()
+        assert secret_looking in call["prompt"]  # yet the agent has it
+    finally:
+        terminate_tree(agent.popen, 0.5)
+
+
+def test_each_invocation_has_its_own_private_prompt_file(tmp_path):
+    stream = tmp_path / "logs" / "issue-7" / "2.stream.jsonl"
+    stream.parent.mkdir(parents=True)
+    (stream.parent / "2.prompt-1.txt").write_text("an earlier invocation's prompt")
+    old_umask = os.umask(0)  # even a permissive umask gives a private file
+    try:
+        second = write_prompt_file(stream, "- leading dash\n日本語 😀")
+        third = write_prompt_file(stream, "")
+    finally:
+        os.umask(old_umask)
+
+    assert second == stream.parent / "2.prompt-2.txt" and third == stream.parent / "2.prompt-3.txt"
+    assert second.read_text(encoding="utf-8") == "- leading dash\n日本語 😀" and third.read_bytes() == b""
+    assert mode_of(second) == mode_of(third) == 0o600
+    assert (stream.parent / "2.prompt-1.txt").read_text() == "an earlier invocation's prompt"
+    assert write_prompt_file(tmp_path / "other.jsonl", "x") == tmp_path / "other.prompt-1.txt"
+
+
+def test_the_size_of_a_prompt_is_never_a_launch_error(tmp_path, claude_standin, slot_repo):
+    processor = make_processor(tmp_path, claude_standin, executable=str(tmp_path / "no-such-claude"))
+    with pytest.raises(ClaudeLaunchError, match="Claude Code was not found"):
+        run_agent(processor, slot_repo, tmp_path, "x" * 500_000)  # size alone is never the error
+
+
+def test_the_stand_in_takes_its_prompt_from_stdin_like_the_cli(claude_standin, slot_repo):
+    base = [str(STANDIN), "-p", "--output-format", "stream-json", "--verbose"]
+
+    def standin(*extra, **kwargs):
+        return subprocess.run(base + list(extra), cwd=slot_repo, env=claude_standin.env, capture_output=True,
+                              text=True, timeout=30, **kwargs)
+
+    refused = standin(stdin=subprocess.DEVNULL)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr == ("Error: Input must be provided either through stdin or as a prompt argument"
+                              " when using --print\n")
+    assert standin(input="   \n").returncode == 1  # blank is no prompt either
+
+    piped = standin(input="Fix issue #7 from a pipe")
+    both = standin("Fix issue #7", input="and the log from stdin")
+
+    assert piped.returncode == 0 and both.returncode == 0, piped.stderr + both.stderr
+    first, second = [(call["prompt"], call["prompt_source"]) for call in claude_standin.invocations()]
+    assert first == ("Fix issue #7 from a pipe", "stdin")
+    assert second == ("Fix issue #7\nand the log from stdin", "argv+stdin")  # stdin added after a newline
+    assert json.loads(piped.stdout.splitlines()[-1])["subtype"] == "success"
+
+
+def test_the_stand_in_gives_up_on_a_silent_pipe_after_three_seconds(claude_standin, slot_repo):
+    read_end, write_end = os.pipe()
+    try:
+        started = time.monotonic()
+        done = subprocess.run([str(STANDIN), "-p", "--output-format", "stream-json", "--verbose"], cwd=slot_repo,
+                              env=claude_standin.env, stdin=read_end, capture_output=True, text=True, timeout=30)
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+    assert time.monotonic() - started >= 3
+    assert done.returncode == 1
+    assert done.stderr.startswith("Warning: no stdin data received in 3s, proceeding without it\n")
+    assert "Input must be provided either through stdin or as a prompt argument" in done.stderr

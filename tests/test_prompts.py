@@ -1,6 +1,7 @@
 """The prompt from untrusted issue text: what it tells the agent, what it strips, what it caps."""
 
-from lib.prompts import MAX_BODY_CHARS, build_prompt, build_reply, render_template
+from lib.prompts import (MAX_BODY_CHARS, MAX_COMMENT_BYTES, MAX_COMMENTS_BYTES, MAX_TITLE_CHARS, build_prompt,
+                         build_reply, render_template)
 
 REPO = "octo/widgets"
 BRANCH = "issue-7"
@@ -40,13 +41,27 @@ def test_prompt_hygiene_removes_hidden_text():
         assert hidden not in prompt
 
 
-def test_null_body_and_a_huge_body(tmp_path):
+def test_null_body_and_a_body_over_githubs_limit(tmp_path):
     assert "(no description)" in build_prompt(repo=REPO, issue=issue(body=None), comments=[], branch=BRANCH)
 
+    assert MAX_BODY_CHARS == 65_536  # GitHub's own limit: whatever it accepted arrives whole
     prompt = build_prompt(repo=REPO, issue=issue(body="ü" * (MAX_BODY_CHARS + 5000)), comments=[], branch=BRANCH)
     assert "ü" * MAX_BODY_CHARS in prompt and "ü" * (MAX_BODY_CHARS + 1) not in prompt
     assert "[... issue body cut: 5000 more characters not shown]" in prompt
-    assert len(prompt.encode("utf-8")) < 131072  # one argv element
+
+
+def test_a_body_of_three_byte_characters_at_githubs_limit_arrives_whole():
+    for body in ("日" * 64_000, "語" * MAX_BODY_CHARS):
+        prompt = build_prompt(repo=REPO, issue=issue(body=body), comments=[], branch=BRANCH)
+
+        assert body in prompt and "cut:" not in prompt
+        assert len(prompt.encode("utf-8")) > 3 * len(body)  # far past what one argv element could hold
+
+
+def test_a_long_title_is_cut_to_one_line():
+    prompt = build_prompt(repo=REPO, issue=issue(title="t\n" * MAX_TITLE_CHARS + "end"), comments=[], branch=BRANCH)
+    first_line = prompt.splitlines()[0]
+    assert first_line.endswith(" t t  [... title cut: 1003 more characters not shown]")
 
 
 def test_many_comments_keep_the_newest_within_the_budget():
@@ -55,6 +70,48 @@ def test_many_comments_keep_the_newest_within_the_budget():
 
     assert "comment 9 " in prompt and "comment 0 " not in prompt
     assert "older comments not shown]" in prompt
+
+
+def comments_section(prompt: str) -> str:
+    return prompt.split("Comments from trusted users, oldest first:\n", 1)[1].split("\n\nHow to work:", 1)[0]
+
+
+def test_a_thread_of_three_byte_characters_is_cut_by_bytes_with_a_note():
+    comments = [{"user": {"login": f"user{i}"}, "body": f"comment {i} " + "日" * 3000} for i in range(40)]
+    prompt = build_prompt(repo=REPO, issue=issue(), comments=comments, branch=BRANCH)
+
+    section = comments_section(prompt)
+    assert len(section.encode("utf-8")) <= MAX_COMMENTS_BYTES + 100  # bytes, not characters
+    shown = [i for i in range(40) if f"comment {i} " in section]
+    assert shown == list(range(40 - len(shown), 40)) and 0 < len(shown) < 40  # the newest, all of them whole
+    assert section.startswith(f"[... {40 - len(shown)} older comments not shown]\n\n@user{40 - len(shown)}:")
+    assert all("日" * 3000 in section.split(f"comment {i} ", 1)[1][:3000] for i in shown)
+
+
+def test_a_single_huge_comment_is_cut_by_bytes_not_characters():
+    body = "日" * 20_000  # 60,000 bytes in 20,000 characters
+    prompt = build_prompt(repo=REPO, issue=issue(), comments=[{"user": {"login": "bob"}, "body": body}], branch=BRANCH)
+
+    section = comments_section(prompt)
+    kept = MAX_COMMENT_BYTES // 3
+    assert "日" * kept in section and "日" * (kept + 1) not in section
+    assert section.endswith(f"\n[... comment cut: {60_000 - 3 * kept} more bytes not shown]")
+    assert len(section.encode("utf-8")) < MAX_COMMENT_BYTES + 200
+
+
+def test_a_comment_is_never_cut_inside_a_character():
+    body = "a" + "😀" * 10_000  # four-byte characters, the cut falls inside one
+    prompt = build_prompt(repo=REPO, issue=issue(), comments=[{"user": {"login": "bob"}, "body": body}], branch=BRANCH)
+
+    prompt.encode("utf-8")  # no half character, no surrogate
+    assert "a" + "😀" * ((MAX_COMMENT_BYTES - 1) // 4) + "\n[... comment cut:" in prompt
+
+
+def test_lone_surrogates_are_dropped_so_the_prompt_is_valid_utf8():
+    prompt = build_prompt(repo=REPO, issue=issue(title="A\ud800B", body="x\udfffy"),
+                          comments=[{"user": {"login": "bob"}, "body": "c\ud83dd"}], branch=BRANCH)
+    assert "AB" in prompt and "xy" in prompt and "cd" in prompt
+    prompt.encode("utf-8")
 
 
 def test_template_placeholders_and_hostile_fields(tmp_path):
@@ -84,3 +141,14 @@ def test_a_reply_names_who_wrote_it_and_strips_hidden_text():
 
     assert build_reply(replies) == ("@maintainer replied on the issue:\nUse v2.\n\n"
                                     "@bob replied on the issue:\nAgreed\n\n@unknown replied on the issue:\n?")
+
+
+def test_replies_are_cut_by_bytes_like_comments_keeping_the_newest():
+    replies = [{"user": {"login": f"user{i}"}, "body": f"reply {i} " + "日" * 10_000} for i in range(6)]
+
+    reply = build_reply(replies)
+
+    assert len(reply.encode("utf-8")) <= MAX_COMMENTS_BYTES + 500
+    assert "reply 5 " in reply and "reply 0 " not in reply
+    assert reply.startswith("[... ") and "earlier replies not shown]" in reply.splitlines()[0]
+    assert "[... reply cut: " in reply and build_reply([]) == ""
