@@ -7,9 +7,11 @@ Starts the GitHub emulator of the test suite on 127.0.0.1 with `--queued` issues
 `ready-for-claude` by a maintainer and `--busy` issues labeled `claude-working` whose runners are
 alive (`sleep` processes recorded in the state file), so that `max_concurrent` (= `--busy`) slots
 are all taken. Then runs `run_orchestrator.py` as a real process `--runs` times and prints, per
-tick, the wall time, the peak RSS of the tick process, and the HTTP requests it made (the first
-poll pages through the queue; later polls are conditional and answered 304). Not part of the
-test suite.
+tick, the wall time, the peak RSS of the tick process, the HTTP requests it made and the rate-limit
+points they cost: GitHub charges a point for every authenticated answer except a 304 to a
+conditional request. The first tick pages through the queue and asks for each busy issue; later
+ticks ask conditionally (the poll's pages and the busy issues alike) and are answered 304, so an
+unchanged tick should cost no point however many slots are busy. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -95,9 +97,10 @@ def main() -> int:
                     return 1
                 requests = github.requests[before:]
                 not_modified = sum(1 for r in requests if r.status == 304)
+                points = sum(r.points for r in requests)
                 walls.append(figures["wall"])
                 print(f"tick {run}: {figures['wall']:.3f} s wall, {figures['maxrss_kb'] / 1024:.1f} MB peak RSS,"
-                      f" {len(requests)} requests ({not_modified} answered 304)")
+                      f" {len(requests)} requests ({not_modified} answered 304), {points} rate-limit points")
             launched = [n for n, entry in StateManager(config.parent / "processing-state.json").load().items()
                         if entry.status != ProcessStatus.RUNNING.value]
             print(f"median {statistics.median(walls):.3f} s, max {max(walls):.3f} s;"

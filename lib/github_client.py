@@ -7,14 +7,16 @@ token travels only in the Authorization header: never in a URL, a log record or 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -40,7 +42,16 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # GitHub's advice for a secondary rate limit that names no wait: at least a minute.
 SECONDARY_LIMIT_WAIT = timedelta(seconds=60)
 _POLL_CACHE_VERSION = 1
+# A page may also have "after": the ETag of the empty page after a full last page.
 _PAGE_KEYS = frozenset({"etag", "items", "next_url", "full"})
+_ISSUE_KEYS = frozenset({"etag", "issue", "used"})
+#: The poll cache keeps at most this many issues (all repositories together), the most recently asked.
+ISSUE_CACHE_MAX = 200
+#: An issue not asked about for this long (seconds) is dropped from the poll cache.
+ISSUE_CACHE_IDLE = 24 * 3600
+#: An unchanged issue's "last asked" time is written back at most this often (seconds), so that an
+#: unchanged tick does not rewrite the cache file.
+ISSUE_CACHE_TOUCH = 3600
 
 Timeout = Union[float, Tuple[float, float]]
 
@@ -109,6 +120,11 @@ class GitHubClient:
         self.retries = retries
         self.rate_limit_remaining: Optional[int] = None
         self.last_poll_was_cached = False
+        # The poll cache file as last read or written, and that file's stat (None: it was missing).
+        self._cache: Dict[str, Any] = {"polls": {}, "issues": {}}
+        self._cache_stamp: Optional[Tuple[int, int, int]] = None
+        self._cache_read = False
+        self._cache_write_warned = False
         self._repo_path = "/repos/" + "/".join(quote(part, safe="") for part in repo.split("/", 1))
         self._origin = tuple(urlsplit(self.api_url)[:2])  # (scheme, host[:port])
 
@@ -175,40 +191,96 @@ class GitHubClient:
         query = {"labels": label, "state": "open", "sort": "created", "direction": "asc", "per_page": PER_PAGE}
         first = f"{self.api_url}{self._repo_path}/issues?{urlencode(query)}"
         self.last_poll_was_cached = False
-        cache = self._load_poll_cache()
-        old_pages: Dict[str, Any] = cache.get(first, {})
+        old_pages: Dict[str, Any] = self._cache_data()["polls"].get(first, {})
         pages: Dict[str, Any] = {}
         issues: List[Dict[str, Any]] = []
         all_cached = True
         url: Optional[str] = first
         while url:
-            page = old_pages.get(url)
-            # A full last page may have grown a next page without its own body changing, and the
-            # ETag covers only the body: ask for it unconditionally.
-            conditional = page is not None and page["etag"] and not (page["next_url"] is None and page["full"])
-            response = self._request("GET", url, headers={"If-None-Match": page["etag"]} if conditional else None)
-            if response.status_code == 304 and conditional:
-                pages[url] = page
-            else:
+            old = old_pages.get(url)
+            page = self._list_page(url, old)
+            if page["next_url"] is None and page["full"] and self.poll_cache_file is not None:
+                # The ETag covers the body, not the Link header: a full last page may have grown a
+                # next page without changing. Ask for the page after it, conditionally too: once its
+                # ETag is known (learnt with the page), an empty page after it is a free 304.
+                known = old.get("after") if old is not None else None
+                if page is old or known is None:
+                    after = self._page_after(url, known)
+                    if after is False:  # it has items: ask for this page anew, for its next link
+                        page = self._list_page(url, None)
+                    elif after != page.get("after"):
+                        page = dict(page, after=after)
+                else:
+                    page["after"] = known  # a new body says nothing about the empty page after it
+            if page is not old:
                 all_cached = False
-                raw = self._json(response)
-                pages[url] = {
-                    "etag": response.headers.get("ETag"),
-                    "items": [item for item in raw if "pull_request" not in item],
-                    "next_url": response.links.get("next", {}).get("url"),
-                    "full": len(raw) >= PER_PAGE,
-                }
-            issues.extend(pages[url]["items"])
-            url = pages[url]["next_url"]
+            pages[url] = page
+            issues.extend(copy.deepcopy(page["items"]))  # the cache outlives this call: keep it ours
+            url = page["next_url"]
         self.last_poll_was_cached = all_cached
         if self.poll_cache_file is not None and pages != old_pages:
-            cache[first] = pages
-            self._save_poll_cache(cache)
+            self._update_cache(polls={first: pages})
         return issues
+
+    def _list_page(self, url: str, old: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+        """One page of the poll: `old` itself if GitHub says it is unchanged (304), else the new page."""
+        conditional = old is not None and bool(old["etag"])
+        response = self._request("GET", url, headers={"If-None-Match": old["etag"]} if conditional else None)
+        if response.status_code == 304 and conditional:
+            assert old is not None
+            return old
+        raw = self._json(response)
+        return {
+            "etag": response.headers.get("ETag"),
+            "items": [item for item in raw if "pull_request" not in item],
+            "next_url": response.links.get("next", {}).get("url"),
+            "full": len(raw) >= PER_PAGE,
+        }
+
+    def _page_after(self, url: str, etag: Optional[str]) -> Union[None, str, bool]:
+        """Ask for the page after the full last page `url`: False if it has items, else its ETag."""
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        number = next((int(value) for key, value in query if key == "page" and value.isdigit()), 1)
+        query = [(key, value) for key, value in query if key != "page"] + [("page", str(number + 1))]
+        response = self._request("GET", urlunsplit(parts._replace(query=urlencode(query))),
+                                 headers={"If-None-Match": etag} if etag else None)
+        if response.status_code == 304 and etag:
+            return etag
+        if self._json(response):
+            return False
+        return response.headers.get("ETag")
 
     def get_issue(self, number: int) -> Dict[str, Any]:
         return self._json(self._request("GET", f"{self._repo_path}/issues/{int(number)}",
                                         not_found=self._issue_not_found(number)))
+
+    def get_issue_cached(self, number: int) -> Dict[str, Any]:
+        """The issue, as fresh as get_issue's, but asked for conditionally when a poll cache is set.
+
+        GitHub validates every ask: an unchanged issue is a 304 that costs no rate limit and is
+        answered from the poll cache; a changed one (labels, state, comments, text) is a 200 whose
+        issue and ETag replace the cached ones. Without a poll cache this is get_issue.
+        """
+        path = f"{self._repo_path}/issues/{int(number)}"
+        if self.poll_cache_file is None:
+            return self.get_issue(number)
+        key = self.api_url + path
+        cached = self._cache_data()["issues"].get(key)
+        etag = cached["etag"] if cached else None
+        response = self._request("GET", path, headers={"If-None-Match": etag} if etag else None,
+                                 not_found=self._issue_not_found(number))
+        now = int(time.time())
+        if response.status_code == 304 and etag:
+            assert cached is not None
+            if now - cached["used"] >= ISSUE_CACHE_TOUCH:
+                self._update_cache(issues={key: dict(cached, used=now)})
+            return copy.deepcopy(cached["issue"])
+        issue = self._json(response)
+        etag = response.headers.get("ETag")
+        if etag or cached:
+            self._update_cache(issues={key: {"etag": etag, "issue": issue, "used": now} if etag else None})
+        return copy.deepcopy(issue)
 
     def list_comments(self, number: int, since: Union[str, datetime, None] = None) -> List[Dict[str, Any]]:
         """Every comment on the issue, oldest first; with `since`, only those updated at or after it."""
@@ -412,35 +484,88 @@ class GitHubClient:
         return type(reason).__name__
 
     # ------------------------------------------------------------------------------------------
-    # Poll cache: {"version": 1, "polls": {first page URL: {page URL: {etag, items, next_url, full}}}}
+    # Poll cache: {"version": 1,
+    #              "polls": {first page URL: {page URL: {etag, items, next_url, full[, after]}}},
+    #              "issues": {issue URL: {etag, issue, used}}}
+    # Everything is keyed by URL, so the clients of several repositories share one file; each
+    # change is written into the file as it is then, so none loses another's entries.
     # ------------------------------------------------------------------------------------------
 
-    def _load_poll_cache(self) -> Dict[str, Any]:
+    def _cache_data(self) -> Dict[str, Any]:
+        """The poll cache, read again only if the file changed since this client last read or wrote it."""
         if self.poll_cache_file is None:
-            return {}
+            return self._cache
+        stamp = _file_stamp(self.poll_cache_file)
+        if not self._cache_read or stamp != self._cache_stamp:
+            self._cache, self._cache_stamp, self._cache_read = self._load_poll_cache(), stamp, True
+        return self._cache
+
+    def _load_poll_cache(self) -> Dict[str, Any]:
+        """The cache file's contents; an unreadable one is empty, with one warning."""
+        path = self.poll_cache_file
+        assert path is not None
+        empty: Dict[str, Any] = {"polls": {}, "issues": {}}
         try:
-            data = json.loads(self.poll_cache_file.read_text(encoding="utf-8"))
-            polls = data["polls"] if data.get("version") == _POLL_CACHE_VERSION else {}
-            if not all(_PAGE_KEYS <= page.keys() for chain in polls.values() for page in chain.values()):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("version") != _POLL_CACHE_VERSION:
+                return empty
+            polls, issues = data["polls"], data.get("issues", {})
+            if not all(_PAGE_KEYS <= page.keys() for chain in polls.values() for page in chain.values()) or \
+                    not all(_ISSUE_KEYS <= entry.keys() and isinstance(entry["etag"], str)
+                            and isinstance(entry["issue"], dict) and isinstance(entry["used"], (int, float))
+                            for entry in issues.values()):
                 raise ValueError("unknown layout")
         except FileNotFoundError:
-            return {}
+            return empty
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("Ignoring unreadable GitHub poll cache %s (%s); the next poll rebuilds it",
-                        self.poll_cache_file, exc)
-            return {}
-        return polls
+            log.warning("Ignoring unreadable GitHub poll cache %s (%s); the next poll rebuilds it", path, exc)
+            return empty
+        return {"polls": polls, "issues": issues}
 
-    def _save_poll_cache(self, polls: Dict[str, Any]) -> None:
+    def _update_cache(self, *, polls: Optional[Dict[str, Any]] = None,
+                      issues: Optional[Dict[str, Optional[Dict[str, Any]]]] = None) -> None:
+        """Write these entries (an issue's None: drop it) into the cache file as it is now.
+
+        The file is read again first if it changed since this client read it (another repository's
+        client wrote it), so that their entries survive. Issues not asked about for ISSUE_CACHE_IDLE
+        are dropped, and beyond ISSUE_CACHE_MAX the least recently asked.
+        """
+        data = self._cache_data()
+        data["polls"].update(polls or {})
+        for key, entry in (issues or {}).items():
+            data["issues"].pop(key, None)
+            if entry is not None:
+                data["issues"][key] = entry  # last: of entries asked in the same second, it stays
+        recent = int(time.time()) - ISSUE_CACHE_IDLE
+        kept = sorted((item for item in data["issues"].items() if item[1]["used"] >= recent),
+                      key=lambda item: item[1]["used"])  # stable: the order of insertion breaks ties
+        data["issues"] = dict(kept[-ISSUE_CACHE_MAX:])
+        self._save_poll_cache(data)
+
+    def _save_poll_cache(self, data: Dict[str, Any]) -> None:
         """Readable by the owner only: it holds issue texts of maybe private repositories."""
         path = self.poll_cache_file
         assert path is not None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, json.dumps({"version": _POLL_CACHE_VERSION, "polls": polls}))
+            atomic_write(path, json.dumps({"version": _POLL_CACHE_VERSION, **data}))
         except OSError as exc:
-            # The cache only saves rate limit; the poll itself succeeded.
-            log.warning("Could not write the GitHub poll cache %s: %s", path, exc)
+            # The cache only saves rate limit; the request itself succeeded. Once per client: a
+            # tick may save several times.
+            if not self._cache_write_warned:
+                log.warning("Could not write the GitHub poll cache %s: %s", path, exc)
+                self._cache_write_warned = True
+            return
+        self._cache_stamp = _file_stamp(path)
+
+
+def _file_stamp(path: Path) -> Optional[Tuple[int, int, int]]:
+    """What changes when the file is rewritten (atomic_write makes a new inode); None if missing."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _github_message(response: requests.Response) -> str:

@@ -20,7 +20,11 @@ REST reference), under `/` and under the Enterprise prefix `/api/v3`:
 
 Lists are paginated with `Link` headers whose URLs use `/repositories/{id}/...` like GitHub's; the
 issues list includes pull requests, as GitHub's does. Every answer carries X-RateLimit-* headers;
-a GET answer carries a strong ETag, and a matching If-None-Match is a 304 that costs no rate limit.
+a GET answer carries an ETag computed from its body (strong, or weak as GitHub mostly sends them
+with `weak_etags`), so any change to what it shows (an issue's labels, state, comments, text)
+changes it; a matching If-None-Match, strong or weak, is a 304 that costs no rate limit. Points are
+counted as GitHub does: every authenticated answer within the budget costs one, 404s and 422s too,
+except a 304 (`points_used`, and `points` of each recorded request; injected faults cost none).
 Tokens outside `tokens` get 401 "Bad credentials"; an exhausted budget gets 403 (or 429).
 
 Faults are queued and consumed by the requests they match: status bursts, slow answers, dropped
@@ -65,6 +69,7 @@ class RecordedRequest:
     headers: Dict[str, str]
     body: bytes
     status: Optional[int] = None  # None: the connection was dropped without an answer
+    points: int = 0  # rate-limit points the answer cost
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
@@ -140,6 +145,8 @@ class GitHubEmulator:
         self.rate_remaining = 5000
         self.rate_reset = int(time.time()) + 3600
         self.rate_limit_status = 403  # GitHub answers 403 or 429 when the budget is gone
+        self.points_used = 0  # rate-limit points charged since the start
+        self.weak_etags = False  # True: ETags are W/"...", as GitHub sends most of them
         self._repos: Dict[str, _Repo] = {}  # casefolded full name -> repo
         self._default_repo: Optional[str] = None
         self._faults: List[_Fault] = []
@@ -316,11 +323,12 @@ class GitHubEmulator:
         record = RecordedRequest(method, raw_path, {k.lower(): v for k, v in headers.items()}, body)
         with self.lock:
             self.requests.append(record)
-        answer = self._answer(method, raw_path, record.headers, body)
+        answer = self._answer(method, raw_path, record.headers, body, record)
         record.status = answer[0] if answer else None
         return answer
 
-    def _answer(self, method: str, raw_path: str, headers: Dict[str, str], body: bytes) -> Optional[Answer]:
+    def _answer(self, method: str, raw_path: str, headers: Dict[str, str], body: bytes,
+                record: RecordedRequest) -> Optional[Answer]:
         fault = self._take_fault(method, raw_path)
         if fault is not None and fault.kind == "drop":
             return None
@@ -365,11 +373,14 @@ class GitHubEmulator:
                 status, payload, extra = 404, {"message": "Not Found", "documentation_url": DOCS}, {}
             data = json.dumps(payload).encode("utf-8")
             if method == "GET" and status == 200:
-                etag = '"' + hashlib.sha256(data).hexdigest()[:40] + '"'
+                opaque = '"' + hashlib.sha256(data).hexdigest()[:40] + '"'
+                etag = "W/" + opaque if self.weak_etags else opaque
                 extra["ETag"] = etag
-                if etag in _etags(headers.get("if-none-match", "")):
+                if opaque in _etags(headers.get("if-none-match", "")):  # the weak comparison GitHub makes
                     return self._send(304, None, {"ETag": etag}, raw=b"")
             self.rate_remaining -= 1
+            self.points_used += 1
+            record.points = 1
             return self._send(status, payload, extra, raw=data)
 
     def _send(self, status: int, payload: Any, extra: Optional[Dict[str, str]] = None, *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import stat
@@ -102,6 +103,208 @@ def test_unreadable_poll_cache_is_rebuilt(github_emulator, client, tmp_path, cap
     assert [i["title"] for i in client.list_issues_with_label(READY)] == ["Item"]
     assert "unreadable GitHub poll cache" in caplog.text
     assert client.list_issues_with_label(READY) and client.last_poll_was_cached
+
+
+def test_an_unchanged_full_last_page_costs_nothing(github_emulator, client):
+    # 200 issues fill two pages exactly: the page after the last is asked for too, to see it grow.
+    for i in range(200):
+        github_emulator.add_issue(f"Item {i}", labels=[READY])
+    mark = len(github_emulator.requests)
+    assert len(client.list_issues_with_label(READY)) == 200
+    assert [r.status for r in new_requests(github_emulator, mark)] == [200, 200, 200]
+
+    mark = len(github_emulator.requests)
+    assert len(client.list_issues_with_label(READY)) == 200
+    assert [(r.status, r.points) for r in new_requests(github_emulator, mark)] == [(304, 0)] * 3
+    assert client.last_poll_was_cached
+
+    github_emulator.add_issue("One more", labels=[READY])
+    assert [i["title"] for i in client.list_issues_with_label(READY)][-1] == "One more"
+    assert not client.last_poll_was_cached
+    mark = len(github_emulator.requests)
+    assert len(client.list_issues_with_label(READY)) == 201
+    assert sum(r.points for r in new_requests(github_emulator, mark)) == 0
+
+
+def test_polled_issues_are_the_callers_to_change(github_emulator, client):
+    github_emulator.add_issue("Item", labels=[READY])
+    client.list_issues_with_label(READY)[0]["title"] = "changed by the caller"
+    assert client.list_issues_with_label(READY)[0]["title"] == "Item"
+    assert client.last_poll_was_cached
+
+
+# ------------------------------------------------------------------------------------------------
+# One issue, asked for conditionally
+# ------------------------------------------------------------------------------------------------
+
+
+def issue_requests(emulator, mark, number, repo=REPO):
+    return [r for r in new_requests(emulator, mark) if r.path == f"/repos/{repo}/issues/{number}"]
+
+
+@pytest.mark.parametrize("weak", [False, True], ids=["strong", "weak"])
+def test_an_unchanged_issue_is_a_304_answered_from_the_cache(github_emulator, client, tmp_path, weak):
+    github_emulator.weak_etags = weak
+    number = github_emulator.add_issue("Issue", "text", labels=["claude-working"])
+    mark = len(github_emulator.requests)
+    first = client.get_issue_cached(number)
+    assert first == github_emulator.issue(number)
+    again = client.get_issue_cached(number)
+    assert again == first
+    [fetch, check] = issue_requests(github_emulator, mark, number)
+    assert "if-none-match" not in fetch.headers and fetch.status == 200 and fetch.points == 1
+    assert check.headers["if-none-match"].startswith('W/"' if weak else '"')
+    assert check.status == 304 and check.points == 0
+
+    assert github_emulator.points_used == 1
+    again["labels"].clear()  # the caller's copy: the cache keeps its own
+    assert client.get_issue_cached(number) == first
+    with GitHubClient(TOKEN, REPO, github_emulator.url, poll_cache_file=tmp_path / "poll-cache.json") as later:
+        mark = len(github_emulator.requests)
+        assert later.get_issue_cached(number) == first
+    assert [r.status for r in new_requests(github_emulator, mark)] == [304]
+
+
+def test_a_changed_issue_is_fetched_anew(github_emulator, client):
+    number = github_emulator.add_issue("Issue", labels=["claude-working"])
+    client.get_issue_cached(number)
+    changes = [
+        (lambda: github_emulator.add_label_event(number, "claude-working", "maintainer", event="unlabeled"),
+         lambda issue: issue["labels"] == []),
+        (lambda: github_emulator.add_comment(number, "An answer", user="maintainer"),
+         lambda issue: issue["comments"] == 1),
+        (lambda: github_emulator.close_issue(number), lambda issue: issue["state"] == "closed"),
+    ]
+    for change, seen in changes:
+        change()
+        mark = len(github_emulator.requests)
+        issue = client.get_issue_cached(number)
+        assert seen(issue), issue
+        assert client.get_issue_cached(number) == issue
+        [fetch, check] = new_requests(github_emulator, mark)
+        assert fetch.status == 200 and fetch.headers["if-none-match"]  # the old ETag no longer matches
+        assert check.status == 304 and check.headers["if-none-match"] != fetch.headers["if-none-match"]
+
+
+def test_get_issue_stays_a_plain_get(github_emulator, client):
+    number = github_emulator.add_issue("Issue")
+    client.get_issue_cached(number)
+    mark = len(github_emulator.requests)
+    client.get_issue(number)
+    [request] = new_requests(github_emulator, mark)
+    assert "if-none-match" not in request.headers and request.status == 200
+
+
+def test_without_a_poll_cache_the_issue_is_a_plain_get(github_emulator):
+    number = github_emulator.add_issue("Issue")
+    with GitHubClient(TOKEN, REPO, github_emulator.url) as github:
+        assert github.get_issue_cached(number)["title"] == "Issue"
+        assert github.get_issue_cached(number)["title"] == "Issue"
+    assert [("if-none-match" in r.headers, r.status) for r in github_emulator.requests] == [(False, 200)] * 2
+
+
+def test_a_missing_issue_is_not_found_conditionally_too(github_emulator, client):
+    with pytest.raises(GitHubNotFoundError, match=r"^Issue #99 not found in octo/widgets"):
+        client.get_issue_cached(99)
+
+
+def test_unchanged_issues_do_not_rewrite_the_cache_file(github_emulator, client, tmp_path):
+    numbers = [github_emulator.add_issue(f"Issue {i}") for i in range(3)]
+    for number in numbers:
+        client.get_issue_cached(number)
+    cache_file = tmp_path / "poll-cache.json"
+    before = cache_file.stat()
+    for number in numbers:
+        client.get_issue_cached(number)
+    after = cache_file.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert stat.S_IMODE(after.st_mode) == 0o600
+
+
+def test_two_repositories_sharing_one_cache_file_keep_each_others_entries(github_emulator, tmp_path):
+    other = "octo/gadgets"
+    github_emulator.add_repo(other)
+    widget = github_emulator.add_issue("Widget", labels=[READY])
+    gadget = github_emulator.add_issue("Gadget", labels=[READY], repo=other)
+    cache_file = tmp_path / "poll-cache.json"
+    with GitHubClient(TOKEN, REPO, github_emulator.url, poll_cache_file=cache_file) as widgets, \
+            GitHubClient(TOKEN, other, github_emulator.url, poll_cache_file=cache_file) as gadgets:
+        # Interleaved as a tick does it: each client read the file before the other wrote it.
+        widgets.get_issue_cached(widget)
+        gadgets.get_issue_cached(gadget)
+        github_emulator.add_label_event(widget, "bug", "maintainer")
+        widgets.get_issue_cached(widget)  # a change: written over the file the other client wrote
+        gadgets.list_issues_with_label(READY)
+        widgets.list_issues_with_label(READY)
+    with GitHubClient(TOKEN, REPO, github_emulator.url, poll_cache_file=cache_file) as widgets, \
+            GitHubClient(TOKEN, other, github_emulator.url, poll_cache_file=cache_file) as gadgets:
+        mark = len(github_emulator.requests)
+        assert widgets.get_issue_cached(widget)["labels"][-1]["name"] == "bug"
+        assert gadgets.get_issue_cached(gadget)["title"] == "Gadget"
+        assert [i["title"] for i in widgets.list_issues_with_label(READY)] == ["Widget"]
+        assert [i["title"] for i in gadgets.list_issues_with_label(READY)] == ["Gadget"]
+    assert [r.status for r in new_requests(github_emulator, mark)] == [304, 304, 304, 304]
+
+
+def test_the_issue_cache_is_bounded(github_emulator, client, tmp_path, monkeypatch):
+    from lib import github_client
+    monkeypatch.setattr(github_client, "ISSUE_CACHE_MAX", 3)
+    numbers = [github_emulator.add_issue(f"Issue {i}") for i in range(5)]
+    for number in numbers:
+        client.get_issue_cached(number)
+    cache_file = tmp_path / "poll-cache.json"
+    cached = json.loads(cache_file.read_text())["issues"]
+    assert sorted(cached) == [f"{github_emulator.url}/repos/{REPO}/issues/{n}" for n in numbers[2:]]
+
+    # An issue nobody asked about for a day is dropped at the next write.
+    data = json.loads(cache_file.read_text())
+    stale = f"{github_emulator.url}/repos/{REPO}/issues/{numbers[2]}"
+    data["issues"][stale]["used"] -= github_client.ISSUE_CACHE_IDLE + 60
+    cache_file.write_text(json.dumps(data))
+    client.get_issue_cached(numbers[0])
+    cached = json.loads(cache_file.read_text())["issues"]
+    assert stale not in cached and len(cached) == 3
+
+
+def test_an_issue_asked_about_keeps_its_place(github_emulator, client, tmp_path, monkeypatch):
+    from lib import github_client
+    number = github_emulator.add_issue("Issue")
+    client.get_issue_cached(number)
+    cache_file = tmp_path / "poll-cache.json"
+    data = json.loads(cache_file.read_text())
+    [key] = data["issues"]
+    data["issues"][key]["used"] -= github_client.ISSUE_CACHE_TOUCH + 1
+    cache_file.write_text(json.dumps(data))
+    mark = len(github_emulator.requests)
+    client.get_issue_cached(number)
+    assert [r.status for r in new_requests(github_emulator, mark)] == [304]
+    assert json.loads(cache_file.read_text())["issues"][key]["used"] >= time.time() - 60
+
+
+@pytest.mark.parametrize("content", [
+    "{not json", '[]', '{"version": 1, "polls": {}, "issues": []}',
+    '{"version": 1, "polls": {}, "issues": {"u": {"etag": "x"}}}',
+    '{"version": 1, "polls": {}, "issues": {"u": {"etag": null, "issue": {}, "used": 0}}}'])
+def test_an_unreadable_issue_cache_is_ignored_with_one_warning(github_emulator, client, tmp_path, caplog,
+                                                               content):
+    number = github_emulator.add_issue("Issue", labels=[READY])
+    (tmp_path / "poll-cache.json").write_text(content)
+    mark = len(github_emulator.requests)
+    assert client.get_issue_cached(number)["title"] == "Issue"
+    assert client.get_issue_cached(number)["title"] == "Issue"
+    assert client.list_issues_with_label(READY)
+    assert [r.status for r in new_requests(github_emulator, mark)] == [200, 304, 200]
+    assert caplog.text.count("unreadable GitHub poll cache") == 1
+    assert client.list_issues_with_label(READY) and client.last_poll_was_cached
+
+
+def test_an_unwritable_cache_warns_once_and_the_answers_still_come(github_emulator, tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    numbers = [github_emulator.add_issue(f"Issue {i}") for i in range(3)]
+    with GitHubClient(TOKEN, REPO, github_emulator.url, poll_cache_file=blocker / "poll-cache.json") as github:
+        assert [github.get_issue_cached(n)["title"] for n in numbers] == ["Issue 0", "Issue 1", "Issue 2"]
+    assert caplog.text.count("Could not write the GitHub poll cache") == 1
 
 
 # ------------------------------------------------------------------------------------------------
