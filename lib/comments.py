@@ -12,10 +12,12 @@ from typing import Any, Dict, Mapping, Optional, Sequence
 from lib.github_client import COMMENT_MARKER
 from lib.models import IssueState, ProcessStatus, format_figures
 from lib.outcomes import Outcome
+from lib.validation import summary_line
 
 #: Agent text quoted on GitHub is cut to this many characters.
 SUMMARY_LIMIT = 3000
 TITLE_CHARS = 200
+TAIL_QUOTE_CHARS = 1500
 
 
 def quote_for_markdown(text: Optional[str], limit: int = SUMMARY_LIMIT) -> str:
@@ -56,10 +58,27 @@ def pr_title(issue: Mapping[str, Any]) -> str:
     return f"{title[:TITLE_CHARS]} (#{issue.get('number')})"
 
 
-def pr_body(number: int, outcome: Outcome, duration: Optional[float]) -> str:
-    return "\n".join([
-        f"Closes #{number}", "", "Summary from Claude Code:", "", quote_for_markdown(outcome.summary), "",
-        figures(outcome, duration), "", marker("pull-request")])
+def pr_body(number: int, outcome: Outcome, duration: Optional[float], test_files: Sequence[str] = ()) -> str:
+    failing = failing_checks(outcome.checks)
+    lines = [*failing, ""] if failing else []
+    lines += [f"Closes #{number}", "", "Summary from Claude Code:", "", quote_for_markdown(outcome.summary), ""]
+    if outcome.checks:
+        # The checks prove their commands exit 0, not that the tests were left alone: show which changed.
+        lines += [f"Checks: {summary_line(outcome.checks)}",
+                  "Test files this change touches: " + (", ".join(f"`{name}`" for name in test_files) or "none"), ""]
+    return "\n".join([*lines, figures(outcome, duration), "", marker("pull-request")])
+
+
+def failing_checks(checks: Sequence[Mapping[str, Any]]) -> list:
+    """A heading and, for each failing check, how it failed and the end of its output, quoted inert."""
+    failed = [check for check in checks if not check["passed"]]
+    if not failed:
+        return []
+    lines = [f"⚠️ These checks still fail: {', '.join(check['name'] for check in failed)}."]
+    for check in failed:
+        lines += ["", f"`{check['name']}`: {check['reason']}", quote_for_markdown(check.get("tail") or "(no output)",
+                                                                             limit=TAIL_QUOTE_CHARS)]
+    return lines
 
 
 def outcome_comment(entry: IssueState, outcome: Outcome, pr_url: Optional[str], pushed: bool,
@@ -75,6 +94,11 @@ def outcome_comment(entry: IssueState, outcome: Outcome, pr_url: Optional[str], 
         lines.append(f"Pull request: {pr_url}")
     elif pushed:
         lines.append(f"Branch: `{entry.branch}`")
+    if outcome.checks:
+        lines.append(f"Checks: {summary_line(outcome.checks)}")
+        failing = failing_checks(outcome.checks)[1:]  # the headline already names the failing ones
+        if failing:
+            lines += [*failing, ""]
     lines.append(f"{figures(outcome, duration)} · Session: `{entry.session_id or 'n/a'}`")
     if entry.slot_notes:  # e.g. work of an earlier run kept on a backup ref: the reader should know
         lines += ["", "Notes from preparing the slot:", *(f"- {note}" for note in entry.slot_notes)]

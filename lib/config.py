@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from lib import processes
 from lib.models import ConfigError, OrchestratorError
 from lib.redaction import register_secret
-from lib.schema import (boolean, branch, chat_id, got_kind, int_at_least, label, label_ranks, one_of, optional,
+from lib.schema import (boolean, branch, chat_id, check_list, got_kind, int_at_least, label, label_ranks, one_of, optional,
                             positive_number, repo, roles, string, string_list, unset_or, url)
 
 #: Folder holding run_orchestrator.py, claude_monitor.py and config.example.json.
@@ -104,6 +104,7 @@ class Repository:
     clone_url: Optional[str] = None
     base_branch: Optional[str] = None  # None: the repository's default branch
     setup_command: Optional[str] = None  # None: the clone's own setup.sh, if it has one
+    validate: List[Dict[str, Any]] = field(default_factory=list)  # the checks run before work is done
 
     @property
     def owner(self) -> str:
@@ -174,6 +175,7 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
     "pull_request": {
         "create": (boolean, True),
         "draft": (boolean, True),
+        "on_failed_checks": (one_of(("draft", "none")), "draft"),
     },
 }
 
@@ -183,12 +185,14 @@ TOP_LEVEL: Dict[str, tuple] = {
     "setup_timeout_seconds": (positive_number, 1800),
     "notification_timeout_seconds": (positive_number, 10),
     "max_agents": (optional(int_at_least(1)), None),
+    "validate": (check_list, []),
+    "max_fix_rounds": (int_at_least(0), 2),
 }
 
 #: What a `repositories` entry may set. Those missing come from the `github` section (repo aside).
-REPOSITORY_KEYS: Dict[str, Any] = {key: SCHEMA["github"][key][0] for key in
-                                   ("repo", "base_repo_path", "max_concurrent", "clone_url", "base_branch",
-                                    "setup_command")}
+REPOSITORY_KEYS: Dict[str, Any] = {**{key: SCHEMA["github"][key][0] for key in
+                                      ("repo", "base_repo_path", "max_concurrent", "clone_url", "base_branch",
+                                       "setup_command")}, "validate": check_list}
 #: The `claude` settings a repository may override.
 REPOSITORY_CLAUDE_KEYS = ("model", "max_turns", "max_budget_usd", "timeout_seconds", "allowed_tools",
                           "permission_mode", "extra_args", "append_system_prompt")
@@ -410,7 +414,8 @@ class Config:
             if isinstance(data.get("github"), dict) and "repo" in data["github"]:
                 errors.append("github.repo: give either github.repo or a repositories list, not both")
             entries = [(entry, f"repositories[{i}]") for i, entry in enumerate(raw)]
-        found = [self._check_repository(entry, where, github, values["claude"], errors) for entry, where in entries]
+        found = [self._check_repository(entry, where, github, values["claude"], top.get("validate") or [], errors)
+                 for entry, where in entries]
         found = [entry for entry in found if entry is not None]
         _check_slot_folders(found, folder, errors)
         if top.get("max_agents") is None and found:
@@ -418,12 +423,13 @@ class Config:
         return found
 
     def _check_repository(self, entry: Any, where: str, github: Dict[str, Any], claude: Dict[str, Any],
-                          errors: List[str]) -> Optional[Dict[str, Any]]:
+                          validate: List[Dict[str, Any]], errors: List[str]) -> Optional[Dict[str, Any]]:
         if not isinstance(entry, dict):
             errors.append(f"{where}: must be an object with at least \"repo\", {got_kind(entry)}")
             return None
         single = where == "github"  # the seed's form: github's own keys, checked with that section
         settings = {key: github.get(key) for key in REPOSITORY_KEYS}
+        settings["validate"] = validate
         overrides = {} if single else entry
         for key in entry if not single else ():
             if key not in REPOSITORY_KEYS and key != "claude":
@@ -488,7 +494,7 @@ class Config:
         self.repositories: List[Repository] = [Repository(
             repo=entry["repo"], base_repo_path=self._resolve(folder, entry["base_repo_path"]),
             max_concurrent=entry["max_concurrent"], clone_url=entry["clone_url"], base_branch=entry["base_branch"],
-            setup_command=entry["setup_command"],
+            setup_command=entry["setup_command"], validate=list(entry["validate"] or []),
             claude=ClaudeSettings(**{**entry["claude"], "prompt_template": template_path}))
             for entry in repositories]
         self.max_agents: int = top["max_agents"]
@@ -512,6 +518,8 @@ class Config:
         self.slack_api_base_url: str = slack["api_base_url"]
         self.pull_request_create: bool = values["pull_request"]["create"]
         self.pull_request_draft: bool = values["pull_request"]["draft"]
+        self.pull_request_on_failed_checks: str = values["pull_request"]["on_failed_checks"]
+        self.max_fix_rounds: int = top["max_fix_rounds"]
         self.setup_timeout_seconds: float = top["setup_timeout_seconds"]
         self.notification_timeout_seconds: float = top["notification_timeout_seconds"]
         self.state_file = self._resolve(folder, top["state_file"])

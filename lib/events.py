@@ -55,6 +55,7 @@ class Event:
     reason: Optional[str] = None  # error; paused (why)
     log_tail: Optional[str] = None  # error: the last lines of the agent's log
     until: Optional[str] = None  # paused: ISO time launches resume
+    checks: Optional[str] = None  # completed / error: the repository's checks, "✅ tests 12.4 s · ❌ lint 0.8 s"
 
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:

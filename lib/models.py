@@ -65,6 +65,8 @@ class ProcessStatus(str, Enum):
     PENDING = "pending"  # claimed by a tick; the runner has not reported yet
     PREPARING = "preparing"  # the runner is cloning / cleaning / running setup.sh
     RUNNING = "running"  # Claude Code runs
+    VALIDATING = "validating"  # the repository's checks run on the agent's work
+    FIXING = "fixing"  # a check failed: the same session is fixing it
     NEEDS_INPUT = "needs_input"  # Claude asked a question; the slot waits for a human reply
     WAITING = "waiting"  # back in the queue until `not_before` (usage limit, API outage)
     COMPLETED = "completed"
@@ -81,11 +83,10 @@ class ProcessStatus(str, Enum):
 InstanceStatus = ProcessStatus
 
 #: Statuses whose issue owns an agent slot.
-ACTIVE_STATUSES = frozenset(
-    {ProcessStatus.PENDING, ProcessStatus.PREPARING, ProcessStatus.RUNNING, ProcessStatus.NEEDS_INPUT}
-)
-#: Statuses in which the agent (or its runner) should be alive; a dead pid then means "lost".
-LIVE_STATUSES = frozenset({ProcessStatus.PENDING, ProcessStatus.PREPARING, ProcessStatus.RUNNING})
+LIVE_STATUSES = frozenset({ProcessStatus.PENDING, ProcessStatus.PREPARING, ProcessStatus.RUNNING,
+                           ProcessStatus.VALIDATING, ProcessStatus.FIXING})
+#: Statuses whose issue owns an agent slot.
+ACTIVE_STATUSES = LIVE_STATUSES | {ProcessStatus.NEEDS_INPUT}
 #: Statuses after which nothing more happens until a human re-labels the issue.
 FINISHED_STATUSES = frozenset({ProcessStatus.COMPLETED, ProcessStatus.FAILED, ProcessStatus.CANCELLED})
 
@@ -203,6 +204,11 @@ class IssueState:
     cancel_reason: Optional[str] = None  # set by a tick: the runner stops its agent and saves the work
     requeues: int = 0  # usage-limit/outage requeues in a row: the backoff grows with it
     slot_notes: List[str] = field(default_factory=list)  # what preparing the slot kept or found, for the comment
+    validation_round: int = 0  # 0: the agent's own work; n: after the n-th fix round
+    checks: List[Dict[str, Any]] = field(default_factory=list)  # the last validation: name, passed, duration
+    #: each Claude invocation of this attempt: kind ("run", "resume", "fix-1", ...), cost_usd (the CLI's
+    #: running total of the session), num_turns, duration_seconds
+    invocations: List[Dict[str, Any]] = field(default_factory=list)
     updated_at: Optional[str] = None
 
     def __post_init__(self) -> None:

@@ -40,6 +40,7 @@ class Outcome:
     limit: Optional[str] = None  # "timeout" | "idle" | "max_turns" | "max_budget" | None
     permission_denials: List[Dict[str, Any]] = field(default_factory=list)
     session_missing: bool = False  # FAILED because --resume found no conversation: start a fresh one
+    checks: List[Dict[str, Any]] = field(default_factory=list)  # the validation it passed or failed, if any
 
 
 _NEEDS_INPUT_RE = re.compile(r"^[ \t>*_`]*NEEDS_INPUT[*_`]*\s*:[*_`]*[ \t]*(.*)$", re.M)

@@ -384,7 +384,7 @@ class RepoManager:
             out.write(f"--- {what} in {path}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
             out.flush()
             try:
-                process = processes.start(command, cwd=path, env=self._setup_env(), stdout=out)
+                process = processes.start(command, cwd=path, env=self.tool_env(), stdout=out)
             except OSError as exc:  # e.g. the interpreter its #! line names is not installed
                 raise SetupError(f"{what} could not be started ({exc.strerror})") from None
             deadline = time.monotonic() + timeout
@@ -402,8 +402,9 @@ class RepoManager:
         if code != 0:
             raise SetupError(f"{what} failed with exit code {code}", log_tail(setup_log) or "")
 
-    def _setup_env(self) -> Dict[str, str]:
-        """setup.sh is the repository's code: it gets none of our tokens, and git in it never prompts."""
+    def tool_env(self) -> Dict[str, str]:
+        """For the repository's own code (setup.sh, the checks): none of our tokens, and git in it
+        never prompts."""
         env = without_tokens(os.environ if self.env is None else self.env)
         env["GIT_TERMINAL_PROMPT"] = "0"
         return env
@@ -438,6 +439,12 @@ class RepoManager:
         # --no-verify: a hook setup.sh installed must not stand between the agent's work and the push.
         self.git(["commit", "--quiet", "--no-verify", "-m", message], path)
         return True
+
+    def changed_files(self, path: os.PathLike, base_branch: str, branch: str) -> List[str]:
+        """The files `branch` changes against origin/<base>, as the pull request will show them."""
+        done = self.git(["diff", "--name-only", "--no-renames", f"refs/remotes/origin/{base_branch}...{branch}"],
+                        Path(path), check=False)
+        return [line for line in done.stdout.splitlines() if line] if done.returncode == 0 else []
 
     def commits_ahead(self, path: os.PathLike, base_branch: str, branch: Optional[str] = None) -> int:
         """How many commits `branch` (default HEAD) has that origin/<base> lacks."""

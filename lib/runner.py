@@ -31,12 +31,13 @@ from lib.github_client import GitHubClient, Trust
 from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
 from lib.notifications import Notifications
 from lib.outcomes import Outcome, classify
-from lib.processes import process_create_time
+from lib.processes import RUN_MARKER_VAR, process_create_time
 from lib.prompts import build_prompt, build_reply
 from lib.redaction import configure_logging
 from lib.repo_manager import RepoManager
 from lib.state_manager import StateManager
 from lib.transcripts import summarize_stream
+from lib.validation import fix_prompt, is_test_file, run_validation, summary_line
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,8 @@ class IssueRunner:
         """A claimed issue: labels, slot, prompt, Claude, finalize."""
         entry = self.update(status=ProcessStatus.PREPARING, error=None, end_time=None, pr_url=None,
                             question=None, question_comment_id=None, slot_notes=[], runner_pid=os.getpid(),
-                            runner_create_time=process_create_time(os.getpid()))
+                            runner_create_time=process_create_time(os.getpid()), validation_round=0, checks=[],
+                            invocations=[])
         stopped = self.stopped_between_steps()
         if stopped is not None:
             return stopped
@@ -242,8 +244,9 @@ class IssueRunner:
         summary = summarize_stream(entry.log_path) if entry.log_path and os.path.exists(entry.log_path) else None
         if summary is not None and summary.result is not None:
             # A lost run has no exit code: its last invocation is judged by its result alone.
-            return self.finish(classify(summary.result, settings=self.config.claude, last_text=summary.last_text),
-                               entry)
+            outcome = classify(summary.result, settings=self.repository.claude, last_text=summary.last_text)
+            self.record_invocation("lost", outcome)
+            return self.conclude(outcome, self.slot_path(entry))
         if entry.retries < self.repository.claude.max_retries:
             return self.retry(entry, "the run was lost without a result")
         return self.finish(Outcome(
@@ -266,10 +269,11 @@ class IssueRunner:
 
     # --- the agent -----------------------------------------------------------------------------
 
-    def launch(self, prompt: str, *, session_id: str, resume: bool, cwd: Path) -> int:
+    def launch(self, prompt: str, *, session_id: str, resume: bool, cwd: Path, kind: Optional[str] = None,
+               status: ProcessStatus = ProcessStatus.RUNNING) -> int:
         entry = self.entry
         stream_path = self.log_path(entry.attempt, "stream.jsonl")
-        entry = self.update(status=ProcessStatus.RUNNING, session_id=session_id, log_path=str(stream_path))
+        entry = self.update(status=status, session_id=session_id, log_path=str(stream_path))
         head_at_launch = self._head(cwd)
 
         def on_started(agent: AgentProcess) -> None:
@@ -288,6 +292,7 @@ class IssueRunner:
             return self.finish(Outcome(status=ProcessStatus.FAILED, reason=str(exc)), self.entry)
         self.update(message_count=agent.message_count, last_activity=agent.last_activity)
         outcome = agent.outcome
+        self.record_invocation(kind or ("resume" if resume else "run"), outcome)
         if outcome.session_missing:
             log.warning("Issue %s: session %s is gone; starting a fresh one with the whole thread",
                         self.ref, session_id)
@@ -301,7 +306,75 @@ class IssueRunner:
             return self.retry(entry, outcome.reason)
         if self.signalled and not entry.cancel_reason:
             return self.stopped_between_steps()
-        return self.finish(outcome, entry)
+        return self.conclude(outcome, cwd)
+
+    def record_invocation(self, kind: str, outcome: Outcome) -> None:
+        """Each invocation's figures: the CLI's cost is the session's running total; turns and time add up."""
+        figures = {"kind": kind, "cost_usd": outcome.cost_usd, "num_turns": outcome.num_turns,
+                   "duration_seconds": outcome.duration_seconds, "ended": utc_now_iso()}
+        self.update(invocations=[*self.entry.invocations, figures])
+
+    # --- validation ----------------------------------------------------------------------------
+
+    def conclude(self, outcome: Outcome, cwd: Optional[Path]) -> int:
+        """Work the agent calls done goes through the repository's checks first; the rest is finished."""
+        if (outcome.status == ProcessStatus.COMPLETED and self.repository.validate and cwd is not None
+                and (cwd / ".git").exists() and self.has_work(cwd)):
+            return self.validate(outcome, cwd)
+        return self.finish(outcome, self.entry)
+
+    def has_work(self, path: Path) -> bool:
+        """Commits on the branch that the base lacks, or edits left: something to check."""
+        dirty = self.repos.git(["status", "--porcelain"], cwd=path, check=False).stdout.strip()
+        return bool(dirty) or self.repos.commits_ahead(path, self.base_branch(), self.entry.branch) > 0
+
+    def validate(self, outcome: Outcome, cwd: Path) -> int:
+        """Run the checks; all pass: finish; one fails: the same session fixes it, at most
+        max_fix_rounds times; still failing: the work is saved and reported as failing."""
+        entry = self.update(status=ProcessStatus.VALIDATING)
+        round_number = entry.validation_round
+        env = {**self.repos.tool_env(), RUN_MARKER_VAR: entry.session_id or ""}
+        results = run_validation(self.repository.validate, cwd=cwd, env=env, should_stop=self.should_stop,
+                                 log_path=self.log_path(entry.attempt, f"validate-{round_number}.log"),
+                                 grace_seconds=self.repository.claude.kill_grace_seconds)
+        checks = [result.to_dict() for result in results]
+        entry = self.update(checks=checks)
+        log.info("Issue %s: checks after round %s: %s", self.ref, round_number, summary_line(checks))
+        stopped = self.stopped_between_steps()
+        if stopped is not None:
+            return stopped
+        outcome.checks = checks
+        failed = [check for check in checks if not check["passed"]]
+        if not failed:
+            return self.finish(outcome, entry)
+        left = self._what_is_left(entry)
+        if round_number >= self.config.max_fix_rounds or isinstance(left, str):
+            why = left if isinstance(left, str) else f"after {round_number} fix round(s)"
+            return self.finish(Outcome(
+                status=ProcessStatus.FAILED, summary=outcome.summary, cost_usd=outcome.cost_usd, checks=checks,
+                reason=f"checks still fail {why}: {', '.join(c['name'] for c in failed)}"), entry)
+        round_number += 1
+        self.update(validation_round=round_number)
+        self.processor = ClaudeProcessor(self.config, settings=left)
+        commands = {check["name"]: check["run"] for check in self.repository.validate}
+        return self.launch(fix_prompt(failed, commands, round_number, self.config.max_fix_rounds),
+                           session_id=entry.session_id, resume=True, cwd=cwd, kind=f"fix-{round_number}",
+                           status=ProcessStatus.FIXING)
+
+    def _what_is_left(self, entry: IssueState):
+        """The Claude settings for a fix round: what is left of the run's timeout and budget; a
+        sentence instead when nothing is."""
+        settings = self.processor.settings
+        spent = sum(i.get("duration_seconds") or 0 for i in entry.invocations)
+        time_left = self.repository.claude.timeout_seconds - spent
+        if time_left < 1:
+            return f"with claude.timeout_seconds ({self.repository.claude.timeout_seconds:g} s) spent"
+        budget = self.repository.claude.max_budget_usd
+        if budget is not None:
+            budget -= entry.cost_usd or 0
+            if budget <= 0:
+                return f"with claude.max_budget_usd (${self.repository.claude.max_budget_usd:g}) spent"
+        return dataclasses.replace(settings, timeout_seconds=time_left, max_budget_usd=budget)
 
     # --- finalize ------------------------------------------------------------------------------
 
@@ -310,6 +383,9 @@ class IssueRunner:
         self.issue()
         duration = outcome.duration_seconds if outcome.duration_seconds is not None else \
             _seconds_since(entry.start_time)
+        if len(entry.invocations) > 1:  # the session's figures: its last running total, its turns and time added up
+            outcome.num_turns = sum(i.get("num_turns") or 0 for i in entry.invocations) or outcome.num_turns
+            duration = sum(i.get("duration_seconds") or 0 for i in entry.invocations) or duration
         if outcome.status == ProcessStatus.NEEDS_INPUT:
             # Nothing is committed or pushed: the session resumes in this slot, as it left it.
             return self.ask(entry, outcome)
@@ -337,7 +413,7 @@ class IssueRunner:
         failed = outcome.status == ProcessStatus.FAILED
         self.notifications.notify(self.event(
             END_EVENT[outcome.status], entry, duration_seconds=duration, cost_usd=entry.cost_usd,
-            num_turns=entry.num_turns, pr_url=pr_url,
+            num_turns=entry.num_turns, pr_url=pr_url, checks=summary_line(outcome.checks) if outcome.checks else None,
             reason=None if outcome.status == ProcessStatus.COMPLETED else outcome.reason,
             log_tail=self._log_tail(entry) if failed else None))
         log.info("Issue %s: %s%s%s", self.ref, outcome.status, f" ({outcome.reason})" if outcome.reason else "",
@@ -364,11 +440,18 @@ class IssueRunner:
                 return False, entry.pr_url, None
             self.repos.push_branch(path, entry.branch)
             fault_point("after-push")
-            if outcome.status != ProcessStatus.COMPLETED or not self.config.pull_request_create:
+            # Work whose checks still fail is shown as a draft (unless pull_request.on_failed_checks says
+            # none), so that nothing the agent did is lost and a reviewer sees what fails.
+            failing = outcome.status == ProcessStatus.FAILED and bool(outcome.checks)
+            wanted = outcome.status == ProcessStatus.COMPLETED or (failing and
+                                                                    self.config.pull_request_on_failed_checks == "draft")
+            if not wanted or not self.config.pull_request_create:
                 return True, entry.pr_url, None
+            tests = [name for name in self.repos.changed_files(path, base, entry.branch) if is_test_file(name)]
             pull = self.github.create_pull_request(
                 head=entry.branch, base=base, title=comments.pr_title(self.issue()),
-                draft=self.config.pull_request_draft, body=comments.pr_body(self.number, outcome, duration))
+                draft=self.config.pull_request_draft or failing,
+                body=comments.pr_body(self.number, outcome, duration, test_files=tests))
             fault_point("after-pr")
             pr_url = pull.get("html_url")
             self.update(pr_url=pr_url)

@@ -117,3 +117,22 @@ def label_ranks(value: Any) -> Optional[str]:
     if isinstance(value, dict) and all(label(name) is None and is_int(rank) for name, rank in value.items()):
         return None
     return f"must be an object of label names and integer ranks, {got_kind(value)}"
+
+
+def check_list(value: Any) -> Optional[str]:
+    """`[{"name": "tests", "run": "pytest -q", "timeout_seconds": 900}, ...]`: names unique, commands set."""
+    if not isinstance(value, list):
+        return f'must be a list of {{"name", "run"}} objects, {got_kind(value)}'
+    names = []
+    for i, check in enumerate(value):
+        if not isinstance(check, dict) or string(check.get("name")) or string(check.get("run")):
+            return f'[{i}] must be an object with a "name" and a "run" command, {got_kind(check)}'
+        unknown = set(check) - {"name", "run", "timeout_seconds"}
+        if unknown:
+            return f"[{i}] has unknown keys {sorted(unknown)} (name, run and timeout_seconds are known)"
+        if "timeout_seconds" in check and positive_number(check["timeout_seconds"]):
+            return f"[{i}].timeout_seconds {positive_number(check['timeout_seconds'])}"
+        names.append(check["name"])
+    if len(set(names)) != len(names):
+        return f"must give each check its own name, got {', '.join(names)}"
+    return None

@@ -125,6 +125,8 @@ def format_blocks(event: Event) -> Tuple[str, List[Dict[str, Any]]]:
         fields.append(f"*Turns*\n{event.num_turns}")
     if event.pr_url:
         fields.append(f"*Pull request*\n{_link(event.pr_url, event.pr_url)}")
+    if event.checks:
+        fields.append(f"*Checks*\n{escape(event.checks)}")
     if fields:
         blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]})
     blocks.append(_mrkdwn(escape(summary(event))))

@@ -83,6 +83,8 @@ def format_message(event: Event) -> str:
         stats.append(f"{event.num_turns} turns")
     if stats:
         lines.append(" · ".join(stats))
+    if event.checks:
+        lines.append(f"Checks: {_esc(event.checks)}")
     if event.pr_url:
         lines.append(f"Pull request: {_link(event.pr_url, event.pr_url)}")
     if event.reason:

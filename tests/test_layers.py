@@ -25,7 +25,7 @@ LAYERS = [
     ["notifications"],
     ["telegram_notifier", "slack_notifier"],
     ["events"],
-    ["claude_processor"],
+    ["validation", "claude_processor"],
     ["outcomes"],
     ["prompts"],
     ["repo_manager"],
