@@ -25,7 +25,7 @@ JSON shape (`claude_monitor.py [monitor] --format json`), stable:
     Instance = {
       "issue_number": 101,           # null for a claude process the state does not know of
       "repo": "owner/name",          # the issue's repository (of the slot, for an unknown process)
-      "status": "running",           # pending | preparing | running | needs_input | waiting | lost |
+      "status": "running",           # pending | preparing | running | validating | fixing | needs_input | waiting | lost |
                                      # unknown (active); completed | failed | cancelled (completed)
       "pid": 12345,                  # the live claude (else runner) pid, or the recorded one when lost
       "agent_index": 0, "session_id": "...", "branch": "issue-101",
