@@ -371,7 +371,8 @@ class IssueRunner:
             return f"with claude.timeout_seconds ({self.repository.claude.timeout_seconds:g} s) spent"
         budget = self.repository.claude.max_budget_usd
         if budget is not None:
-            budget -= entry.cost_usd or 0
+            costs = [i["cost_usd"] for i in entry.invocations if i.get("cost_usd") is not None]
+            budget -= costs[-1] if costs else 0  # the CLI's cost is the session's running total
             if budget <= 0:
                 return f"with claude.max_budget_usd (${self.repository.claude.max_budget_usd:g}) spent"
         return dataclasses.replace(settings, timeout_seconds=time_left, max_budget_usd=budget)

@@ -115,6 +115,7 @@ class _Repo:
     clone_url: str
     private: bool = False
     drafts: bool = True  # False: a private repository on a plan without draft pull requests
+    push: bool = True  # the token's account may push (a read-only collaborator: False)
     issues: Dict[int, _Issue] = field(default_factory=dict)
     labels: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # casefolded name -> label
 
@@ -192,12 +193,12 @@ class GitHubEmulator:
     # ------------------------------------------------------------------------------------------
 
     def add_repo(self, owner_name: str, default_branch: str = "trunk", clone_url: Optional[str] = None,
-                 private: bool = False, drafts: bool = True) -> None:
+                 private: bool = False, drafts: bool = True, push: bool = True) -> None:
         owner, name = owner_name.split("/")
         with self.lock:
             self._repos[owner_name.casefold()] = _Repo(
                 next(self._ids), owner, name, default_branch,
-                clone_url or f"https://github.com/{owner_name}.git", private, drafts)
+                clone_url or f"https://github.com/{owner_name}.git", private, drafts, push)
             self._default_repo = self._default_repo or owner_name
 
     def add_issue(self, title: str, body: Optional[str] = None, labels: Iterable[str] = (), user: str = "alice",
@@ -612,7 +613,7 @@ class GitHubEmulator:
                 "url": f"{base}/repos/{full}", "clone_url": repo.clone_url,
                 "ssh_url": f"git@github.com:{full}.git", "default_branch": repo.default_branch,
                 "visibility": "private" if repo.private else "public", "has_issues": True, "archived": False,
-                "permissions": {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True}}
+                "permissions": {"admin": False, "maintain": False, "push": repo.push, "triage": True, "pull": True}}
 
     def _label_json(self, label: Dict[str, Any], base: str, repo: _Repo) -> Dict[str, Any]:
         return {"id": label["id"], "node_id": f"LA_{label['id']}",

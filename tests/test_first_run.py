@@ -146,6 +146,8 @@ def test_init_never_overwrites_an_edited_config_but_replaces_an_untouched_copy(t
 
 @pytest.mark.parametrize("args, env, words", [
     (["--repo", "acme/missing", "--base-repo-path", "slots"], None, "acme/missing was not found"),
+    (["--repo", "acme/readonly", "--base-repo-path", "slots"], None,
+     "the token cannot push to acme/readonly (GitHub says permissions.push is not true)"),
     (["--repo", "not-a-repo", "--base-repo-path", "slots"], None, "--repo not-a-repo: must be \"owner/name\""),
     (["--base-repo-path", "slots"], None, "--init needs --repo OWNER/NAME and --base-repo-path DIR"),
     (["--repo", REPO, "--base-repo-path", "slots"], {}, "github.token: no GitHub token: export GITHUB_TOKEN"),
@@ -153,6 +155,7 @@ def test_init_never_overwrites_an_edited_config_but_replaces_an_untouched_copy(t
      "--telegram-chat-id needs $TELEGRAM_BOT_TOKEN in the environment"),
 ])
 def test_init_says_in_a_sentence_why_it_wrote_nothing(tmp_path, emulator, args, env, words):
+    emulator.add_repo("acme/readonly", push=False)
     done = init(tmp_path, emulator, *args, env=clean_env() if env == {} else None)
 
     assert done.returncode == 2, done.stdout + done.stderr

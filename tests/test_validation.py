@@ -172,6 +172,18 @@ def test_checks_failing_every_round_leave_a_draft_that_says_which_and_the_issue_
     assert "E501 line too long" in comment and len(world.standin.invocations()) == 2
 
 
+def test_a_fix_round_gets_what_is_left_of_the_budget(world):
+    world.write_config(validate=[check("lint", "false")], max_fix_rounds=1, claude={"max_budget_usd": 0.05})
+    number = world.add_issue()
+
+    world.tick()
+
+    first, fix = world.standin.invocations()
+    spent = world.entry(number)["invocations"][0]["cost_usd"]
+    assert float(first["argv"][first["argv"].index("--max-budget-usd") + 1]) == 0.05
+    assert float(fix["argv"][fix["argv"].index("--max-budget-usd") + 1]) == pytest.approx(0.05 - spent)
+
+
 def test_no_pull_request_for_failing_checks_when_configured(world):
     world.write_config(validate=[check("lint", "false")], max_fix_rounds=0, pull_request={"on_failed_checks": "none"})
     number = world.add_issue()
