@@ -3,7 +3,7 @@
 
 import sys
 
-from lib.orchestrator import main
+from lib.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="run_orchestrator.py"))

@@ -18,6 +18,9 @@ from lib.validation import summary_line
 SUMMARY_LIMIT = 3000
 TITLE_CHARS = 200
 TAIL_QUOTE_CHARS = 1500
+FOLLOWED_NOTE = ("The orchestrator follows this pull request until it is merged or closed: a review or comment by"
+                 " a maintainer, or a check that fails on its head commit, goes back to the same Claude Code"
+                 " session.")
 
 
 def quote_for_markdown(text: Optional[str], limit: int = SUMMARY_LIMIT) -> str:
@@ -58,7 +61,8 @@ def pr_title(issue: Mapping[str, Any]) -> str:
     return f"{title[:TITLE_CHARS]} (#{issue.get('number')})"
 
 
-def pr_body(number: int, outcome: Outcome, duration: Optional[float], test_files: Sequence[str] = ()) -> str:
+def pr_body(number: int, outcome: Outcome, duration: Optional[float], test_files: Sequence[str] = (),
+            followed: bool = False) -> str:
     failing = failing_checks(outcome.checks)
     lines = [*failing, ""] if failing else []
     lines += [f"Closes #{number}", "", "Summary from Claude Code:", "", quote_for_markdown(outcome.summary), ""]
@@ -66,7 +70,10 @@ def pr_body(number: int, outcome: Outcome, duration: Optional[float], test_files
         # The checks prove their commands exit 0, not that the tests were left alone: show which changed.
         lines += [f"Checks: {summary_line(outcome.checks)}",
                   "Test files this change touches: " + (", ".join(f"`{name}`" for name in test_files) or "none"), ""]
-    return "\n".join([*lines, figures(outcome, duration), "", marker("pull-request")])
+    lines += [figures(outcome, duration), ""]
+    if followed:
+        lines += [FOLLOWED_NOTE, ""]
+    return "\n".join([*lines, marker("pull-request")])
 
 
 def failing_checks(checks: Sequence[Mapping[str, Any]]) -> list:
@@ -122,3 +129,20 @@ def refused_model_comment(label: str, prefix: Optional[str]) -> str:
         "",
         f"A model label is `{prefix}<name>` once, with a name of letters, digits, `.`, `_` and `-` that"
         " starts with a letter or digit. Fix or remove the label and the next tick takes the issue."])
+
+
+def follow_up_comment(entry: IssueState, outcome: Outcome, head: str, duration: Optional[float]) -> str:
+    """The summary of one follow-up, on the pull request."""
+    what = "the failing checks" if entry.follow_work.get("kind") == "ci" else "the review"
+    headline = {ProcessStatus.COMPLETED: f"🔁 Claude Code worked on {what}.",
+                ProcessStatus.FAILED: f"❌ Claude Code could not finish {what}: {outcome.reason}."}.get(
+        outcome.status, f"⏹️ Stopped: {outcome.reason}.")
+    lines = [headline, ""]
+    if outcome.summary:
+        lines += [quote_for_markdown(outcome.summary), ""]
+    if head:
+        lines.append(f"Branch `{entry.branch}` is at {head}.")
+    if outcome.checks:
+        lines.append(f"Checks: {summary_line(outcome.checks)}")
+    lines.append(f"{figures(outcome, duration)} · Session: `{entry.session_id or 'n/a'}`")
+    return "\n".join(lines)

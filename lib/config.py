@@ -70,6 +70,17 @@ class Labels:
 
 
 @dataclass(frozen=True)
+class FollowUp:
+    """Following the pull requests the orchestrator opened, until they are merged or closed."""
+
+    enabled: bool = True
+    trigger: str = "any"  # "any": every trusted review or comment; "mention": only those starting with a mention
+    mentions: List[str] = field(default_factory=lambda: ["@claude", "/claude"])
+    max_rounds: int = 5  # follow-ups for reviews and comments, per pull request
+    max_ci_fixes: int = 2  # follow-ups for failing checks, per pull request (one per head commit)
+
+
+@dataclass(frozen=True)
 class ClaudeSettings:
     """How Claude Code runs: the `claude` section, with a repository's overrides applied."""
 
@@ -172,6 +183,13 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "kill_grace_seconds": (positive_number, processes.KILL_GRACE_SECONDS),
         "result_grace_seconds": (positive_number, 5.0),
     },
+    "follow_up": {
+        "enabled": (boolean, True),
+        "trigger": (one_of(("any", "mention")), "any"),
+        "mentions": (string_list, ["@claude", "/claude"]),
+        "max_rounds": (int_at_least(0), 5),
+        "max_ci_fixes": (int_at_least(0), 2),
+    },
     "pull_request": {
         "create": (boolean, True),
         "draft": (boolean, True),
@@ -207,7 +225,7 @@ PLACEHOLDER_HINTS = {"repo": "set it to the repository to work on (owner/name)",
                      "base_repo_path": "set it to a folder for the slot clones (it is created)"}
 #: Keys holding a token: a config file with one must not be readable by other users.
 TOKEN_KEYS = (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"))
-OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request"}
+OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request", "follow_up"}
 
 
 def default_config_path(env: Optional[Mapping[str, str]] = None) -> Path:
@@ -520,6 +538,7 @@ class Config:
         self.pull_request_draft: bool = values["pull_request"]["draft"]
         self.pull_request_on_failed_checks: str = values["pull_request"]["on_failed_checks"]
         self.max_fix_rounds: int = top["max_fix_rounds"]
+        self.follow_up = FollowUp(**values["follow_up"])
         self.setup_timeout_seconds: float = top["setup_timeout_seconds"]
         self.notification_timeout_seconds: float = top["notification_timeout_seconds"]
         self.state_file = self._resolve(folder, top["state_file"])

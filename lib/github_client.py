@@ -15,7 +15,7 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -41,17 +41,16 @@ RETRY_STATUSES = (500, 502, 503, 504)
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 # GitHub's advice for a secondary rate limit that names no wait: at least a minute.
 SECONDARY_LIMIT_WAIT = timedelta(seconds=60)
-_POLL_CACHE_VERSION = 1
-# A page may also have "after": the ETag of the empty page after a full last page.
-_PAGE_KEYS = frozenset({"etag", "items", "next_url", "full"})
-_ISSUE_KEYS = frozenset({"etag", "issue", "used"})
-#: The poll cache keeps at most this many issues (all repositories together), the most recently asked.
-ISSUE_CACHE_MAX = 200
-#: An issue not asked about for this long (seconds) is dropped from the poll cache.
-ISSUE_CACHE_IDLE = 24 * 3600
-#: An unchanged issue's "last asked" time is written back at most this often (seconds), so that an
+_POLL_CACHE_VERSION = 2  # 2: every conditional GET in "gets" (a version 1 file is read as empty)
+_GET_KEYS = frozenset({"etag", "json", "used"})  # and "next": the page's next link, if any
+#: The poll cache keeps at most this many GETs (the poll's pages, issues, pull requests, their reviews,
+#: comments and checks; all repositories together), the most recently asked.
+GET_CACHE_MAX = 500
+#: A GET not asked for this long (seconds) is dropped from the poll cache.
+GET_CACHE_IDLE = 24 * 3600
+#: An unchanged answer's "last asked" time is written back at most this often (seconds), so that an
 #: unchanged tick does not rewrite the cache file.
-ISSUE_CACHE_TOUCH = 3600
+GET_CACHE_TOUCH = 3600
 
 Timeout = Union[float, Tuple[float, float]]
 
@@ -121,7 +120,8 @@ class GitHubClient:
         self.rate_limit_remaining: Optional[int] = None
         self.last_poll_was_cached = False
         # The poll cache file as last read or written, and that file's stat (None: it was missing).
-        self._cache: Dict[str, Any] = {"polls": {}, "issues": {}}
+        self._cache: Dict[str, Any] = {"gets": {}}
+        self._pages_cached = False  # the last list asked for was all 304s
         self._cache_stamp: Optional[Tuple[int, int, int]] = None
         self._cache_read = False
         self._cache_write_warned = False
@@ -188,68 +188,11 @@ class GitHubClient:
         With a poll cache, each page is asked for conditionally: an unchanged page is a 304 that
         costs no rate limit and is answered from the cache, items and next link alike.
         """
-        query = {"labels": label, "state": "open", "sort": "created", "direction": "asc", "per_page": PER_PAGE}
-        first = f"{self.api_url}{self._repo_path}/issues?{urlencode(query)}"
         self.last_poll_was_cached = False
-        old_pages: Dict[str, Any] = self._cache_data()["polls"].get(first, {})
-        pages: Dict[str, Any] = {}
-        issues: List[Dict[str, Any]] = []
-        all_cached = True
-        url: Optional[str] = first
-        while url:
-            old = old_pages.get(url)
-            page = self._list_page(url, old)
-            if page["next_url"] is None and page["full"] and self.poll_cache_file is not None:
-                # The ETag covers the body, not the Link header: a full last page may have grown a
-                # next page without changing. Ask for the page after it, conditionally too: once its
-                # ETag is known (learnt with the page), an empty page after it is a free 304.
-                known = old.get("after") if old is not None else None
-                if page is old or known is None:
-                    after = self._page_after(url, known)
-                    if after is False:  # it has items: ask for this page anew, for its next link
-                        page = self._list_page(url, None)
-                    elif after != page.get("after"):
-                        page = dict(page, after=after)
-                else:
-                    page["after"] = known  # a new body says nothing about the empty page after it
-            if page is not old:
-                all_cached = False
-            pages[url] = page
-            issues.extend(copy.deepcopy(page["items"]))  # the cache outlives this call: keep it ours
-            url = page["next_url"]
-        self.last_poll_was_cached = all_cached
-        if self.poll_cache_file is not None and pages != old_pages:
-            self._update_cache(polls={first: pages})
-        return issues
-
-    def _list_page(self, url: str, old: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-        """One page of the poll: `old` itself if GitHub says it is unchanged (304), else the new page."""
-        conditional = old is not None and bool(old["etag"])
-        response = self._request("GET", url, headers={"If-None-Match": old["etag"]} if conditional else None)
-        if response.status_code == 304 and conditional:
-            assert old is not None
-            return old
-        raw = self._json(response)
-        return {
-            "etag": response.headers.get("ETag"),
-            "items": [item for item in raw if "pull_request" not in item],
-            "next_url": response.links.get("next", {}).get("url"),
-            "full": len(raw) >= PER_PAGE,
-        }
-
-    def _page_after(self, url: str, etag: Optional[str]) -> Union[None, str, bool]:
-        """Ask for the page after the full last page `url`: False if it has items, else its ETag."""
-        parts = urlsplit(url)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        number = next((int(value) for key, value in query if key == "page" and value.isdigit()), 1)
-        query = [(key, value) for key, value in query if key != "page"] + [("page", str(number + 1))]
-        response = self._request("GET", urlunsplit(parts._replace(query=urlencode(query))),
-                                 headers={"If-None-Match": etag} if etag else None)
-        if response.status_code == 304 and etag:
-            return etag
-        if self._json(response):
-            return False
-        return response.headers.get("ETag")
+        items = self._get_all(f"{self._repo_path}/issues", {"labels": label, "state": "open", "sort": "created",
+                                                            "direction": "asc"}, cached=True)
+        self.last_poll_was_cached = self._pages_cached
+        return [item for item in items if "pull_request" not in item]
 
     def get_issue(self, number: int) -> Dict[str, Any]:
         return self._json(self._request("GET", f"{self._repo_path}/issues/{int(number)}",
@@ -262,31 +205,15 @@ class GitHubClient:
         answered from the poll cache; a changed one (labels, state, comments, text) is a 200 whose
         issue and ETag replace the cached ones. Without a poll cache this is get_issue.
         """
-        path = f"{self._repo_path}/issues/{int(number)}"
-        if self.poll_cache_file is None:
-            return self.get_issue(number)
-        key = self.api_url + path
-        cached = self._cache_data()["issues"].get(key)
-        etag = cached["etag"] if cached else None
-        response = self._request("GET", path, headers={"If-None-Match": etag} if etag else None,
-                                 not_found=self._issue_not_found(number))
-        now = int(time.time())
-        if response.status_code == 304 and etag:
-            assert cached is not None
-            if now - cached["used"] >= ISSUE_CACHE_TOUCH:
-                self._update_cache(issues={key: dict(cached, used=now)})
-            return copy.deepcopy(cached["issue"])
-        issue = self._json(response)
-        etag = response.headers.get("ETag")
-        if etag or cached:
-            self._update_cache(issues={key: {"etag": etag, "issue": issue, "used": now} if etag else None})
-        return copy.deepcopy(issue)
+        return self._get_cached(f"{self._repo_path}/issues/{int(number)}", not_found=self._issue_not_found(number))
 
-    def list_comments(self, number: int, since: Union[str, datetime, None] = None) -> List[Dict[str, Any]]:
-        """Every comment on the issue, oldest first; with `since`, only those updated at or after it."""
+    def list_comments(self, number: int, since: Union[str, datetime, None] = None,
+                      cached: bool = False) -> List[Dict[str, Any]]:
+        """Every comment on the issue (a pull request's conversation too), oldest first; with
+        `since`, only those updated at or after it. `cached`: every page asked conditionally."""
         params = {"since": since.isoformat() if isinstance(since, datetime) else since} if since else None
         return self._get_all(f"{self._repo_path}/issues/{int(number)}/comments", params,
-                             not_found=self._issue_not_found(number))
+                             not_found=self._issue_not_found(number), cached=cached)
 
     def create_comment(self, number: int, body: str) -> Dict[str, Any]:
         return self._json(self._request("POST", f"{self._repo_path}/issues/{int(number)}/comments",
@@ -383,21 +310,99 @@ class GitHubClient:
                                          params={"state": "open", "head": qualified, "per_page": PER_PAGE}))
         return pulls[0] if pulls else None
 
+    # Following a pull request. `cached`: asked for conditionally (every page), as get_issue_cached
+    # is: an unchanged answer is a 304 that costs no rate limit and is answered from the poll cache.
+
+    def get_pull(self, number: int, cached: bool = False) -> Dict[str, Any]:
+        """The pull request: number, state ("open"/"closed"), merged, merged_at, head {ref, sha},
+        base {ref}, html_url, draft, user, updated_at (a new review, comment or push changes it)."""
+        path, not_found = f"{self._repo_path}/pulls/{int(number)}", self._pull_not_found(number)
+        if cached:
+            return self._get_cached(path, not_found=not_found)
+        return self._json(self._request("GET", path, not_found=not_found))
+
+    def list_reviews(self, number: int, cached: bool = False) -> List[Dict[str, Any]]:
+        """Oldest first: id, user, body, state (APPROVED, CHANGES_REQUESTED, COMMENTED, DISMISSED,
+        PENDING), submitted_at, commit_id, html_url."""
+        return self._get_all(f"{self._repo_path}/pulls/{int(number)}/reviews", not_found=self._pull_not_found(number),
+                             cached=cached)
+
+    def list_review_comments(self, number: int, cached: bool = False) -> List[Dict[str, Any]]:
+        """Comments on lines of the diff, oldest first: id, pull_request_review_id, user, body, path,
+        line, side, diff_hunk, commit_id...; a reply has in_reply_to_id (its thread's first comment)."""
+        return self._get_all(f"{self._repo_path}/pulls/{int(number)}/comments", not_found=self._pull_not_found(number),
+                             cached=cached)
+
+    def reply_to_review_comment(self, number: int, comment_id: int, body: str) -> Dict[str, Any]:
+        """Answer in a review thread (201: the reply, a review comment with in_reply_to_id).
+
+        `comment_id` must be the thread's first comment: GitHub has no replies to replies, and
+        answers 404 (GitHubNotFoundError) for one, as for a comment of another pull request.
+        """
+        path = f"{self._repo_path}/pulls/{int(number)}/comments/{int(comment_id)}/replies"
+        not_found = (f"Review comment {comment_id} is not the first comment of a review thread of pull request"
+                     f" #{number} in {self.repo}, or the token cannot see it")
+        return self._json(self._request("POST", path, json_body={"body": body}, not_found=not_found))
+
+    def list_check_runs(self, ref: str, cached: bool = False) -> List[Dict[str, Any]]:
+        """The latest run of each check on commit `ref` (sha, branch or tag): id, name, head_sha, status,
+        conclusion (None until completed), output {title, summary, text, annotations_count}, html_url."""
+        return self._get_all(f"{self._repo_path}/commits/{quote(ref, safe='')}/check-runs",
+                             not_found=self._ref_not_found(ref), cached=cached, items_key="check_runs")
+
+    def list_check_run_annotations(self, check_run_id: int) -> List[Dict[str, Any]]:
+        """path, start_line, end_line, annotation_level (notice, warning, failure), title, message."""
+        return self._get_all(f"{self._repo_path}/check-runs/{int(check_run_id)}/annotations",
+                             not_found=f"Check run {check_run_id} not found in {self.repo}, or the token cannot see it")
+
+    def get_combined_status(self, ref: str, cached: bool = False) -> Dict[str, Any]:
+        """state (failure, pending, success), sha, total_count, statuses (every page's: the latest of
+        each context, {id, context, state (error, failure, pending, success), description, target_url})."""
+        first, *more = self._pages(f"{self._repo_path}/commits/{quote(ref, safe='')}/status",
+                                   not_found=self._ref_not_found(ref), cached=cached)
+        for page in more:
+            first["statuses"].extend(page["statuses"])
+        return first
+
     # ------------------------------------------------------------------------------------------
     # HTTP
     # ------------------------------------------------------------------------------------------
 
-    def _get_all(self, path: str, params: Optional[Dict[str, Any]] = None,
-                 not_found: Optional[str] = None) -> List[Any]:
-        """Every page of a list, following the Link header."""
+    def _get_all(self, path: str, params: Optional[Dict[str, Any]] = None, not_found: Optional[str] = None,
+                 *, cached: bool = False, items_key: Optional[str] = None) -> List[Any]:
+        """Every page of a list; `items_key`: pages are objects with the list under that key."""
         items: List[Any] = []
+        for page in self._pages(path, params, not_found=not_found, cached=cached):
+            items.extend(page[items_key] if items_key else page)
+        return items
+
+    def _pages(self, path: str, params: Optional[Dict[str, Any]] = None, *, not_found: Optional[str] = None,
+               cached: bool = False) -> Iterator[Any]:
+        """The JSON of each page, following the Link header; `cached` (with a poll cache): each page
+        asked for conditionally, the cache written once at the end. The ETag covers the body, not the
+        Link header: a full last page may have grown a next page without changing, so the page after
+        a full last page is asked for too (conditionally: once known, an empty one is a free 304)."""
         url: Optional[str] = self.api_url + path
         query: Optional[Dict[str, Any]] = dict(params or {}, per_page=PER_PAGE)
-        while url:
-            response = self._request("GET", url, params=query, not_found=not_found)
-            items.extend(self._json(response))
-            url, query = response.links.get("next", {}).get("url"), None  # the next link has the query
-        return items
+        cached = self._pages_cached = cached and self.poll_cache_file is not None
+        if cached:
+            url, query = f"{url}?{urlencode(query)}", None
+        updates: Dict[str, Optional[Dict[str, Any]]] = {}
+        try:
+            while url:
+                if cached:
+                    data, next_url, hit = self._cached_page(url, not_found, updates)
+                    self._pages_cached &= hit
+                    if next_url is None and isinstance(data, list) and len(data) >= PER_PAGE:
+                        next_url = _next_page_url(url)
+                else:
+                    response = self._request("GET", url, params=query, not_found=not_found)
+                    data, next_url = self._json(response), response.links.get("next", {}).get("url")
+                yield data
+                url, query = next_url, None  # the next link has the query
+        finally:
+            if updates:
+                self._update_cache(updates)
 
     def _request(self, method: str, path_or_url: str, *, params: Optional[Dict[str, Any]] = None,
                  json_body: Any = None, headers: Optional[Dict[str, str]] = None, accept: Sequence[int] = (),
@@ -449,6 +454,12 @@ class GitHubClient:
     def _issue_not_found(self, number: int) -> str:
         return f"Issue #{number} not found in {self.repo}, or the token cannot see it"
 
+    def _pull_not_found(self, number: int) -> str:
+        return f"Pull request #{number} not found in {self.repo}, or the token cannot see it"
+
+    def _ref_not_found(self, ref: str) -> str:
+        return f"Commit {ref} not found in {self.repo}, or the token cannot see it"
+
     def _json(self, response: requests.Response) -> Any:
         try:
             return response.json()
@@ -484,12 +495,43 @@ class GitHubClient:
         return type(reason).__name__
 
     # ------------------------------------------------------------------------------------------
-    # Poll cache: {"version": 1,
-    #              "polls": {first page URL: {page URL: {etag, items, next_url, full[, after]}}},
-    #              "issues": {issue URL: {etag, issue, used}}}
-    # Everything is keyed by URL, so the clients of several repositories share one file; each
-    # change is written into the file as it is then, so none loses another's entries.
+    # Poll cache: {"version": 2, "gets": {URL: {etag, json, used[, next]}}}
+    # Keyed by URL, so the clients of several repositories share one file; each change is written
+    # into the file as it is then, so none loses another's entries.
     # ------------------------------------------------------------------------------------------
+
+    def _get_cached(self, path: str, params: Optional[Dict[str, Any]] = None, *,
+                    not_found: Optional[str] = None) -> Any:
+        """GET `path`, asked for conditionally with a poll cache (else a plain GET): GitHub validates
+        every ask; an unchanged answer is a free 304 answered from the cache (a copy, the caller's)."""
+        url = self.api_url + path + (f"?{urlencode(params)}" if params else "")
+        if self.poll_cache_file is None:
+            return self._json(self._request("GET", url, not_found=not_found))
+        updates: Dict[str, Optional[Dict[str, Any]]] = {}
+        data = self._cached_page(url, not_found, updates)[0]
+        if updates:
+            self._update_cache(updates)
+        return data
+
+    def _cached_page(self, url: str, not_found: Optional[str],
+                     updates: Dict[str, Optional[Dict[str, Any]]]) -> Tuple[Any, Optional[str], bool]:
+        """(JSON, next link, whether a 304) of `url` asked for conditionally; cache changes go to `updates`."""
+        cached = self._cache_data()["gets"].get(url)
+        etag = cached["etag"] if cached else None
+        response = self._request("GET", url, headers={"If-None-Match": etag} if etag else None, not_found=not_found)
+        now = int(time.time())
+        if response.status_code == 304 and etag:
+            assert cached is not None
+            if now - cached["used"] >= GET_CACHE_TOUCH:
+                updates[url] = dict(cached, used=now)
+            return copy.deepcopy(cached["json"]), cached.get("next"), True
+        data = self._json(response)
+        next_url = response.links.get("next", {}).get("url")
+        etag = response.headers.get("ETag")
+        if etag or cached:  # an answer without an ETag cannot be validated: forget the old one
+            entry = dict({"etag": etag, "json": data, "used": now}, **({"next": next_url} if next_url else {}))
+            updates[url] = entry if etag else None
+        return copy.deepcopy(data), next_url, False
 
     def _cache_data(self) -> Dict[str, Any]:
         """The poll cache, read again only if the file changed since this client last read or wrote it."""
@@ -504,42 +546,39 @@ class GitHubClient:
         """The cache file's contents; an unreadable one is empty, with one warning."""
         path = self.poll_cache_file
         assert path is not None
-        empty: Dict[str, Any] = {"polls": {}, "issues": {}}
+        empty: Dict[str, Any] = {"gets": {}}
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             if data.get("version") != _POLL_CACHE_VERSION:
                 return empty
-            polls, issues = data["polls"], data.get("issues", {})
-            if not all(_PAGE_KEYS <= page.keys() for chain in polls.values() for page in chain.values()) or \
-                    not all(_ISSUE_KEYS <= entry.keys() and isinstance(entry["etag"], str)
-                            and isinstance(entry["issue"], dict) and isinstance(entry["used"], (int, float))
-                            for entry in issues.values()):
+            gets = data["gets"]
+            if not all(_GET_KEYS <= entry.keys() and isinstance(entry["etag"], str)
+                       and isinstance(entry["json"], (dict, list)) and isinstance(entry["used"], (int, float))
+                       and isinstance(entry.get("next", ""), str) for entry in gets.values()):
                 raise ValueError("unknown layout")
         except FileNotFoundError:
             return empty
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("Ignoring unreadable GitHub poll cache %s (%s); the next poll rebuilds it", path, exc)
             return empty
-        return {"polls": polls, "issues": issues}
+        return {"gets": gets}
 
-    def _update_cache(self, *, polls: Optional[Dict[str, Any]] = None,
-                      issues: Optional[Dict[str, Optional[Dict[str, Any]]]] = None) -> None:
-        """Write these entries (an issue's None: drop it) into the cache file as it is now.
+    def _update_cache(self, gets: Dict[str, Optional[Dict[str, Any]]]) -> None:
+        """Write these entries (None: drop it) into the cache file as it is now.
 
         The file is read again first if it changed since this client read it (another repository's
-        client wrote it), so that their entries survive. Issues not asked about for ISSUE_CACHE_IDLE
-        are dropped, and beyond ISSUE_CACHE_MAX the least recently asked.
+        client wrote it), so that their entries survive. GETs not asked for GET_CACHE_IDLE are
+        dropped, and beyond GET_CACHE_MAX the least recently asked.
         """
         data = self._cache_data()
-        data["polls"].update(polls or {})
-        for key, entry in (issues or {}).items():
-            data["issues"].pop(key, None)
+        for key, entry in gets.items():
+            data["gets"].pop(key, None)
             if entry is not None:
-                data["issues"][key] = entry  # last: of entries asked in the same second, it stays
-        recent = int(time.time()) - ISSUE_CACHE_IDLE
-        kept = sorted((item for item in data["issues"].items() if item[1]["used"] >= recent),
+                data["gets"][key] = entry  # last: of entries asked in the same second, it stays
+        recent = int(time.time()) - GET_CACHE_IDLE
+        kept = sorted((item for item in data["gets"].items() if item[1]["used"] >= recent),
                       key=lambda item: item[1]["used"])  # stable: the order of insertion breaks ties
-        data["issues"] = dict(kept[-ISSUE_CACHE_MAX:])
+        data["gets"] = dict(kept[-GET_CACHE_MAX:])
         self._save_poll_cache(data)
 
     def _save_poll_cache(self, data: Dict[str, Any]) -> None:
@@ -557,6 +596,15 @@ class GitHubClient:
                 self._cache_write_warned = True
             return
         self._cache_stamp = _file_stamp(path)
+
+
+def _next_page_url(url: str) -> str:
+    """`url` with its page parameter one more (a missing one is page 1)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    number = next((int(value) for key, value in query if key == "page" and value.isdigit()), 1)
+    query = [(key, value) for key, value in query if key != "page"] + [("page", str(number + 1))]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _file_stamp(path: Path) -> Optional[Tuple[int, int, int]]:

@@ -72,6 +72,8 @@ class ProcessStatus(str, Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"  # stopped by a human: issue closed or claude-working removed
+    MERGED = "merged"  # its pull request was merged: followed no more
+    CLOSED = "closed"  # its pull request was closed unmerged: followed no more
     LOST = "lost"  # monitor: the state says it runs, but its process is gone
     UNKNOWN = "unknown"  # monitor: a claude process in a slot that the state does not know of
 
@@ -88,7 +90,8 @@ LIVE_STATUSES = frozenset({ProcessStatus.PENDING, ProcessStatus.PREPARING, Proce
 #: Statuses whose issue owns an agent slot.
 ACTIVE_STATUSES = LIVE_STATUSES | {ProcessStatus.NEEDS_INPUT}
 #: Statuses after which nothing more happens until a human re-labels the issue.
-FINISHED_STATUSES = frozenset({ProcessStatus.COMPLETED, ProcessStatus.FAILED, ProcessStatus.CANCELLED})
+FINISHED_STATUSES = frozenset({ProcessStatus.COMPLETED, ProcessStatus.FAILED, ProcessStatus.CANCELLED,
+                               ProcessStatus.MERGED, ProcessStatus.CLOSED})
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,6 +212,15 @@ class IssueState:
     #: each Claude invocation of this attempt: kind ("run", "resume", "fix-1", ...), cost_usd (the CLI's
     #: running total of the session), num_turns, duration_seconds
     invocations: List[Dict[str, Any]] = field(default_factory=list)
+    # Following the pull request it opened, until it is merged or closed:
+    pr_number: Optional[int] = None
+    following: bool = False
+    follow_marks: Dict[str, int] = field(default_factory=dict)  # newest review / review_comment / comment id seen
+    follow_rounds: int = 0  # follow-ups run for reviews and comments
+    ci_fixes: int = 0  # follow-ups run for failing checks
+    ci_fixed_shas: List[str] = field(default_factory=list)  # head commits already fixed once
+    follow_work: Dict[str, Any] = field(default_factory=dict)  # what the pending follow-up is to address
+    question_number: Optional[int] = None  # where the open question was asked: the PR, or None for the issue
     updated_at: Optional[str] = None
 
     def __post_init__(self) -> None:

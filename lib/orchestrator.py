@@ -7,39 +7,25 @@ session so it outlives the tick. Ticks on one machine are serialized by a non-bl
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import signal
 import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Dict, List, Optional
 
-from lib import install
-from lib.checks import run_checks
 from lib.comments import post_once, refused_model_comment
-from lib.config import Config, default_config_path, label_specs, print_error
+from lib.config import Config, label_specs
 from lib.executors import LocalExecutor
 from lib.files import exclusive_lock, writable
+from lib.follow_up import look
 from lib.github_client import GitHubClient, GitHubError, RateLimitError, Trust
-from lib.operations import Operations
-from lib.models import (
-    IssueState,
-    OrchestratorError,
-    ProcessStatus,
-    UsageError,
-    fault_point,
-    parse_iso,
-    utc_now_iso,
-)
+from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
 from lib.processes import end_session_processes, live_process, process_alive, terminate_tree
-from lib.redaction import configure_logging
 from lib.repo_manager import NETWORK_TIMEOUT
-from lib.runner import FINALIZE, RESUME, RUN
 from lib.routing import label_names, model_choice, queue_order, rank, routing_labels
+from lib.runner import FINALIZE, FOLLOW, RESUME, RUN
 from lib.state_manager import State, StateManager, key_text, run_key
 
 log = logging.getLogger(__name__)
@@ -59,6 +45,7 @@ class TickSummary:
     finalizing: List[str] = field(default_factory=list)
     cancelled: List[str] = field(default_factory=list)
     resumed: List[str] = field(default_factory=list)
+    followed_up: List[str] = field(default_factory=list)  # follow-ups started on pull requests
     queued: List[str] = field(default_factory=list)
     skipped: List[str] = field(default_factory=list)
     errors: List[str] = field(default_factory=list)
@@ -73,10 +60,10 @@ class TickSummary:
         if self.lock_held:
             return "Another tick is running (orchestrator.lock is held); nothing to do."
         parts = [f"{len(self.launched)} launched"]
-        for name in ("resumed", "finalizing", "cancelled", "queued", "skipped"):
+        for name in ("followed_up", "resumed", "finalizing", "cancelled", "queued", "skipped"):
             count = len(getattr(self, name))
             if count:
-                parts.append(f"{count} {name}")
+                parts.append(f"{count} {name.replace('_', ' ')}")
         if self.rate_limited_until:
             parts.append(f"rate limited until {self.rate_limited_until.astimezone():%H:%M}")
         parts.append(f"{len(self.errors)} error{'s' if len(self.errors) != 1 else ''}")
@@ -214,7 +201,8 @@ class IssueOrchestrator:
     def _trusted_reply(self, entry: IssueState) -> bool:
         if entry.question_comment_id is None:
             return False
-        return bool(self.trust(entry.repo).human_comments(entry.issue_number, after_id=entry.question_comment_id))
+        asked_on = entry.question_number or entry.issue_number  # a follow-up asks on its pull request
+        return bool(self.trust(entry.repo).human_comments(asked_on, after_id=entry.question_comment_id))
 
     def _cancel(self, entry: IssueState, why: str, runner_alive: bool, summary: TickSummary) -> None:
         """A human stopped the work: end the agent; the runner (or a finalize runner) saves the work."""
@@ -286,6 +274,10 @@ class IssueOrchestrator:
     def poll_and_claim(self, summary: TickSummary) -> None:
         polled = self.poll(summary)
         state = self.state.load_state()
+        if self.config.follow_up.enabled and not state.paused_until():
+            # A follow-up finishes work already started: it goes before any new issue.
+            self.follow_pull_requests(state, summary)
+            state = self.state.load_state()
         for repo, issues in polled.items():
             labeled = {issue["number"] for issue in issues}
             self._withdraw_waiting(state, repo, labeled, summary)
@@ -344,6 +336,53 @@ class IssueOrchestrator:
             if self._claim(repository, issue, choice.model) is not None:
                 summary.launched.append(ref)
                 state = self.state.load_state()
+
+    def follow_pull_requests(self, state: State, summary: TickSummary) -> None:
+        """Each followed pull request: merged or closed ends the following; new trusted feedback or a
+        failing check starts a follow-up in a free slot (else it waits for the next tick)."""
+        for entry in [e for e in state.issues.values() if e.following and e.pr_number and e.is_finished]:
+            ref = self.ref(entry.repo, entry.issue_number)
+            try:
+                repository = self.config.repository(entry.repo)
+                news = look(self.github(entry.repo), self.trust(entry.repo), entry, self.config.follow_up)
+            except RateLimitError:
+                raise
+            except (GitHubError, OrchestratorError) as exc:
+                summary.errors.append(f"{ref}: {exc}")
+                log.error("Issue %s: could not look at its pull request: %s", ref, exc)
+                continue
+            if self.dry_run:
+                log.info("[dry-run] issue %s: %s", ref, news.ended or (news.work and "a follow-up") or "nothing new")
+                continue
+            if news.ended:
+                log.info("Issue %s: its pull request was %s; following it ends", ref, news.ended)
+                self.state.update(run_key(entry), status=news.ended, following=False, follow_marks=news.marks)
+            elif news.bound:
+                post_once(self.github(entry.repo), entry.pr_number, "follow-bound",
+                          f"Claude Code follows this pull request no more: {news.bound}.")
+                self.state.update(run_key(entry), following=False, follow_marks=news.marks)
+            elif news.work and self._room(self.state.load_state(), repository):
+                self._claim_follow_up(entry, repository, news, summary)
+            elif news.work:
+                summary.queued.append(ref)
+            elif news.marks != entry.follow_marks:
+                self.state.update(run_key(entry), follow_marks=news.marks)
+
+    def _claim_follow_up(self, entry: IssueState, repository, news, summary: TickSummary) -> None:
+        with self.state.transaction() as state:
+            current = state.issues[run_key(entry)]
+            slot = state.free_slot(repository.max_concurrent, repository.repo)
+            if current.is_active or slot is None:
+                return
+            current.status, current.agent_index, current.start_time = ProcessStatus.PENDING, slot, utc_now_iso()
+            current.follow_work, current.follow_marks = news.work, news.marks
+            current.end_time = current.error = current.runner_pid = None
+            current.updated_at = utc_now_iso()
+        ref = self.ref(entry.repo, entry.issue_number)
+        log.info("Issue %s: a follow-up on its pull request (%s) claimed slot %s", ref, news.work["kind"], slot)
+        labels = self.config.labels
+        self.swap_labels(entry.repo, entry.issue_number, add=labels.working, remove=[labels.completed, labels.failed])
+        self._spawn(current, FOLLOW, summary.followed_up)
 
     def _room(self, state: State, repository) -> bool:
         """A slot of this repository is free and the machine runs fewer than max_agents."""
@@ -514,136 +553,7 @@ def _why_withdrawn(issue: dict, label: str) -> str:
     return "the issue was closed" if issue.get("state") == "closed" else f"the {label} label was removed"
 
 
-# ----------------------------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------------------------
+if __name__ == "__main__":  # `python -m lib.orchestrator`, as the seed README runs it
+    from lib.cli import main
 
-
-def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=prog,
-        description="Process GitHub issues labeled ready-for-claude with Claude Code (one tick).",
-        epilog="Exit codes: 0 ran (or another tick holds the lock), 1 something failed, 2 config or usage.",
-    )
-    parser.add_argument("--config", metavar="PATH",
-                        help="config file (default: $ORCHESTRATOR_CONFIG, else config.json beside this script)")
-    parser.add_argument("--check", action="store_true",
-                        help="validate the config and check what a first run needs, then exit")
-    parser.add_argument("--notify-test", action="store_true",
-                        help="with --check: send one test message to each configured notifier")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="print what the tick would do and change nothing")
-    parser.add_argument("--wait", action="store_true",
-                        help="block until the runners started end, printing progress (manual runs)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    setup = parser.add_argument_group("setting up")
-    setup.add_argument("--init", action="store_true",
-                       help="write config.json (mode 0600) from the flags below, or ask on a terminal; then --check")
-    setup.add_argument("--repo", action="append", default=[], metavar="OWNER/NAME",
-                       help="with --init: a repository to work on (again for several)")
-    setup.add_argument("--base-repo-path", metavar="DIR", help="with --init: the folder for the slot clones")
-    setup.add_argument("--api-url", default="https://api.github.com", metavar="URL",
-                       help="with --init: GitHub Enterprise's API, e.g. https://HOST/api/v3")
-    for service, target in (("telegram", "chat-id"), ("slack", "channel-id")):
-        setup.add_argument(f"--{service}-{target}", metavar="ID",
-                           help=f"with --init: {service}.{target.replace('-', '_')}; the bot token comes from"
-                                f" ${service.upper()}_BOT_TOKEN (never the command line, which others can read)")
-    setup.add_argument("--no-store-token", action="store_true",
-                       help="with --init: keep the GitHub token out of config.json (each tick takes it from the"
-                            " environment or gh)")
-    setup.add_argument("--force", action="store_true", help="with --init: replace a config.json that was edited")
-    setup.add_argument("--cron-line", action="store_true", help="print the crontab line of this install")
-    setup.add_argument("--systemd", action="store_true", help="print the systemd service and timer of this install")
-    operate = parser.add_argument_group("operating (each says what it did in one line)")
-    operate.add_argument("--pause", nargs="?", const="", metavar="UNTIL",
-                         help="launch nothing new until UNTIL (30m, 2h, 1d, or an ISO time), or until --unpause")
-    operate.add_argument("--unpause", action="store_true", help="end a pause (an operator's or a usage limit's)")
-    operate.add_argument("--cancel", metavar="ISSUE", help="stop an issue's agent (N, or OWNER/NAME#N); the work is saved")
-    operate.add_argument("--retry", metavar="ISSUE", help="queue a finished issue again (a new attempt on its branch)")
-    operate.add_argument("--free-slot", type=int, metavar="I",
-                         help="end what holds slot I (of --repo, default the first repository) and mark it failed")
-    return parser
-
-
-def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
-    args = build_parser(prog).parse_args(argv)
-    config_path = Path(args.config) if args.config else default_config_path()
-    try:
-        if args.notify_test and not args.check:
-            raise UsageError("--notify-test goes with --check")
-        if args.init:
-            return _init(config_path, args)
-        if args.check:
-            return run_checks(config_path, notify_test=args.notify_test)
-        if args.cron_line or args.systemd:
-            config = Config(config_path, require_token=False)
-            print(install.cron_line(config) if args.cron_line else install.systemd_units(config))
-            return EXIT_OK
-        config = Config(config_path)
-        operation = _operation(config, args)
-        if operation is not None:
-            print(operation())
-            return EXIT_OK
-    except OrchestratorError as exc:
-        return print_error(exc)
-
-    log_file = config.folder / "orchestrator.log"
-    # Under the seed README's `>> orchestrator.log 2>&1` stdout already is the log: write it once.
-    configure_logging(config.secrets, log_file, verbose=args.verbose, stream=sys.stdout,
-                      console=not _stdout_is(log_file))
-    for warning in config.warnings:
-        log.warning("config: %s", warning)
-    try:
-        orchestrator = IssueOrchestrator(config, dry_run=args.dry_run)
-        summary = orchestrator.run()
-        if args.wait and not args.dry_run and not summary.lock_held:
-            orchestrator.wait_for_runners()
-    except OrchestratorError as exc:
-        log.error("%s", exc)
-        return exc.exit_code
-    except Exception:  # a bug: the traceback goes to the log, the user gets one line
-        log.exception("Unexpected error; please report it with this traceback")
-        return EXIT_FAILED
-    return summary.exit_code
-
-
-def _operation(config: Config, args: argparse.Namespace):
-    """The operator command the arguments ask for, ready to run; None for a tick."""
-    operations = Operations(config)
-    asked = [(args.pause is not None, lambda: operations.pause(args.pause)),
-             (args.unpause, operations.unpause),
-             (args.cancel is not None, lambda: operations.cancel(args.cancel)),
-             (args.retry is not None, lambda: operations.retry(args.retry)),
-             (args.free_slot is not None, lambda: operations.free_slot(args.free_slot, args.repo[0] if args.repo else None))]
-    chosen = [run for wanted, run in asked if wanted]
-    if len(chosen) > 1:
-        raise UsageError("give one of --pause, --unpause, --cancel, --retry, --free-slot at a time")
-    return chosen[0] if chosen else None
-
-
-def _init(path: Path, args: argparse.Namespace) -> int:
-    notifiers = {}
-    for service, target in (("telegram", "chat_id"), ("slack", "channel_id")):
-        destination, token = getattr(args, f"{service}_{target}"), os.environ.get(f"{service.upper()}_BOT_TOKEN")
-        if destination and not token:
-            raise UsageError(f"--{service}-{target.replace('_', '-')} needs ${service.upper()}_BOT_TOKEN in the"
-                             " environment")
-        if destination:
-            notifiers[service] = {"bot_token": token, target: destination}
-    asks = not (args.repo and args.base_repo_path)
-    return install.init(path, repos=args.repo, base_repo_path=args.base_repo_path, api_url=args.api_url,
-                        notifiers=notifiers, store_token=not args.no_store_token, force=args.force,
-                        ask=install.ask_on_terminal if asks else None)
-
-
-def _stdout_is(path: Path) -> bool:
-    """True when stdout already appends to `path` (the seed README's `>> orchestrator.log 2>&1`)."""
-    try:
-        out, target = os.fstat(sys.stdout.fileno()), os.stat(path)
-    except (OSError, ValueError, AttributeError):
-        return False
-    return (out.st_dev, out.st_ino) == (target.st_dev, target.st_ino)
-
-
-if __name__ == "__main__":
     sys.exit(main(prog="python -m lib.orchestrator"))

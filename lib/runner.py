@@ -27,6 +27,7 @@ from lib.claude_processor import AgentProcess, ClaudeLaunchError, ClaudeProcesso
 from lib.config import Config, print_error
 from lib.events import Event
 from lib.files import exclusive_lock, log_tail
+from lib.follow_up import addressed, follow_prompt, numbered_comments
 from lib.github_client import GitHubClient, Trust
 from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
 from lib.notifications import Notifications
@@ -42,8 +43,8 @@ from lib.validation import fix_prompt, is_test_file, run_validation, summary_lin
 log = logging.getLogger(__name__)
 
 #: Runner modes, as the tick passes them.
-RUN, RESUME, FINALIZE = "run", "resume", "finalize"
-MODES = (RUN, RESUME, FINALIZE)
+RUN, RESUME, FINALIZE, FOLLOW = "run", "resume", "finalize", "follow"
+MODES = (RUN, RESUME, FINALIZE, FOLLOW)
 #: Backoff for a requeue whose limit named no reset time: 15 min, 30 min, 1 h, ... at most 6 h.
 REQUEUE_BACKOFF = timedelta(minutes=15)
 REQUEUE_BACKOFF_MAX = timedelta(hours=6)
@@ -209,13 +210,37 @@ class IssueRunner:
                               template=self.repository.claude.prompt_template)
         return self.launch(prompt, session_id=new_session_id(), resume=False, cwd=slot.path)
 
+    def follow(self) -> int:
+        """A follow-up on the pull request: its branch from origin as it is now (a human's commits
+        kept), the same session told of the reviews or the failing checks, then finished as any run."""
+        entry = self.update(status=ProcessStatus.PREPARING, runner_pid=os.getpid(), error=None, end_time=None,
+                            runner_create_time=process_create_time(os.getpid()), question=None, slot_notes=[],
+                            validation_round=0, checks=[], invocations=[])
+        labels = self.config.labels
+        self.swap_labels(add=labels.working, remove=[labels.completed, labels.failed])
+        self.notifications.notify(self.event("started", entry, pr_url=entry.pr_url,
+                                             reason=f"follow-up on the pull request ({entry.follow_work.get('kind')})"))
+        try:
+            slot = self.repos.prepare_slot(entry.agent_index, self.number, base_branch=self.base_branch(),
+                                           clone_url=self.repository.clone_url or self._clone_url(),
+                                           setup_log=self.log_path(entry.attempt, "setup.log"),
+                                           should_stop=self.should_stop)
+        except OrchestratorError as exc:
+            stopped = self.stopped_between_steps()
+            if stopped is not None:
+                return stopped
+            return self.finish(Outcome(status=ProcessStatus.FAILED, reason=str(exc)), self.entry)
+        prompt = follow_prompt(entry.follow_work, entry.pr_url, entry.branch)
+        return self.launch(prompt, session_id=entry.session_id or new_session_id(), resume=bool(entry.session_id),
+                           cwd=slot.path, kind="follow")
+
     def resume(self) -> int:
         """A trusted human answered: continue the same Claude session in the same slot."""
         entry = self.entry
         if entry.status != ProcessStatus.NEEDS_INPUT:
             log.info("Issue %s is %s, not waiting for input; nothing to resume", self.ref, entry.status)
             return 0
-        replies = self.trust.human_comments(self.number, after_id=entry.question_comment_id)
+        replies = self.trust.human_comments(entry.question_number or self.number, after_id=entry.question_comment_id)
         if not replies:
             log.info("Issue %s: no trusted reply after the question yet", self.ref)
             return 0
@@ -299,7 +324,9 @@ class IssueRunner:
             prompt = build_prompt(repo=self.repository.repo, issue=self.issue(),
                                   comments=self.trust.human_comments(self.number), branch=entry.branch,
                                   template=self.repository.claude.prompt_template)
-            return self.launch(prompt, session_id=new_session_id(), resume=False, cwd=cwd)
+            if entry.follow_work:  # the whole thread, then what the follow-up is for
+                prompt += "\n\n" + follow_prompt(entry.follow_work, entry.pr_url, entry.branch)
+            return self.launch(prompt, session_id=new_session_id(), resume=False, cwd=cwd, kind=kind)
         entry = self.entry
         crashed = agent.result is None and agent.killed_by is None and outcome.status == ProcessStatus.FAILED
         if crashed and not self.signalled and entry.retries < self.repository.claude.max_retries:
@@ -400,7 +427,10 @@ class IssueRunner:
             return self.requeue(entry, outcome)
 
         key = f"outcome:{entry.attempt}:{self.stream_size(entry)}"
-        self.post_once(key, comments.outcome_comment(entry, outcome, pr_url, pushed, duration))
+        if entry.follow_work:
+            self.report_follow_up(entry, outcome, key, duration)
+        else:
+            self.post_once(key, comments.outcome_comment(entry, outcome, pr_url, pushed, duration))
         fault_point("after-comment")
         labels = self.config.labels
         end_label = getattr(labels, END_LABEL[outcome.status]) if outcome.status in END_LABEL else None
@@ -410,7 +440,8 @@ class IssueRunner:
         entry = self.update(status=outcome.status, end_time=utc_now_iso(), error=outcome.reason,
                             cost_usd=outcome.cost_usd if outcome.cost_usd is not None else entry.cost_usd,
                             num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns,
-                            pr_url=pr_url, claude_pid=None, question=None, requeues=0)
+                            pr_url=pr_url, claude_pid=None, question=None, question_number=None, requeues=0,
+                            **self._follow_up_counted(entry))
         failed = outcome.status == ProcessStatus.FAILED
         self.notifications.notify(self.event(
             END_EVENT[outcome.status], entry, duration_seconds=duration, cost_usd=entry.cost_usd,
@@ -420,6 +451,33 @@ class IssueRunner:
         log.info("Issue %s: %s%s%s", self.ref, outcome.status, f" ({outcome.reason})" if outcome.reason else "",
                  f", {pr_url}" if pr_url else "")
         return 1 if failed else 0
+
+    def _follow_up_counted(self, entry: IssueState) -> Dict[str, Any]:
+        """The bounds' counters after a follow-up ended, and its work cleared."""
+        work = entry.follow_work
+        if not work:
+            return {}
+        if work.get("kind") == "ci":
+            return {"follow_work": {}, "ci_fixes": entry.ci_fixes + 1,
+                    "ci_fixed_shas": [*entry.ci_fixed_shas, work.get("sha")][-20:]}
+        return {"follow_work": {}, "follow_rounds": entry.follow_rounds + 1}
+
+    def report_follow_up(self, entry: IssueState, outcome: Outcome, key: str, duration: Optional[float]) -> None:
+        """On the pull request: a reply to each inline comment the agent says it addressed, then one
+        summary with what changed and the figures (the summary stands for what it did not say)."""
+        replies = addressed(outcome.summary)
+        for number, comment in enumerate(numbered_comments(entry.follow_work), start=1):
+            if outcome.status == ProcessStatus.COMPLETED:
+                reply = replies.get(number) or outcome.summary or "Done."  # it said nothing: the summary
+                try:
+                    self.github.reply_to_review_comment(entry.pr_number, comment["id"], comments.keyed(
+                        comments.quote_for_markdown(reply, limit=1000), f"reply:{comment['id']}"))
+                except OrchestratorError as exc:
+                    log.warning("Issue %s: could not reply to review comment %s: %s", self.ref, comment["id"], exc)
+        head = self.repos.git(["rev-parse", "--short", "HEAD"], self.slot_path(entry), check=False).stdout.strip() \
+            if self.slot_path(entry) and (self.slot_path(entry) / ".git").exists() else ""
+        comments.post_once(self.github, entry.pr_number, f"follow-up:{key}",
+                           comments.follow_up_comment(entry, outcome, head, duration))
 
     def save_work(self, entry: IssueState, outcome: Outcome, duration: Optional[float]):
         """Commit what the agent left, push the branch when it is ahead, open (or reuse) the PR.
@@ -439,8 +497,10 @@ class IssueRunner:
                 self.update(slot_notes=[*entry.slot_notes, moved])
             if self.repos.commits_ahead(path, base, entry.branch) == 0:
                 return False, entry.pr_url, None
-            self.repos.push_branch(path, entry.branch)
+            self.repos.push_branch(path, entry.branch)  # a fast-forward, never a force-push
             fault_point("after-push")
+            if entry.follow_work:  # the pull request is there: the push updated it
+                return True, entry.pr_url, None
             # Work whose checks still fail is shown as a draft (unless pull_request.on_failed_checks says
             # none), so that nothing the agent did is lost and a reviewer sees what fails.
             failing = outcome.status == ProcessStatus.FAILED and bool(outcome.checks)
@@ -452,10 +512,11 @@ class IssueRunner:
             pull = self.github.create_pull_request(
                 head=entry.branch, base=base, title=comments.pr_title(self.issue()),
                 draft=self.config.pull_request_draft or failing,
-                body=comments.pr_body(self.number, outcome, duration, test_files=tests))
+                body=comments.pr_body(self.number, outcome, duration, test_files=tests,
+                                      followed=self.config.follow_up.enabled))
             fault_point("after-pr")
             pr_url = pull.get("html_url")
-            self.update(pr_url=pr_url)
+            self.update(pr_url=pr_url, pr_number=pull.get("number"), following=self.config.follow_up.enabled)
             return True, pr_url, None
         except OrchestratorError as exc:
             log.error("Issue %s: could not save the work: %s", self.ref, exc)
@@ -466,11 +527,13 @@ class IssueRunner:
         body = comments.question_comment(outcome.question, trusted_roles=self.config.trusted_roles,
                                          allowed_users=self.config.allowed_users,
                                          input_wait_hours=self.repository.claude.input_wait_hours)
-        comment = self.post_once(f"question:{entry.attempt}:{self.stream_size(entry)}", body)
+        asked_on = entry.pr_number if entry.follow_work else self.number  # a follow-up asks on its PR
+        comment = comments.post_once(self.github, asked_on, f"question:{entry.attempt}:{self.stream_size(entry)}",
+                                     body)
         if self.config.labels.needs_input:
             self.github.add_labels(self.number, [self.config.labels.needs_input])
         entry = self.update(status=ProcessStatus.NEEDS_INPUT, question=outcome.question,
-                            question_comment_id=comment.get("id"), end_time=utc_now_iso(), claude_pid=None,
+                            question_comment_id=comment.get("id"), question_number=asked_on if entry.follow_work else None, end_time=utc_now_iso(), claude_pid=None,
                             cost_usd=outcome.cost_usd if outcome.cost_usd is not None else entry.cost_usd,
                             num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns)
         self.notifications.notify(self.event("needs_input", entry, question=outcome.question,
@@ -557,6 +620,8 @@ def _run_mode(config: Config, repo: str, args: argparse.Namespace) -> int:
             return runner.run()
         if args.mode == RESUME:
             return runner.resume()
+        if args.mode == FOLLOW:
+            return runner.follow()
         return runner.finalize(args.reason)
     except OrchestratorError as exc:
         # The entry stays active; the next tick sees this runner gone and finalizes the issue.

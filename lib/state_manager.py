@@ -203,7 +203,8 @@ class StateManager:
 
     @staticmethod
     def _prune_history(state: State) -> None:
-        finished = [entry for entry in state.issues.values() if entry.is_finished]
+        # An entry whose pull request is followed stays, however many runs finish meanwhile.
+        finished = [entry for entry in state.issues.values() if entry.is_finished and not entry.following]
         if len(finished) <= HISTORY_LIMIT:
             return
         finished.sort(key=lambda entry: entry.end_time or entry.start_time or "")

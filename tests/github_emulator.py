@@ -14,9 +14,25 @@ REST reference), under `/` and under the Enterprise prefix `/api/v3`:
     GET  /repos/{owner}/{repo}/issues/{n}/events
     GET  /repos/{owner}/{repo}/labels
     POST /repos/{owner}/{repo}/labels                      422 already_exists
-    GET  /repos/{owner}/{repo}/pulls                       state, head, base
+    GET  /repos/{owner}/{repo}/pulls                       state, head, base (the "simple" pull: no merged)
     POST /repos/{owner}/{repo}/pulls                       422 "A pull request already exists for ..."
+    GET  /repos/{owner}/{repo}/pulls/{n}                   merged, merged_at, mergeable, commits, ...
+    GET  /repos/{owner}/{repo}/pulls/{n}/reviews           oldest first; PENDING ones only to their author
+    GET  /repos/{owner}/{repo}/pulls/{n}/comments          sort, direction, since (review comments)
+    POST /repos/{owner}/{repo}/pulls/{n}/comments/{id}/replies   404 unless a thread's first comment
+    GET  /repos/{owner}/{repo}/commits/{ref}/check-runs    check_name, status, filter (latest, all)
+    GET  /repos/{owner}/{repo}/commits/{ref}/status        the latest status of each context, combined
+    GET  /repos/{owner}/{repo}/check-runs/{id}
+    GET  /repos/{owner}/{repo}/check-runs/{id}/annotations
     GET  /repos/{owner}/{repo}/collaborators/{login}/permission
+
+A pull request is an issue with a pull record. When the repository's clone_url is a local git
+repository (the tests' bare origins), a pull request's head.sha is read from it at each request
+(`refs/heads/<head ref>`), so a push moves it (and the pull request's updated_at, as on GitHub);
+otherwise shas are made up from the branch names. `{ref}` of the commits endpoints is a sha, a
+branch or a tag, resolved the same way (422 "No commit found for SHA: ..." when it is none). A
+submitted review, a reply in a review thread, a merge or a close updates the pull request's
+updated_at; check runs and commit statuses do not (they belong to the commit).
 
 Lists are paginated with `Link` headers whose URLs use `/repositories/{id}/...` like GitHub's; the
 issues list includes pull requests, as GitHub's does. Every answer carries X-RateLimit-* headers;
@@ -37,14 +53,17 @@ import hashlib
 import itertools
 import json
 import math
+import os
+import re
+import subprocess
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import pytest
@@ -103,7 +122,7 @@ class _Issue:
     closed_at: Optional[str] = None
     comments: List[Dict[str, Any]] = field(default_factory=list)
     events: List[Dict[str, Any]] = field(default_factory=list)
-    pull: Optional[Dict[str, Any]] = None  # head/base/draft for a pull request
+    pull: Optional[Dict[str, Any]] = None  # a pull request's record: see _new_pull
 
 
 @dataclass
@@ -118,6 +137,9 @@ class _Repo:
     push: bool = True  # the token's account may push (a read-only collaborator: False)
     issues: Dict[int, _Issue] = field(default_factory=dict)
     labels: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # casefolded name -> label
+    check_runs: List[Dict[str, Any]] = field(default_factory=list)
+    statuses: List[Dict[str, Any]] = field(default_factory=list)
+    check_suites: Dict[Tuple[str, str], int] = field(default_factory=dict)  # (sha, app slug) -> suite id
 
     @property
     def full_name(self) -> str:
@@ -126,6 +148,64 @@ class _Repo:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _touch(issue: _Issue) -> str:
+    """Set the issue's updated_at to now, always later than before (GitHub's stamps are in
+    seconds; two changes within one second still change it, so that its ETag changes)."""
+    stamp = _now()
+    if stamp <= issue.updated_at:
+        stamp = (_parse(issue.updated_at) + timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    issue.updated_at = stamp
+    return stamp
+
+
+def _new_pull(head_ref: str, head_label: str, base_ref: str, draft: bool) -> Dict[str, Any]:
+    return {"head_ref": head_ref, "head_label": head_label, "base_ref": base_ref, "draft": draft,
+            "head_sha": None,  # the head's last known sha (read from a local origin at each request)
+            "merged": False, "merged_at": None, "merged_by": None, "merge_commit_sha": None,
+            "reviews": [], "review_comments": []}
+
+
+#: The GitHub App every check run comes from unless a test names another.
+ACTIONS_APP = "github-actions"
+REVIEW_STATES = ("APPROVED", "CHANGES_REQUESTED", "COMMENTED", "DISMISSED", "PENDING")
+CHECK_STATUSES = ("queued", "in_progress", "completed", "waiting", "requested", "pending")
+CHECK_CONCLUSIONS = ("success", "failure", "neutral", "cancelled", "skipped", "timed_out", "action_required",
+                     "stale")
+STATUS_STATES = ("error", "failure", "pending", "success")
+ANNOTATION_LEVELS = ("notice", "warning", "failure")
+_SHA = re.compile(r"[0-9a-f]{40}")
+# GitHub's closing keywords, in a pull request's body: "Closes #5", "fixes octo/widgets#5"...
+_CLOSING = re.compile(r"\b(?:close[sd]?|fix(?:e[sd])?|resolve[sd]?)\s*:?\s+(?:([\w.-]+/[\w.-]+))?#(\d+)\b",
+                      re.IGNORECASE)
+_GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0",
+            "GIT_AUTHOR_NAME": "GitHub", "GIT_AUTHOR_EMAIL": "noreply@github.com",
+            "GIT_COMMITTER_NAME": "GitHub", "GIT_COMMITTER_EMAIL": "noreply@github.com"}
+
+
+def _fake_sha(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()
+
+
+def _git_dir(clone_url: str) -> Optional[str]:
+    """The git folder of a clone_url that is a local repository (bare, or a work tree), else None."""
+    if "://" in clone_url:
+        if not clone_url.startswith("file://"):
+            return None
+        clone_url = unquote(urlsplit(clone_url).path)
+    if os.path.isdir(os.path.join(clone_url, "objects")) and os.path.isfile(os.path.join(clone_url, "HEAD")):
+        return clone_url
+    if os.path.isdir(os.path.join(clone_url, ".git")):
+        return os.path.join(clone_url, ".git")
+    return None
+
+
+def _git(git_dir: str, *args: str) -> Tuple[int, str]:
+    """Run git on `git_dir` without this machine's configuration: (exit status, stdout stripped)."""
+    done = subprocess.run(["git", "--git-dir", git_dir, *args], capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL, env={**os.environ, **_GIT_ENV})
+    return done.returncode, done.stdout.strip()
 
 
 class _NotFound(Exception):
@@ -211,8 +291,8 @@ class GitHubEmulator:
             issue = _Issue(len(r.issues) + 1, next(self._ids), title, body, user, stamp, stamp)
             if is_pull_request:
                 ref = f"pr-{issue.number}"
-                issue.pull = {"head_ref": ref, "head_label": f"{r.owner}:{ref}", "base_ref": r.default_branch,
-                              "draft": False}
+                issue.pull = _new_pull(ref, f"{r.owner}:{ref}", r.default_branch, False)
+                self._head_sha(r, issue)
             r.issues[issue.number] = issue
             for label in labels:
                 self._label(r, issue, label, labeled_by)
@@ -242,9 +322,11 @@ class GitHubEmulator:
 
     def close_issue(self, number: int, actor: str = "maintainer", repo: Optional[str] = None) -> None:
         with self.lock:
-            issue = self._repo(repo).issues[number]
-            issue.state, issue.closed_at = "closed", _now()
-            issue.updated_at = issue.closed_at
+            r = self._repo(repo)
+            issue = r.issues[number]
+            if issue.pull is not None:
+                self._head_sha(r, issue)  # what it was when closed: a closed pull request's head stays
+            issue.state, issue.closed_at = "closed", _touch(issue)
             issue.events.append(self._event("closed", actor, None))
 
     def issue(self, number: int, repo: Optional[str] = None) -> Dict[str, Any]:
@@ -274,9 +356,174 @@ class GitHubEmulator:
             return {label["name"]: dict(label) for label in self._repo(repo).labels.values()}
 
     def pulls(self, repo: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Every pull request, as GET /repos/{owner}/{repo}/pulls/{n} would answer each."""
         with self.lock:
             r = self._repo(repo)
-            return [self._pull_json(r, i, self.url) for i in r.issues.values() if i.pull is not None]
+            return [self._pull_json(r, i, self.url, full=True) for i in r.issues.values() if i.pull is not None]
+
+    def pull(self, pr_number: int, repo: Optional[str] = None) -> Dict[str, Any]:
+        """The pull request as GET /repos/{owner}/{repo}/pulls/{n} would answer."""
+        with self.lock:
+            r = self._repo(repo)
+            return self._pull_json(r, self._pull_issue(r, pr_number), self.url, full=True)
+
+    # --- pull request reviews, review comments, checks -----------------------------------------
+
+    def add_review(self, pr_number: int, user: str, state: str, body: str = "",
+                   comments: Sequence[Dict[str, Any]] = (), repo: Optional[str] = None,
+                   commit_id: Optional[str] = None) -> int:
+        """`user` submits a review (state APPROVED, CHANGES_REQUESTED, COMMENTED, or PENDING: not
+        submitted, seen by its author only) on the head commit (or `commit_id`), with inline
+        `comments` [{"path", "line", "body"[, "side"]}]. A submitted review updates the pull
+        request's updated_at, as on GitHub. Returns the review's id."""
+        assert state in REVIEW_STATES and state != "DISMISSED", f"{state}: dismiss_review() dismisses"
+        with self.lock:
+            r = self._repo(repo)
+            issue = self._pull_issue(r, pr_number)
+            sha = commit_id or self._head_sha(r, issue)
+            stamp = _now()
+            review = {"id": next(self._ids), "user": user, "state": state, "body": body, "commit_id": sha,
+                      "submitted_at": None if state == "PENDING" else stamp}
+            issue.pull["reviews"].append(review)
+            for spec in comments:
+                line = int(spec["line"])
+                comment = {"id": next(self._ids), "review_id": review["id"], "user": user, "body": spec["body"],
+                           "path": spec["path"], "line": line, "original_line": line,
+                           "side": spec.get("side", "RIGHT"), "commit_id": sha, "original_commit_id": sha,
+                           "diff_hunk": self._diff_hunk(r, sha, spec["path"], line), "position": line,
+                           "in_reply_to_id": None, "created_at": stamp, "updated_at": stamp}
+                issue.pull["review_comments"].append(comment)
+            if state != "PENDING":
+                _touch(issue)
+            return review["id"]
+
+    def dismiss_review(self, pr_number: int, review_id: int, repo: Optional[str] = None) -> None:
+        """A maintainer dismisses an approval or a change request: its state becomes DISMISSED."""
+        with self.lock:
+            issue = self._pull_issue(self._repo(repo), pr_number)
+            review = next(rv for rv in issue.pull["reviews"] if rv["id"] == review_id)
+            assert review["state"] in ("APPROVED", "CHANGES_REQUESTED"), review["state"]
+            review["state"] = "DISMISSED"
+            _touch(issue)
+
+    def add_review_comment_reply(self, pr_number: int, comment_id: int, body: str, user: str = "alice",
+                                 repo: Optional[str] = None) -> int:
+        """`user` answers in the thread of review comment `comment_id` (a reply to a reply joins
+        its thread, as the web page does). Returns the reply's id."""
+        with self.lock:
+            r = self._repo(repo)
+            issue = self._pull_issue(r, pr_number)
+            comment = next(c for c in issue.pull["review_comments"] if c["id"] == comment_id)
+            if comment["in_reply_to_id"] is not None:
+                comment = next(c for c in issue.pull["review_comments"] if c["id"] == comment["in_reply_to_id"])
+            return self._reply(r, issue, comment, body, user)["id"]
+
+    def reviews(self, pr_number: int, repo: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Every review, as its author sees them (PENDING ones too)."""
+        with self.lock:
+            r = self._repo(repo)
+            issue = self._pull_issue(r, pr_number)
+            return [self._review_json(r, issue, rv, self.url) for rv in issue.pull["reviews"]]
+
+    def review_comments(self, pr_number: int, repo: Optional[str] = None) -> List[Dict[str, Any]]:
+        with self.lock:
+            r = self._repo(repo)
+            issue = self._pull_issue(r, pr_number)
+            return [self._review_comment_json(r, issue, c, self.url) for c in issue.pull["review_comments"]]
+
+    def review_comment_replies(self, pr_number: int, repo: Optional[str] = None) -> List[Dict[str, Any]]:
+        """The review comments that are replies in a thread (they have in_reply_to_id), oldest first."""
+        return [c for c in self.review_comments(pr_number, repo) if "in_reply_to_id" in c]
+
+    def add_check_run(self, sha: str, name: str, conclusion: Optional[str], status: str = "completed",
+                      title: str = "", summary: str = "", annotations: Sequence[Dict[str, Any]] = (),
+                      repo: Optional[str] = None, text: Optional[str] = None, app: str = ACTIONS_APP) -> int:
+        """A check run on commit `sha` (a sha, or a branch: its current sha). `conclusion` only when
+        completed. `annotations`: [{"path", "start_line"[, "end_line"], "message"[,
+        "annotation_level" (default failure), "title"]}]. As on GitHub, it does not change the pull
+        request. Returns the check run's id."""
+        assert status in CHECK_STATUSES, status
+        assert (conclusion in CHECK_CONCLUSIONS) if status == "completed" else conclusion is None, conclusion
+        with self.lock:
+            r = self._repo(repo)
+            head = self._resolve(r, sha)
+            assert head is not None, f"no commit {sha} in {r.full_name}"
+            stamp = _now()
+            suite = r.check_suites.setdefault((head, app), next(self._ids))
+            run = {"id": next(self._ids), "sha": head, "name": name, "status": status, "conclusion": conclusion,
+                   "title": title, "summary": summary, "text": text, "app": app, "suite": suite,
+                   "started_at": None if status in ("queued", "waiting", "requested", "pending") else stamp,
+                   "completed_at": stamp if status == "completed" else None, "annotations": []}
+            self._annotate(run, annotations)
+            r.check_runs.append(run)
+            return run["id"]
+
+    def complete_check_run(self, check_run_id: int, conclusion: str, title: Optional[str] = None,
+                           summary: Optional[str] = None, annotations: Sequence[Dict[str, Any]] = (),
+                           repo: Optional[str] = None) -> None:
+        """A queued or running check run completes with `conclusion` (and more annotations)."""
+        assert conclusion in CHECK_CONCLUSIONS, conclusion
+        with self.lock:
+            run = next(c for c in self._repo(repo).check_runs if c["id"] == check_run_id)
+            stamp = _now()
+            run.update(status="completed", conclusion=conclusion, completed_at=stamp,
+                       started_at=run["started_at"] or stamp)
+            if title is not None:
+                run["title"] = title
+            if summary is not None:
+                run["summary"] = summary
+            self._annotate(run, annotations)
+
+    def add_status(self, sha: str, context: str, state: str, description: str = "",
+                   repo: Optional[str] = None, target_url: Optional[str] = None, creator: str = "ci-bot") -> int:
+        """A commit status (error, failure, pending, success) on `sha` (or a branch's current sha);
+        the latest of each context counts. Returns its id."""
+        assert state in STATUS_STATES, state
+        with self.lock:
+            r = self._repo(repo)
+            head = self._resolve(r, sha)
+            assert head is not None, f"no commit {sha} in {r.full_name}"
+            stamp = _now()
+            status = {"id": next(self._ids), "sha": head, "context": context, "state": state,
+                      "description": description or None, "target_url": target_url, "creator": creator,
+                      "created_at": stamp, "updated_at": stamp}
+            r.statuses.append(status)
+            return status["id"]
+
+    def merge_pull(self, pr_number: int, repo: Optional[str] = None, by: str = "maintainer",
+                   close_issues: bool = True) -> str:
+        """`by` merges the pull request (a draft is made ready first, as the web page asks): with a
+        local origin, a merge commit of head into base is made there. The pull request is closed,
+        merged, with merged_at and merge_commit_sha; as on GitHub, merged into the default branch
+        it closes the issues its body names with a closing keyword ("Closes #5"). Returns the merge
+        commit's sha."""
+        with self.lock:
+            r = self._repo(repo)
+            issue = self._pull_issue(r, pr_number)
+            pull = issue.pull
+            assert issue.state == "open", f"pull request #{pr_number} is {issue.state}"
+            head = self._head_sha(r, issue)
+            sha = self._merge_commit(r, issue, head)
+            stamp = _touch(issue)
+            pull.update(draft=False, merged=True, merged_at=stamp, merged_by=by, merge_commit_sha=sha)
+            issue.state, issue.closed_at = "closed", stamp
+            issue.events.append(dict(self._event("merged", by, None), commit_id=sha))
+            issue.events.append(dict(self._event("closed", by, None), commit_id=sha))
+            if close_issues and pull["base_ref"] == r.default_branch:
+                for owner_name, number in _CLOSING.findall(issue.body or ""):
+                    target = r.issues.get(int(number))
+                    if (owner_name and owner_name.casefold() != r.full_name.casefold()) or target is None \
+                            or target.pull is not None or target.state != "open":
+                        continue
+                    target.state, target.closed_at = "closed", _touch(target)
+                    target.events.append(dict(self._event("closed", by, None), commit_id=sha))
+            return sha
+
+    def close_pull(self, pr_number: int, repo: Optional[str] = None, actor: str = "maintainer") -> None:
+        """Close the pull request without merging it."""
+        with self.lock:
+            self._pull_issue(self._repo(repo), pr_number)
+        self.close_issue(pr_number, actor=actor, repo=repo)
 
     # ------------------------------------------------------------------------------------------
     # Fault injection: each fault answers the next `count` requests it matches
@@ -437,6 +684,29 @@ class GitHubEmulator:
             return self._list_pulls(repo, query, base)
         if method == "POST" and rest == ["pulls"]:
             return self._create_pull(repo, data if isinstance(data, dict) else {}, base)
+        if rest[:1] == ["pulls"] and len(rest) >= 2:
+            issue = repo.issues.get(int(rest[1])) if rest[1].isdigit() else None
+            if issue is None or issue.pull is None:
+                raise _NotFound()
+            return self._pull_route(method, repo, issue, rest[2:], query, data, base)
+        if method == "GET" and len(rest) >= 3 and rest[0] == "commits" and rest[-1] in ("check-runs", "status"):
+            ref = "/".join(rest[1:-1])  # a branch name may come with its slashes unencoded
+            sha = self._resolve(repo, ref)
+            if sha is None:
+                return 422, {"message": f"No commit found for SHA: {ref}",
+                             "documentation_url": f"{DOCS}/commits/commits"}, {}
+            sub = f"commits/{quote(ref, safe='')}/{rest[-1]}"
+            if rest[-1] == "check-runs":
+                return self._list_check_runs(repo, sha, sub, query, base)
+            return self._combined_status(repo, sha, sub, query, base)
+        if method == "GET" and rest[:1] == ["check-runs"] and len(rest) in (2, 3) and rest[2:] in ([], ["annotations"]):
+            run = next((c for c in repo.check_runs if str(c["id"]) == rest[1]), None)
+            if run is None:
+                raise _NotFound()
+            if len(rest) == 2:
+                return 200, self._check_run_json(repo, run, base), {}
+            return self._paged(repo, f"check-runs/{run['id']}/annotations",
+                               [self._annotation_json(repo, run, a) for a in run["annotations"]], query, base)
         if method == "GET" and len(rest) == 3 and rest[0] == "collaborators" and rest[2] == "permission":
             role = self.roles.get(rest[1])
             if role is None:
@@ -478,6 +748,148 @@ class GitHubEmulator:
             return 200, [self._label_json(repo.labels[k], base, repo) for k in issue.labels], {}
         raise _NotFound()
 
+    def _pull_route(self, method: str, repo: _Repo, issue: _Issue, rest: List[str], query: Dict[str, str],
+                    data: Any, base: str) -> Tuple[int, Any, Dict[str, str]]:
+        pull = issue.pull
+        assert pull is not None
+        sub = f"pulls/{issue.number}"
+        if method == "GET" and rest == []:
+            return 200, self._pull_json(repo, issue, base, full=True), {}
+        if method == "GET" and rest == ["reviews"]:
+            items = [self._review_json(repo, issue, rv, base) for rv in pull["reviews"]
+                     if rv["state"] != "PENDING" or rv["user"] == self.login]  # chronological
+            return self._paged(repo, f"{sub}/reviews", items, query, base)
+        if method == "GET" and rest == ["comments"]:
+            since = query.get("since")
+            items = [c for c in pull["review_comments"] if self._visible(pull, c)
+                     and (not since or _parse(c["updated_at"]) >= _parse(since))]
+            if "sort" in query or "direction" in query:  # without either: ascending by id
+                field_name = "updated_at" if query.get("sort") == "updated" else "created_at"
+                items.sort(key=lambda c: (c[field_name], c["id"]), reverse=query.get("direction", "desc") != "asc")
+            return self._paged(repo, f"{sub}/comments", [self._review_comment_json(repo, issue, c, base)
+                                                         for c in items], query, base)
+        if method == "POST" and len(rest) == 3 and rest[0] == "comments" and rest[2] == "replies":
+            # Only a thread's first comment takes replies ("Replies to replies are not supported"): 404.
+            comment = next((c for c in pull["review_comments"] if str(c["id"]) == rest[1]
+                            and c["in_reply_to_id"] is None and self._visible(pull, c)), None)
+            if comment is None:
+                raise _NotFound()
+            if not isinstance(data, dict) or not isinstance(data.get("body"), str) or not data["body"]:
+                return _validation_failed("PullRequestReviewComment", "missing_field", "body")
+            reply = self._reply(repo, issue, comment, data["body"], self.login)
+            return 201, self._review_comment_json(repo, issue, reply, base), {}
+        raise _NotFound()
+
+    def _visible(self, pull: Dict[str, Any], comment: Dict[str, Any]) -> bool:
+        """A comment of a pending review is seen by its author only."""
+        review = next(rv for rv in pull["reviews"] if rv["id"] == comment["review_id"])
+        return review["state"] != "PENDING" or review["user"] == self.login
+
+    def _reply(self, repo: _Repo, issue: _Issue, comment: Dict[str, Any], body: str, user: str) -> Dict[str, Any]:
+        """A reply in the thread of `comment`: as on GitHub, a review of its own (COMMENTED, no body)."""
+        pull = issue.pull
+        assert pull is not None
+        stamp = _now()
+        review = {"id": next(self._ids), "user": user, "state": "COMMENTED", "body": "",
+                  "commit_id": self._head_sha(repo, issue), "submitted_at": stamp}
+        pull["reviews"].append(review)
+        reply = dict(comment, id=next(self._ids), review_id=review["id"], user=user, body=body,
+                     in_reply_to_id=comment["id"], created_at=stamp, updated_at=stamp)
+        pull["review_comments"].append(reply)
+        _touch(issue)
+        return reply
+
+    def _annotate(self, run: Dict[str, Any], annotations: Sequence[Dict[str, Any]]) -> None:
+        for spec in annotations:
+            level = spec.get("annotation_level", "failure")
+            assert level in ANNOTATION_LEVELS, level
+            start = int(spec["start_line"])
+            run["annotations"].append({"path": spec["path"], "start_line": start,
+                                       "end_line": int(spec.get("end_line", start)), "annotation_level": level,
+                                       "title": spec.get("title"), "message": spec["message"],
+                                       "raw_details": spec.get("raw_details")})
+
+    # --- git: real shas when the repository's clone_url is a local repository ---------------------
+
+    def _pull_issue(self, repo: _Repo, number: int) -> _Issue:
+        issue = repo.issues[number]
+        assert issue.pull is not None, f"#{number} is an issue, not a pull request"
+        return issue
+
+    def _head_sha(self, repo: _Repo, issue: _Issue) -> str:
+        """The head's sha: read from a local origin while the pull request is open (a push moves it,
+        and updates the pull request's updated_at); a closed one keeps the last it had."""
+        pull = issue.pull
+        assert pull is not None
+        git_dir = _git_dir(repo.clone_url)
+        if git_dir is not None and issue.state == "open":
+            status, sha = _git(git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{pull['head_ref']}^{{commit}}")
+            if status == 0 and sha != pull["head_sha"]:
+                if pull["head_sha"] is not None:
+                    _touch(issue)  # new commits pushed
+                pull["head_sha"] = sha
+        if pull["head_sha"] is None:
+            pull["head_sha"] = _fake_sha(pull["head_ref"])
+        return pull["head_sha"]
+
+    def _branch_sha(self, repo: _Repo, branch: str) -> str:
+        git_dir = _git_dir(repo.clone_url)
+        if git_dir is not None:
+            status, sha = _git(git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
+            if status == 0:
+                return sha
+        return _fake_sha(branch)
+
+    def _resolve(self, repo: _Repo, ref: str) -> Optional[str]:
+        """The commit `ref` (a sha, a branch, a tag) names, or None."""
+        if not ref or ref.startswith("-"):
+            return None
+        known = {i.pull["head_sha"] for i in repo.issues.values() if i.pull is not None}
+        git_dir = _git_dir(repo.clone_url)
+        if git_dir is not None:
+            status, sha = _git(git_dir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+            if status == 0:
+                return sha
+            return ref.lower() if _SHA.fullmatch(ref.lower()) and ref.lower() in known else None
+        if _SHA.fullmatch(ref.lower()):
+            return ref.lower()
+        branches = {repo.default_branch} | {i.pull[k] for i in repo.issues.values() if i.pull is not None
+                                             for k in ("head_ref", "base_ref")}
+        return _fake_sha(ref) if ref in branches else None
+
+    def _diff_hunk(self, repo: _Repo, sha: str, path: str, line: int) -> str:
+        """A diff hunk ending at `line` of `path`: the file's own lines when the origin is local."""
+        git_dir = _git_dir(repo.clone_url)
+        lines: List[str] = []
+        if git_dir is not None:
+            status, text = _git(git_dir, "show", f"{sha}:{path}")
+            if status == 0:
+                lines = text.split("\n")
+        start = max(line - 3, 1)
+        wanted = [lines[i - 1] if i - 1 < len(lines) else "" for i in range(start, line + 1)] if lines else \
+            [f"line {i}" for i in range(start, line + 1)]
+        body = [" " + text for text in wanted[:-1]] + ["+" + wanted[-1]]
+        return f"@@ -{start},{len(wanted) - 1} +{start},{len(wanted)} @@\n" + "\n".join(body)
+
+    def _merge_commit(self, repo: _Repo, issue: _Issue, head: str) -> str:
+        """Merge head into base in a local origin (a merge commit, as GitHub's merge button makes)."""
+        pull = issue.pull
+        assert pull is not None
+        git_dir = _git_dir(repo.clone_url)
+        message = f"Merge pull request #{issue.number} from {pull['head_label'].replace(':', '/', 1)}\n\n{issue.title}"
+        if git_dir is None:
+            return _fake_sha(f"merge {issue.number} {head}")
+        base_ref = f"refs/heads/{pull['base_ref']}"
+        status, base_sha = _git(git_dir, "rev-parse", "--verify", "--quiet", f"{base_ref}^{{commit}}")
+        assert status == 0, f"no branch {pull['base_ref']} in {git_dir}"
+        status, tree = _git(git_dir, "merge-tree", "--write-tree", base_sha, head)
+        assert status == 0, f"pull request #{issue.number} does not merge cleanly: {tree}"
+        status, sha = _git(git_dir, "commit-tree", tree.split()[0], "-p", base_sha, "-p", head, "-m", message)
+        assert status == 0, "git commit-tree failed"
+        status, _ = _git(git_dir, "update-ref", base_ref, sha, base_sha)
+        assert status == 0, "git update-ref failed"
+        return sha
+
     # --- lists --------------------------------------------------------------------------------
 
     def _list_issues(self, repo: _Repo, query: Dict[str, str], base: str) -> Tuple[int, Any, Dict[str, str]]:
@@ -504,8 +916,43 @@ class GitHubEmulator:
         items.sort(key=lambda i: (i.created_at, i.number), reverse=query.get("direction", "desc") != "asc")
         return self._paged(repo, "pulls", [self._pull_json(repo, i, base) for i in items], query, base)
 
+    def _list_check_runs(self, repo: _Repo, sha: str, sub: str, query: Dict[str, str],
+                         base: str) -> Tuple[int, Any, Dict[str, str]]:
+        runs = [c for c in repo.check_runs if c["sha"] == sha
+                and ("check_name" not in query or c["name"] == query["check_name"])
+                and ("status" not in query or c["status"] == query["status"])]
+        if query.get("filter", "latest") == "latest":  # the most recent run of each check
+            latest = {(c["app"], c["name"]): c["id"] for c in runs}
+            runs = [c for c in runs if latest[(c["app"], c["name"])] == c["id"]]
+        page, headers = self._page(repo, sub, runs, query, base)
+        heads = self._open_pulls_by_head(repo, base)
+        return 200, {"total_count": len(runs),
+                     "check_runs": [self._check_run_json(repo, c, base, heads) for c in page]}, headers
+
+    def _combined_status(self, repo: _Repo, sha: str, sub: str, query: Dict[str, str],
+                         base: str) -> Tuple[int, Any, Dict[str, str]]:
+        latest: Dict[str, Dict[str, Any]] = {}
+        for status in repo.statuses:
+            if status["sha"] == sha:
+                latest.pop(status["context"], None)
+                latest[status["context"]] = status
+        states = {status["state"] for status in latest.values()}
+        state = "failure" if states & {"error", "failure"} else "pending" if not states or "pending" in states \
+            else "success"
+        page, headers = self._page(repo, sub, list(latest.values()), query, base)
+        return 200, {"state": state, "statuses": [self._status_json(repo, st, base) for st in page], "sha": sha,
+                     "total_count": len(latest), "repository": self._repo_json(repo, base),
+                     "commit_url": f"{base}/repos/{repo.full_name}/commits/{sha}",
+                     "url": f"{base}/repos/{repo.full_name}/commits/{sha}/status"}, headers
+
     def _paged(self, repo: _Repo, sub: str, items: List[Any], query: Dict[str, str],
                base: str) -> Tuple[int, Any, Dict[str, str]]:
+        """One page of `items` and GitHub's Link header."""
+        page, headers = self._page(repo, sub, items, query, base)
+        return 200, page, headers
+
+    def _page(self, repo: _Repo, sub: str, items: List[Any], query: Dict[str, str],
+              base: str) -> Tuple[List[Any], Dict[str, str]]:
         """One page of `items` and GitHub's Link header (first/prev/next/last, as they apply)."""
         per_page = min(max(_int(query.get("per_page"), 30), 1), 100)
         page = max(_int(query.get("page"), 1), 1)
@@ -520,7 +967,7 @@ class GitHubEmulator:
         if page < last:
             rels += [link(page + 1, "next"), link(last, "last")]
         headers = {"Link": ", ".join(rels)} if rels else {}
-        return 200, items[(page - 1) * per_page:page * per_page], headers
+        return items[(page - 1) * per_page:page * per_page], headers
 
     # --- mutations ----------------------------------------------------------------------------
 
@@ -531,20 +978,20 @@ class GitHubEmulator:
                                 "default": False}
         if key not in issue.labels:
             issue.labels.append(key)
-            issue.updated_at = _now()
+            _touch(issue)
             issue.events.append(self._event("labeled", actor, repo.labels[key]))
 
     def _unlabel(self, repo: _Repo, issue: _Issue, key: str, actor: str) -> None:
         if key in issue.labels:
             issue.labels.remove(key)
-            issue.updated_at = _now()
+            _touch(issue)
             issue.events.append(self._event("unlabeled", actor, repo.labels[key]))
 
     def _add_comment(self, issue: _Issue, body: str, user: str) -> Dict[str, Any]:
         stamp = _now()
         comment = {"id": next(self._ids), "body": body, "user": user, "created_at": stamp, "updated_at": stamp}
         issue.comments.append(comment)
-        issue.updated_at = stamp
+        _touch(issue)
         return comment
 
     def _event(self, kind: str, actor: str, label: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -586,10 +1033,9 @@ class GitHubEmulator:
         stamp = _now()
         issue = _Issue(len(repo.issues) + 1, next(self._ids), data["title"], data.get("body"), self.login,
                        stamp, stamp)
-        issue.pull = {"head_ref": ref, "head_label": label, "base_ref": data["base"],
-                      "draft": bool(data.get("draft", False))}
+        issue.pull = _new_pull(ref, label, data["base"], bool(data.get("draft", False)))
         repo.issues[issue.number] = issue
-        return 201, self._pull_json(repo, issue, base), {}
+        return 201, self._pull_json(repo, issue, base, full=True), {}
 
     # --- JSON shapes (GitHub's REST reference) ------------------------------------------------
 
@@ -626,6 +1072,8 @@ class GitHubEmulator:
     def _issue_json(self, repo: _Repo, issue: _Issue, base: str) -> Dict[str, Any]:
         api = f"{base}/repos/{repo.full_name}/issues/{issue.number}"
         kind = "pull" if issue.pull is not None else "issues"
+        if issue.pull is not None:
+            self._head_sha(repo, issue)  # a push updates the pull request, its issue too
         data = {
             "url": api, "repository_url": f"{base}/repos/{repo.full_name}",
             "labels_url": f"{api}/labels{{/name}}", "comments_url": f"{api}/comments",
@@ -644,7 +1092,7 @@ class GitHubEmulator:
             html = f"https://github.com/{repo.full_name}/pull/{issue.number}"
             data["draft"] = issue.pull["draft"]
             data["pull_request"] = {"url": pulls, "html_url": html, "diff_url": f"{html}.diff",
-                                    "patch_url": f"{html}.patch", "merged_at": None}
+                                    "patch_url": f"{html}.patch", "merged_at": issue.pull["merged_at"]}
         return data
 
     def _comment_json(self, repo: _Repo, issue: _Issue, comment: Dict[str, Any], base: str) -> Dict[str, Any]:
@@ -660,32 +1108,163 @@ class GitHubEmulator:
 
     def _event_json(self, event: Dict[str, Any], base: str) -> Dict[str, Any]:
         data = {"id": event["id"], "node_id": f"LE_{event['id']}", "url": f"{base}/events/{event['id']}",
-                "actor": self._user_json(event["actor"], base), "event": event["event"], "commit_id": None,
-                "commit_url": None, "created_at": event["created_at"], "performed_via_github_app": None}
+                "actor": self._user_json(event["actor"], base), "event": event["event"],
+                "commit_id": event.get("commit_id"), "commit_url": None, "created_at": event["created_at"],
+                "performed_via_github_app": None}
         if event["label"] is not None:
             data["label"] = dict(event["label"])
         return data
 
-    def _pull_json(self, repo: _Repo, issue: _Issue, base: str) -> Dict[str, Any]:
-        api = f"{base}/repos/{repo.full_name}/pulls/{issue.number}"
-        html = f"https://github.com/{repo.full_name}/pull/{issue.number}"
+    def _pull_json(self, repo: _Repo, issue: _Issue, base: str, full: bool = False) -> Dict[str, Any]:
+        """A pull request as the list answers it ("pull-request-simple"); `full`: as GET
+        /pulls/{n} (and POST /pulls) answer, with merged, mergeable, merged_by and the counts."""
+        full_name = repo.full_name
+        api = f"{base}/repos/{full_name}/pulls/{issue.number}"
+        html = f"https://github.com/{full_name}/pull/{issue.number}"
         pull = issue.pull
         assert pull is not None
+        head_sha = self._head_sha(repo, issue)
+        base_sha = self._branch_sha(repo, pull["base_ref"])
 
-        def ref(label: str, name: str) -> Dict[str, Any]:
-            return {"label": label, "ref": name, "sha": hashlib.sha1(name.encode()).hexdigest(),
+        def ref(label: str, name: str, sha: str) -> Dict[str, Any]:
+            return {"label": label, "ref": name, "sha": sha,
                     "user": self._user_json(label.split(":")[0], base, "Organization"),
                     "repo": self._repo_json(repo, base)}
 
-        return {"url": api, "id": issue.id, "node_id": f"PR_{issue.id}", "html_url": html,
-                "diff_url": f"{html}.diff", "patch_url": f"{html}.patch",
-                "issue_url": f"{base}/repos/{repo.full_name}/issues/{issue.number}", "number": issue.number,
-                "state": issue.state, "locked": False, "title": issue.title, "user": self._user_json(issue.user, base),
-                "body": issue.body, "labels": [self._label_json(repo.labels[k], base, repo) for k in issue.labels],
-                "created_at": issue.created_at, "updated_at": issue.updated_at, "closed_at": issue.closed_at,
-                "merged_at": None, "draft": pull["draft"], "head": ref(pull["head_label"], pull["head_ref"]),
-                "base": ref(f"{repo.owner}:{pull['base_ref']}", pull["base_ref"]),
-                "author_association": self._association(issue.user)}
+        issue_api = f"{base}/repos/{full_name}/issues/{issue.number}"
+        data = {"url": api, "id": issue.id, "node_id": f"PR_{issue.id}", "html_url": html,
+                "diff_url": f"{html}.diff", "patch_url": f"{html}.patch", "issue_url": issue_api,
+                "commits_url": f"{api}/commits", "review_comments_url": f"{api}/comments",
+                "review_comment_url": f"{base}/repos/{full_name}/pulls/comments{{/number}}",
+                "comments_url": f"{issue_api}/comments",
+                "statuses_url": f"{base}/repos/{full_name}/statuses/{head_sha}",
+                "number": issue.number, "state": issue.state, "locked": False, "title": issue.title,
+                "user": self._user_json(issue.user, base), "body": issue.body,
+                "labels": [self._label_json(repo.labels[k], base, repo) for k in issue.labels], "milestone": None,
+                "active_lock_reason": None, "created_at": issue.created_at, "updated_at": issue.updated_at,
+                "closed_at": issue.closed_at, "merged_at": pull["merged_at"],
+                "merge_commit_sha": pull["merge_commit_sha"], "assignee": None, "assignees": [],
+                "requested_reviewers": [], "requested_teams": [], "draft": pull["draft"],
+                "head": ref(pull["head_label"], pull["head_ref"], head_sha),
+                "base": ref(f"{repo.owner}:{pull['base_ref']}", pull["base_ref"], base_sha),
+                "_links": {"self": {"href": api}, "html": {"href": html}, "issue": {"href": issue_api},
+                           "comments": {"href": f"{issue_api}/comments"},
+                           "review_comments": {"href": f"{api}/comments"},
+                           "review_comment": {"href": f"{base}/repos/{full_name}/pulls/comments{{/number}}"},
+                           "commits": {"href": f"{api}/commits"},
+                           "statuses": {"href": f"{base}/repos/{full_name}/statuses/{head_sha}"}},
+                "author_association": self._association(issue.user), "auto_merge": None}
+        if full:
+            is_open = issue.state == "open"
+            commits, additions, deletions, changed = self._diff_stat(repo, base_sha, head_sha)
+            data.update({
+                "merged": pull["merged"], "mergeable": True if is_open else None,
+                "rebaseable": True if is_open else None,
+                "mergeable_state": ("draft" if pull["draft"] else "clean") if is_open else "unknown",
+                "merged_by": self._user_json(pull["merged_by"], base), "comments": len(issue.comments),
+                "review_comments": sum(1 for c in pull["review_comments"] if self._visible(pull, c)),
+                "maintainer_can_modify": False, "commits": commits, "additions": additions,
+                "deletions": deletions, "changed_files": changed})
+        return data
+
+    def _diff_stat(self, repo: _Repo, base_sha: str, head_sha: str) -> Tuple[int, int, int, int]:
+        """(commits, additions, deletions, changed files) of head over base, from a local origin."""
+        git_dir = _git_dir(repo.clone_url)
+        if git_dir is None:
+            return 1, 0, 0, 0
+        status, count = _git(git_dir, "rev-list", "--count", f"{base_sha}..{head_sha}")
+        status2, numstat = _git(git_dir, "diff", "--numstat", f"{base_sha}...{head_sha}")
+        if status != 0 or status2 != 0:
+            return 1, 0, 0, 0
+        rows = [line.split("\t") for line in numstat.splitlines() if line.strip()]
+        added = sum(int(row[0]) for row in rows if row[0].isdigit())
+        deleted = sum(int(row[1]) for row in rows if row[1].isdigit())
+        return int(count), added, deleted, len(rows)
+
+    def _review_json(self, repo: _Repo, issue: _Issue, review: Dict[str, Any], base: str) -> Dict[str, Any]:
+        html = f"https://github.com/{repo.full_name}/pull/{issue.number}#pullrequestreview-{review['id']}"
+        pull_url = f"{base}/repos/{repo.full_name}/pulls/{issue.number}"
+        data = {"id": review["id"], "node_id": f"PRR_{review['id']}", "user": self._user_json(review["user"], base),
+                "body": review["body"], "state": review["state"], "html_url": html, "pull_request_url": pull_url,
+                "author_association": self._association(review["user"]),
+                "_links": {"html": {"href": html}, "pull_request": {"href": pull_url}},
+                "commit_id": review["commit_id"]}
+        if review["submitted_at"] is not None:  # a pending review has none
+            data["submitted_at"] = review["submitted_at"]
+        return data
+
+    def _review_comment_json(self, repo: _Repo, issue: _Issue, comment: Dict[str, Any],
+                             base: str) -> Dict[str, Any]:
+        url = f"{base}/repos/{repo.full_name}/pulls/comments/{comment['id']}"
+        html = f"https://github.com/{repo.full_name}/pull/{issue.number}#discussion_r{comment['id']}"
+        pull_url = f"{base}/repos/{repo.full_name}/pulls/{issue.number}"
+        data = {"url": url, "pull_request_review_id": comment["review_id"], "id": comment["id"],
+                "node_id": f"PRRC_{comment['id']}", "diff_hunk": comment["diff_hunk"], "path": comment["path"],
+                "position": comment["position"], "original_position": comment["position"],
+                "commit_id": comment["commit_id"], "original_commit_id": comment["original_commit_id"],
+                "user": self._user_json(comment["user"], base), "body": comment["body"],
+                "created_at": comment["created_at"], "updated_at": comment["updated_at"], "html_url": html,
+                "pull_request_url": pull_url, "author_association": self._association(comment["user"]),
+                "_links": {"self": {"href": url}, "html": {"href": html}, "pull_request": {"href": pull_url}},
+                "start_line": None, "original_start_line": None, "start_side": None, "line": comment["line"],
+                "original_line": comment["original_line"], "side": comment["side"], "subject_type": "line"}
+        if comment["in_reply_to_id"] is not None:  # only replies have it
+            data["in_reply_to_id"] = comment["in_reply_to_id"]
+        return data
+
+    def _app_json(self, slug: str, base: str) -> Dict[str, Any]:
+        app_id = 15368 if slug == ACTIONS_APP else 20000 + self._user_id(f"app/{slug}")
+        name = "GitHub Actions" if slug == ACTIONS_APP else slug
+        return {"id": app_id, "slug": slug, "node_id": f"MDM6QXBw{app_id}",
+                "owner": self._user_json("github", base, "Organization"), "name": name, "description": "",
+                "external_url": f"https://github.com/apps/{slug}", "html_url": f"https://github.com/apps/{slug}",
+                "created_at": "2018-07-30T09:30:17Z", "updated_at": "2024-04-10T20:33:16Z",
+                "permissions": {"checks": "write", "metadata": "read"}, "events": []}
+
+    def _open_pulls_by_head(self, repo: _Repo, base: str) -> Dict[str, List[Dict[str, Any]]]:
+        """head sha -> the open pull requests from it, as a check run's pull_requests shows them."""
+        full_name = repo.full_name
+        repo_ref = {"id": repo.id, "url": f"{base}/repos/{full_name}", "name": repo.name}
+        heads: Dict[str, List[Dict[str, Any]]] = {}
+        for issue in repo.issues.values():
+            if issue.pull is not None and issue.state == "open":
+                sha = self._head_sha(repo, issue)
+                heads.setdefault(sha, []).append({
+                    "url": f"{base}/repos/{full_name}/pulls/{issue.number}", "id": issue.id, "number": issue.number,
+                    "head": {"ref": issue.pull["head_ref"], "sha": sha, "repo": repo_ref},
+                    "base": {"ref": issue.pull["base_ref"], "sha": self._branch_sha(repo, issue.pull["base_ref"]),
+                             "repo": repo_ref}})
+        return heads
+
+    def _check_run_json(self, repo: _Repo, run: Dict[str, Any], base: str,
+                        heads: Optional[Dict[str, List[Dict[str, Any]]]] = None) -> Dict[str, Any]:
+        full_name = repo.full_name
+        url = f"{base}/repos/{full_name}/check-runs/{run['id']}"
+        html = f"https://github.com/{full_name}/runs/{run['id']}"
+        pulls = (heads if heads is not None else self._open_pulls_by_head(repo, base)).get(run["sha"], [])
+        return {"id": run["id"], "head_sha": run["sha"], "node_id": f"CR_{run['id']}", "external_id": "",
+                "url": url, "html_url": html, "details_url": html, "status": run["status"],
+                "conclusion": run["conclusion"], "started_at": run["started_at"], "completed_at": run["completed_at"],
+                "output": {"title": run["title"] or None, "summary": run["summary"] or None, "text": run["text"],
+                           "annotations_count": len(run["annotations"]), "annotations_url": f"{url}/annotations"},
+                "name": run["name"], "check_suite": {"id": run["suite"]}, "app": self._app_json(run["app"], base),
+                "pull_requests": pulls}
+
+    def _annotation_json(self, repo: _Repo, run: Dict[str, Any], annotation: Dict[str, Any]) -> Dict[str, Any]:
+        return {"path": annotation["path"],
+                "blob_href": f"https://github.com/{repo.full_name}/blob/{run['sha']}/{quote(annotation['path'])}",
+                "start_line": annotation["start_line"], "end_line": annotation["end_line"],
+                "start_column": None, "end_column": None, "annotation_level": annotation["annotation_level"],
+                "title": annotation["title"], "message": annotation["message"],
+                "raw_details": annotation["raw_details"]}
+
+    def _status_json(self, repo: _Repo, status: Dict[str, Any], base: str) -> Dict[str, Any]:
+        creator = self._user_json(status["creator"], base)
+        assert creator is not None
+        return {"url": f"{base}/repos/{repo.full_name}/statuses/{status['sha']}", "avatar_url": creator["avatar_url"],
+                "id": status["id"], "node_id": f"SC_{status['id']}", "state": status["state"],
+                "description": status["description"], "target_url": status["target_url"],
+                "context": status["context"], "created_at": status["created_at"], "updated_at": status["updated_at"]}
 
     def _repo(self, repo: Optional[str]) -> _Repo:
         name = repo or self._default_repo

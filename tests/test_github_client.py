@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from git_fixtures import commit_to, git, git_isolation, origin_repo, read_file  # noqa: F401 (fixtures)
 from github_emulator import REPO, TOKEN
 from lib.github_client import (COMMENT_MARKER, Trust, GitHubAuthError, GitHubClient, GitHubError, GitHubNotFoundError,
                                RateLimitError)
@@ -96,7 +97,7 @@ def test_poll_cache_is_private_and_survives_a_new_client(github_emulator, client
     assert request.status == 304 and request.headers["if-none-match"]
 
 
-@pytest.mark.parametrize("content", ["{not json", '{"version": 1, "polls": {"u": {"u": {"etag": "x"}}}}'])
+@pytest.mark.parametrize("content", ["{not json", '{"version": 2, "gets": {"u": {"etag": "x"}}}'])
 def test_unreadable_poll_cache_is_rebuilt(github_emulator, client, tmp_path, caplog, content):
     github_emulator.add_issue("Item", labels=[READY])
     (tmp_path / "poll-cache.json").write_text(content)
@@ -248,21 +249,21 @@ def test_two_repositories_sharing_one_cache_file_keep_each_others_entries(github
 
 def test_the_issue_cache_is_bounded(github_emulator, client, tmp_path, monkeypatch):
     from lib import github_client
-    monkeypatch.setattr(github_client, "ISSUE_CACHE_MAX", 3)
+    monkeypatch.setattr(github_client, "GET_CACHE_MAX", 3)
     numbers = [github_emulator.add_issue(f"Issue {i}") for i in range(5)]
     for number in numbers:
         client.get_issue_cached(number)
     cache_file = tmp_path / "poll-cache.json"
-    cached = json.loads(cache_file.read_text())["issues"]
+    cached = json.loads(cache_file.read_text())["gets"]
     assert sorted(cached) == [f"{github_emulator.url}/repos/{REPO}/issues/{n}" for n in numbers[2:]]
 
     # An issue nobody asked about for a day is dropped at the next write.
     data = json.loads(cache_file.read_text())
     stale = f"{github_emulator.url}/repos/{REPO}/issues/{numbers[2]}"
-    data["issues"][stale]["used"] -= github_client.ISSUE_CACHE_IDLE + 60
+    data["gets"][stale]["used"] -= github_client.GET_CACHE_IDLE + 60
     cache_file.write_text(json.dumps(data))
     client.get_issue_cached(numbers[0])
-    cached = json.loads(cache_file.read_text())["issues"]
+    cached = json.loads(cache_file.read_text())["gets"]
     assert stale not in cached and len(cached) == 3
 
 
@@ -272,19 +273,21 @@ def test_an_issue_asked_about_keeps_its_place(github_emulator, client, tmp_path,
     client.get_issue_cached(number)
     cache_file = tmp_path / "poll-cache.json"
     data = json.loads(cache_file.read_text())
-    [key] = data["issues"]
-    data["issues"][key]["used"] -= github_client.ISSUE_CACHE_TOUCH + 1
+    [key] = data["gets"]
+    data["gets"][key]["used"] -= github_client.GET_CACHE_TOUCH + 1
     cache_file.write_text(json.dumps(data))
     mark = len(github_emulator.requests)
     client.get_issue_cached(number)
     assert [r.status for r in new_requests(github_emulator, mark)] == [304]
-    assert json.loads(cache_file.read_text())["issues"][key]["used"] >= time.time() - 60
+    assert json.loads(cache_file.read_text())["gets"][key]["used"] >= time.time() - 60
 
 
 @pytest.mark.parametrize("content", [
-    "{not json", '[]', '{"version": 1, "polls": {}, "issues": []}',
-    '{"version": 1, "polls": {}, "issues": {"u": {"etag": "x"}}}',
-    '{"version": 1, "polls": {}, "issues": {"u": {"etag": null, "issue": {}, "used": 0}}}'])
+    "{not json", '[]', '{"version": 2, "gets": []}', '{"version": 2}',
+    '{"version": 2, "gets": {"u": {"etag": "x"}}}',
+    '{"version": 2, "gets": {"u": {"etag": null, "json": {}, "used": 0}}}',
+    '{"version": 2, "gets": {"u": {"etag": "x", "json": "text", "used": 0}}}',
+    '{"version": 2, "gets": {"u": {"etag": "x", "json": [], "used": 0, "next": 7}}}'])
 def test_an_unreadable_issue_cache_is_ignored_with_one_warning(github_emulator, client, tmp_path, caplog,
                                                                content):
     number = github_emulator.add_issue("Issue", labels=[READY])
@@ -602,3 +605,356 @@ def test_pages_stay_on_the_configured_host(github_emulator):
     with GitHubClient(TOKEN, REPO, f"http://localhost:{port}", backoff_factor=0) as github:
         assert len(github.list_issues_with_label(READY)) == 150
     assert [r.headers["host"] for r in github_emulator.requests] == [f"localhost:{port}"] * 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Pull requests: reviews, review comments, checks, statuses
+# ------------------------------------------------------------------------------------------------
+
+LOCAL = "octo/gizmos"  # a repository whose clone_url is a local bare origin: real shas
+
+
+@pytest.fixture
+def local(github_emulator, tmp_path, origin_repo):
+    """(client, origin) for LOCAL, with an `issue-5` branch pushed and a pull request from it."""
+    github_emulator.add_repo(LOCAL, default_branch="trunk", clone_url=str(origin_repo))
+    commit_to(origin_repo, "issue-5", {"hello.py": "print('hello')\nname = 'world'\nprint(name)\n"}, "Add hello")
+    with GitHubClient(TOKEN, LOCAL, github_emulator.url, poll_cache_file=tmp_path / "poll-cache.json",
+                      timeout=(2, 2), backoff_factor=0) as github:
+        yield github, origin_repo
+
+
+def open_pull(github, body="Closes #1"):
+    return github.create_pull_request("issue-5", "trunk", "Say hello", body)
+
+
+def statuses(emulator, mark):
+    return [(r.status, r.points) for r in new_requests(emulator, mark)]
+
+
+def test_get_pull_has_githubs_fields_and_the_real_head_sha(github_emulator, local, origin_repo):
+    github, _ = local
+    number = github_emulator.add_issue("Say hello", repo=LOCAL)
+    created = open_pull(github, body=f"Closes #{number}")
+    pull = github.get_pull(created["number"])
+    head = git(origin_repo, "rev-parse", "refs/heads/issue-5")
+    assert pull["number"] == created["number"] and pull["state"] == "open" and pull["merged"] is False
+    assert pull["merged_at"] is None and pull["draft"] is True and pull["user"]["login"] == "orchestrator-bot"
+    assert pull["head"]["ref"] == "issue-5" and pull["head"]["sha"] == head
+    assert pull["base"]["ref"] == "trunk" and pull["base"]["sha"] == git(origin_repo, "rev-parse", "refs/heads/trunk")
+    assert pull["html_url"] == f"https://github.com/{LOCAL}/pull/{pull['number']}"
+    assert pull["updated_at"] == pull["created_at"]
+    assert (pull["commits"], pull["additions"], pull["deletions"], pull["changed_files"]) == (1, 3, 0, 1)
+    # The list answers "simple" pull requests, which have no merged (as on GitHub).
+    listed = github.find_open_pull_request("issue-5")
+    assert listed["head"]["sha"] == head and "merged" not in listed and "merged_at" in listed
+    assert github_emulator.pull(pull["number"], repo=LOCAL) == pull
+
+    with pytest.raises(GitHubNotFoundError, match=rf"^Pull request #{number} not found in {LOCAL}"):
+        github.get_pull(number)  # an issue, not a pull request: 404 as on GitHub
+    with pytest.raises(GitHubNotFoundError, match=r"^Pull request #99 not found"):
+        github.list_reviews(99)
+
+
+def test_head_sha_follows_a_push_to_the_origin(github_emulator, local, origin_repo):
+    github, _ = local
+    number = open_pull(github)["number"]
+    first = github.get_pull(number, cached=True)
+    mark = len(github_emulator.requests)
+    assert github.get_pull(number, cached=True) == first
+    assert statuses(github_emulator, mark) == [(304, 0)]
+
+    pushed = commit_to(origin_repo, "issue-5", {"hello.py": "print('hi')\n"}, "Shorter")
+    mark = len(github_emulator.requests)
+    pull = github.get_pull(number, cached=True)
+    assert pull["head"]["sha"] == pushed != first["head"]["sha"]
+    assert pull["updated_at"] > first["updated_at"] and pull["commits"] == 2  # a push updates it, as on GitHub
+    assert github.get_pull(number, cached=True) == pull
+    assert statuses(github_emulator, mark) == [(200, 1), (304, 0)]
+    assert github.list_check_runs("issue-5") == []  # a branch names its head commit
+
+
+def test_a_pull_request_without_a_local_origin_has_made_up_shas(github_emulator, client):
+    pull = client.create_pull_request("issue-5", "trunk", "Fix", "Closes #1")
+    sha = client.get_pull(pull["number"])["head"]["sha"]
+    assert len(sha) == 40 and sha == pull["head"]["sha"]
+    github_emulator.add_check_run(sha, "tests", "success")
+    assert [run["name"] for run in client.list_check_runs("issue-5")] == ["tests"]
+
+
+def test_reviews_and_review_comments_every_page(github_emulator, local):
+    github, _ = local
+    number = open_pull(github)["number"]
+    head = github.get_pull(number)["head"]["sha"]
+    states = ["APPROVED", "CHANGES_REQUESTED", "COMMENTED"]
+    ids = [github_emulator.add_review(number, f"reviewer{i % 3}", states[i % 3], body=f"Review {i}",
+                                      comments=[{"path": "hello.py", "line": 2, "body": f"Line 2, take {i}"}],
+                                      repo=LOCAL)
+           for i in range(150)]
+    github_emulator.add_review(number, "shy", "PENDING", comments=[{"path": "hello.py", "line": 1, "body": "draft"}],
+                               repo=LOCAL)  # not submitted: only its author sees it
+    mark = len(github_emulator.requests)
+    reviews = github.list_reviews(number)
+    assert len(new_requests(github_emulator, mark)) == 2  # two pages of 100
+    assert [r["id"] for r in reviews] == ids  # oldest first
+    first = reviews[0]
+    assert first["user"]["login"] == "reviewer0" and first["state"] == "APPROVED" and first["body"] == "Review 0"
+    assert first["commit_id"] == head and first["submitted_at"]
+    assert first["html_url"] == f"https://github.com/{LOCAL}/pull/{number}#pullrequestreview-{first['id']}"
+    assert {r["state"] for r in reviews} == set(states)
+
+    mark = len(github_emulator.requests)
+    comments = github.list_review_comments(number)
+    assert len(new_requests(github_emulator, mark)) == 2
+    assert [c["body"] for c in comments] == [f"Line 2, take {i}" for i in range(150)]
+    comment = comments[0]
+    assert comment["pull_request_review_id"] == ids[0] and comment["user"]["login"] == "reviewer0"
+    assert (comment["path"], comment["line"], comment["original_line"], comment["side"]) == ("hello.py", 2, 2, "RIGHT")
+    assert comment["diff_hunk"].startswith("@@ -1,1 +1,2 @@") and "+name = 'world'" in comment["diff_hunk"]
+    assert comment["commit_id"] == head and comment["created_at"]
+    assert comment["html_url"] == f"https://github.com/{LOCAL}/pull/{number}#discussion_r{comment['id']}"
+    assert all("in_reply_to_id" not in c for c in comments)  # top-level comments have none, as on GitHub
+    assert github.get_pull(number)["review_comments"] == 150
+
+
+def test_reply_to_a_review_comment(github_emulator, local):
+    github, _ = local
+    number = open_pull(github)["number"]
+    github_emulator.add_review(number, "maintainer", "CHANGES_REQUESTED", "A few things",
+                               comments=[{"path": "hello.py", "line": 2, "body": "Call it greeting"},
+                                         {"path": "hello.py", "line": 3, "body": "And print it twice"}], repo=LOCAL)
+    top, other = github.list_review_comments(number)
+    reply = github.reply_to_review_comment(number, top["id"], "Renamed in the next commit")
+    assert reply["in_reply_to_id"] == top["id"] and reply["body"] == "Renamed in the next commit"
+    assert reply["user"]["login"] == "orchestrator-bot" and reply["id"] not in (top["id"], other["id"])
+    assert (reply["path"], reply["line"], reply["diff_hunk"]) == (top["path"], top["line"], top["diff_hunk"])
+    [created] = [r for r in github_emulator.requests if r.path.endswith("/replies")]
+    assert created.status == 201 and created.json() == {"body": "Renamed in the next commit"}
+    assert github_emulator.review_comment_replies(number, repo=LOCAL) == [reply]
+    assert [c["id"] for c in github.list_review_comments(number)] == [top["id"], other["id"], reply["id"]]
+    # As on GitHub, a reply is a review of its own: COMMENTED, with no body.
+    bot_review = github.list_reviews(number)[-1]
+    assert (bot_review["id"], bot_review["state"], bot_review["body"]) == (reply["pull_request_review_id"],
+                                                                          "COMMENTED", "")
+    human = github_emulator.add_review_comment_reply(number, reply["id"], "Thanks", user="maintainer", repo=LOCAL)
+    assert github.list_review_comments(number)[-1]["in_reply_to_id"] == top["id"]  # the thread's first comment
+
+    # GitHub has no replies to replies (404), nor replies to another pull request's comments.
+    mark = len(github_emulator.requests)
+    for comment_id in (reply["id"], human, 999999):
+        with pytest.raises(GitHubNotFoundError, match=rf"^Review comment {comment_id} is not the first comment"):
+            github.reply_to_review_comment(number, comment_id, "again")
+    second = github.create_pull_request("issue-6", "trunk", "Another", "")["number"]
+    with pytest.raises(GitHubNotFoundError):
+        github.reply_to_review_comment(second, top["id"], "wrong pull request")
+    assert [r.status for r in new_requests(github_emulator, mark)] == [404, 404, 404, 201, 404]
+    with pytest.raises(GitHubError, match="422"):
+        github.reply_to_review_comment(number, other["id"], "")
+
+
+def test_check_runs_the_latest_of_each_every_page(github_emulator, local, origin_repo):
+    github, _ = local
+    sha = git(origin_repo, "rev-parse", "refs/heads/issue-5")
+    for i in range(150):
+        github_emulator.add_check_run(sha, f"check {i:03}", "success", title=f"Check {i}", summary="fine", repo=LOCAL)
+    github_emulator.add_check_run(sha, "check 007", "failure", title="1 test failed", summary="tests/test_x.py failed",
+                                  annotations=[{"path": "hello.py", "start_line": 2, "message": "NameError"}],
+                                  repo=LOCAL)  # a re-run: the latest counts
+    queued = github_emulator.add_check_run(sha, "lint", None, status="queued", repo=LOCAL)
+    github_emulator.add_check_run(git(origin_repo, "rev-parse", "refs/heads/trunk"), "elsewhere", "failure", repo=LOCAL)
+
+    mark = len(github_emulator.requests)
+    runs = github.list_check_runs(sha)
+    assert len(new_requests(github_emulator, mark)) == 2
+    assert len(runs) == 151 and len({run["id"] for run in runs}) == 151
+    assert all(run["head_sha"] == sha for run in runs)
+    [rerun] = [run for run in runs if run["name"] == "check 007"]
+    assert (rerun["status"], rerun["conclusion"]) == ("completed", "failure")
+    assert rerun["output"]["title"] == "1 test failed" and rerun["output"]["summary"] == "tests/test_x.py failed"
+    assert rerun["output"]["annotations_count"] == 1 and rerun["output"]["text"] is None
+    assert rerun["html_url"] == f"https://github.com/{LOCAL}/runs/{rerun['id']}"
+    assert rerun["started_at"] and rerun["completed_at"]
+    [lint] = [run for run in runs if run["name"] == "lint"]
+    assert (lint["id"], lint["status"], lint["conclusion"], lint["completed_at"]) == (queued, "queued", None, None)
+    assert lint["output"]["title"] is None
+    assert [run["id"] for run in github.list_check_runs("issue-5")] == [run["id"] for run in runs]
+
+    github_emulator.complete_check_run(queued, "success", title="Clean", repo=LOCAL)
+    [lint] = [run for run in github.list_check_runs(sha) if run["name"] == "lint"]
+    assert (lint["status"], lint["conclusion"], lint["output"]["title"]) == ("completed", "success", "Clean")
+
+    [annotation] = github.list_check_run_annotations(rerun["id"])
+    assert annotation == {"path": "hello.py", "start_line": 2, "end_line": 2, "annotation_level": "failure",
+                          "message": "NameError", "title": None, "raw_details": None, "start_column": None,
+                          "end_column": None, "blob_href": f"https://github.com/{LOCAL}/blob/{sha}/hello.py"}
+    with pytest.raises(GitHubNotFoundError, match="^Check run 4242 not found"):
+        github.list_check_run_annotations(4242)
+    with pytest.raises(GitHubError, match="422.*No commit found for SHA: no-such-branch"):
+        github.list_check_runs("no-such-branch")
+
+
+def test_annotations_every_page(github_emulator, client):
+    sha = "a" * 40
+    run = github_emulator.add_check_run(sha, "lint", "failure", annotations=[
+        {"path": f"src/m{i}.py", "start_line": i + 1, "end_line": i + 2, "annotation_level": "warning",
+         "title": "E501", "message": f"line too long ({i})"} for i in range(120)])
+    annotations = client.list_check_run_annotations(run)
+    assert [a["message"] for a in annotations] == [f"line too long ({i})" for i in range(120)]
+    fifth = annotations[5]
+    assert (fifth["path"], fifth["start_line"], fifth["end_line"], fifth["title"]) == ("src/m5.py", 6, 7, "E501")
+    assert {a["annotation_level"] for a in annotations} == {"warning"}
+
+
+def test_combined_status(github_emulator, client):
+    sha = "b" * 40
+    empty = client.get_combined_status(sha)
+    assert (empty["state"], empty["sha"], empty["total_count"], empty["statuses"]) == ("pending", sha, 0, [])
+    github_emulator.add_status(sha, "ci/build", "pending", "Building")
+    github_emulator.add_status(sha, "ci/build", "success", "Built", target_url="https://ci.example/1")
+    github_emulator.add_status(sha, "ci/deploy", "success")
+    combined = client.get_combined_status(sha)
+    assert combined["state"] == "success" and combined["total_count"] == 2
+    build = combined["statuses"][0]
+    assert (build["context"], build["state"], build["description"], build["target_url"]) == (
+        "ci/build", "success", "Built", "https://ci.example/1")
+    assert build["id"] and build["created_at"]
+    github_emulator.add_status(sha, "ci/lint", "error", "Crashed")
+    assert client.get_combined_status(sha)["state"] == "failure"
+
+    for i in range(110):  # the statuses of every page
+        github_emulator.add_status(sha, f"ci/{i}", "success")
+    mark = len(github_emulator.requests)
+    combined = client.get_combined_status(sha)
+    assert len(new_requests(github_emulator, mark)) == 2
+    assert combined["total_count"] == 113 and len(combined["statuses"]) == 113 and combined["state"] == "failure"
+
+
+def test_cached_pull_request_calls_cost_nothing_until_something_changes(github_emulator, local):
+    github, _ = local
+    number = open_pull(github)["number"]
+    github.create_comment(number, "Opened")
+    sha = github.get_pull(number)["head"]["sha"]
+    github_emulator.add_review(number, "maintainer", "COMMENTED", "Hm", repo=LOCAL,
+                               comments=[{"path": "hello.py", "line": 1, "body": "Why?"}])
+    github_emulator.add_check_run(sha, "tests", "success", repo=LOCAL)
+    github_emulator.add_status(sha, "ci", "success", repo=LOCAL)
+
+    def follow():
+        """What following a pull request asks, one request each."""
+        return [github.get_pull(number, cached=True), github.list_reviews(number, cached=True),
+                github.list_review_comments(number, cached=True), github.list_comments(number, cached=True),
+                github.list_check_runs(sha, cached=True), github.get_combined_status(sha, cached=True)]
+
+    mark = len(github_emulator.requests)
+    first = follow()
+    assert statuses(github_emulator, mark) == [(200, 1)] * 6
+    mark = len(github_emulator.requests)
+    assert follow() == first
+    assert statuses(github_emulator, mark) == [(304, 0)] * 6
+    assert all("if-none-match" in r.headers for r in new_requests(github_emulator, mark))
+
+    # A review changes the reviews, the review comments (an inline one) and the pull request's updated_at.
+    github_emulator.add_review(number, "maintainer", "CHANGES_REQUESTED", "Please rename", repo=LOCAL,
+                               comments=[{"path": "hello.py", "line": 2, "body": "greeting?"}])
+    mark = len(github_emulator.requests)
+    pull, reviews, review_comments, comments, runs, combined = follow()
+    assert statuses(github_emulator, mark) == [(200, 1), (200, 1), (200, 1), (304, 0), (304, 0), (304, 0)]
+    assert pull["updated_at"] > first[0]["updated_at"] and reviews[-1]["state"] == "CHANGES_REQUESTED"
+    assert review_comments[-1]["body"] == "greeting?" and comments == first[3]
+
+    # A check run changes only the check runs: not the pull request (as on GitHub).
+    github_emulator.add_check_run(sha, "lint", "failure", repo=LOCAL)
+    mark = len(github_emulator.requests)
+    again = follow()
+    assert statuses(github_emulator, mark) == [(304, 0)] * 4 + [(200, 1), (304, 0)]
+    assert [run["name"] for run in again[4]] == ["tests", "lint"] and again[0] == pull
+
+    # A status, a conversation comment: each its own.
+    github_emulator.add_status(sha, "ci", "failure", repo=LOCAL)
+    github_emulator.add_comment(number, "Any news?", user="maintainer", repo=LOCAL)
+    mark = len(github_emulator.requests)
+    again = follow()
+    assert statuses(github_emulator, mark) == [(200, 1), (304, 0), (304, 0), (200, 1), (304, 0), (200, 1)]
+    assert again[5]["state"] == "failure" and again[3][-1]["body"] == "Any news?"
+
+    # The answers are the caller's to change; a new client answers from the file.
+    again[1].clear()
+    with GitHubClient(TOKEN, LOCAL, github_emulator.url, poll_cache_file=github.poll_cache_file) as later:
+        mark = len(github_emulator.requests)
+        assert later.list_reviews(number, cached=True) == reviews
+    assert statuses(github_emulator, mark) == [(304, 0)]
+
+
+def test_a_cached_list_sees_a_new_page_behind_a_full_last_page(github_emulator, local):
+    github, _ = local
+    number = open_pull(github)["number"]
+    for i in range(100):
+        github_emulator.add_review(number, "maintainer", "COMMENTED", f"Review {i}", repo=LOCAL)
+    mark = len(github_emulator.requests)
+    assert len(github.list_reviews(number, cached=True)) == 100
+    assert statuses(github_emulator, mark) == [(200, 1), (200, 1)]  # and the empty page after it
+    mark = len(github_emulator.requests)
+    assert len(github.list_reviews(number, cached=True)) == 100
+    assert statuses(github_emulator, mark) == [(304, 0), (304, 0)]
+    github_emulator.add_review(number, "maintainer", "APPROVED", "One more", repo=LOCAL)
+    mark = len(github_emulator.requests)
+    assert github.list_reviews(number, cached=True)[-1]["body"] == "One more"
+    assert statuses(github_emulator, mark) == [(304, 0), (200, 1)]
+
+
+def test_cached_calls_without_a_poll_cache_are_plain_gets(github_emulator):
+    number = github_emulator.add_issue("Work", is_pull_request=True)
+    with GitHubClient(TOKEN, REPO, github_emulator.url) as github:
+        for _ in range(2):
+            assert github.get_pull(number, cached=True)["number"] == number
+            assert github.list_reviews(number, cached=True) == []
+    assert [("if-none-match" in r.headers, r.status) for r in github_emulator.requests] == [(False, 200)] * 4
+
+
+def test_merged_and_closed_pull_requests(github_emulator, local, origin_repo):
+    github, _ = local
+    issue = github_emulator.add_issue("Say hello", repo=LOCAL)
+    other = github_emulator.add_issue("Unrelated", repo=LOCAL)
+    number = open_pull(github, body=f"Fixes #{issue}\n\nSee also #{other}.")["number"]
+    before = github.get_pull(number, cached=True)
+    sha = github_emulator.merge_pull(number, repo=LOCAL)
+    pull = github.get_pull(number, cached=True)
+    assert pull["state"] == "closed" and pull["merged"] is True and pull["merged_at"] == pull["closed_at"]
+    assert pull["merge_commit_sha"] == sha and pull["merged_by"]["login"] == "maintainer" and not pull["draft"]
+    assert pull["updated_at"] > before["updated_at"] and pull["head"]["sha"] == before["head"]["sha"]
+    assert git(origin_repo, "rev-parse", "refs/heads/trunk") == sha  # a merge commit, in the origin
+    assert read_file(origin_repo, "trunk", "hello.py").startswith("print('hello')")
+    assert github.get_issue(number)["pull_request"]["merged_at"] == pull["merged_at"]
+    # Merged into the default branch, it closes the issues it names with a closing keyword.
+    assert github.get_issue(issue)["state"] == "closed" and github.get_issue(other)["state"] == "open"
+    assert [e["event"] for e in github_emulator.events(issue, repo=LOCAL)] == ["closed"]
+
+    commit_to(origin_repo, "issue-6", {"other.py": "pass\n"}, "Other")
+    second = github.create_pull_request("issue-6", "trunk", "Other", f"Closes #{other}")
+    head = second["head"]["sha"]
+    github_emulator.close_pull(second["number"], repo=LOCAL)
+    commit_to(origin_repo, "issue-6", {"other.py": "pass  # again\n"}, "Pushed after the close")
+    closed = github.get_pull(second["number"])
+    assert (closed["state"], closed["merged"], closed["merged_at"]) == ("closed", False, None)
+    assert closed["head"]["sha"] == head  # a closed pull request keeps its head
+    assert github.get_issue(other)["state"] == "open"
+
+
+def test_a_version_1_cache_file_is_read_as_empty_without_a_warning(github_emulator, client, tmp_path, caplog):
+    # Version 1 (the poll's pages and issues only, before pull requests were followed) costs one
+    # full round of requests after the upgrade, like a missing file.
+    number = github_emulator.add_issue("Issue", labels=[READY])
+    cache_file = tmp_path / "poll-cache.json"
+    cache_file.write_text(json.dumps({"version": 1, "polls": {}, "issues": {
+        f"{github_emulator.url}/repos/{REPO}/issues/{number}": {"etag": '"x"', "issue": {}, "used": time.time()}}}))
+    mark = len(github_emulator.requests)
+    assert client.get_issue_cached(number)["title"] == "Issue"
+    assert [i["title"] for i in client.list_issues_with_label(READY)] == ["Issue"]
+    assert [("if-none-match" in r.headers, r.status) for r in new_requests(github_emulator, mark)] == [(False, 200)] * 2
+    assert "poll cache" not in caplog.text
+    assert json.loads(cache_file.read_text())["version"] == 2
+
+
+def test_the_cache_holds_twenty_followed_pull_requests_and_the_reconciled_issues():
+    from lib import github_client
+    assert github_client.GET_CACHE_MAX >= 20 * 6 + 200

@@ -15,12 +15,14 @@ LIB = Path(__file__).resolve().parent.parent / "lib"
 
 #: Top first. Modules on one line are side by side: neither may import the other.
 LAYERS = [
-    ["orchestrator"],
+    ["cli"],
     ["install", "operations"],
+    ["orchestrator"],
     ["checks"],
     ["claude_monitor"],
     ["executors"],
     ["runner"],
+    ["follow_up"],
     ["comments"],
     ["notifications"],
     ["telegram_notifier", "slack_notifier"],
