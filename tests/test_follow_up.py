@@ -167,3 +167,34 @@ def test_the_mention_trigger_counts_only_comments_that_address_the_agent(world, 
     world.tick()
 
     assert len(world.standin.invocations()) == runs
+
+
+def test_a_question_in_a_follow_up_is_asked_on_the_pull_request_and_a_reply_there_resumes(world):
+    number, pull, session = opened_pull(world)
+    world.github.add_comment(pull, "[scenario:question] which greeting?", user=MAINTAINER)
+
+    world.tick()
+
+    entry = world.entry(number)
+    assert entry["status"] == "needs_input" and entry["question_number"] == pull
+    assert "needs an answer" in world.comments(pull)[-1]
+    assert all("needs an answer" not in c for c in world.comments(number))
+    world.github.add_comment(pull, "Use 'Hello'.", user=MAINTAINER)
+    world.tick()
+    resumed = world.standin.invocations()[-1]
+    assert resumed["resume"] and resumed["session_id"] == session and "Use 'Hello'." in resumed["prompt"]
+    assert world.entry(number)["status"] == "completed" and world.entry(number)["following"]
+
+
+def test_a_followed_entry_is_never_pruned_from_the_history(tmp_path):
+    from lib.models import IssueState, ProcessStatus
+    from lib.state_manager import HISTORY_LIMIT, StateManager
+
+    manager = StateManager(tmp_path / "state.json", default_repo="a/b")
+    with manager.transaction() as state:
+        state.add(IssueState(1, ProcessStatus.COMPLETED, "issue-1", "2020-01-01T00:00:00", repo="a/b",
+                             end_time="2020-01-01T00:00:00", pr_number=9, following=True))
+        for n in range(2, HISTORY_LIMIT + 10):
+            state.add(IssueState(n, ProcessStatus.COMPLETED, f"issue-{n}", "2026-01-01T00:00:00", repo="a/b",
+                                 end_time="2026-01-01T00:00:00"))
+    assert manager.get(1) is not None and len(manager.load()) == HISTORY_LIMIT + 1
