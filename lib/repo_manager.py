@@ -27,7 +27,6 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from urllib.parse import urlsplit
 from lib import processes
 from lib.files import log_tail
 from lib.models import OrchestratorError, fault_point
+from lib.object_store import ObjectStore
 from lib.redaction import redact, register_secret, without_tokens
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ class RepoManager:
         env = dict(os.environ if self.env is None else self.env)
         env["GIT_TERMINAL_PROMPT"] = "0"
         env.setdefault("GIT_ASKPASS", "true")  # an ssh or credential prompt answers empty instead of waiting
-        settings: List[tuple] = []
+        # No hook or fsmonitor of the repository's (or the agent's) runs inside our git commands.
+        settings: List[tuple] = [("core.hooksPath", os.devnull), ("core.fsmonitor", "false")]
         if self.token:
             settings.append(("http.extraheader", f"AUTHORIZATION: basic {self._basic_auth()}"))
         if not self._has_identity(env):
@@ -192,9 +193,21 @@ class RepoManager:
         path = self.repo_path(agent_index)
         self._refuse_credentials_in(clone_url)
         log.info("Preparing slot %s (%s) for #%s", agent_index, path, issue_number)
-        self._clone_or_fetch(path, clone_url)
-        warnings = self._clean(path, base_branch)
-        continued = self._checkout(path, branch, base_branch, warnings)
+        store = self.store(clone_url)
+        if not store.path.exists():
+            fault_point("during-clone")
+        warnings = [f"removed {line.partition('=')[0]} from the store's config (a run had set it)"
+                    for line in store.update(NETWORK_TIMEOUT)]
+        if self._sha(store.path, f"refs/remotes/origin/{base_branch}") is None:
+            raise GitError(f"The base branch {base_branch!r} does not exist on origin.")
+        try:
+            continued = self._make_ready(path, store, branch, base_branch, warnings)
+        except GitError:
+            if store.intact():
+                raise
+            store.set_aside()  # objects lost: a new store, fetched anew, and the slot made again
+            store.update(NETWORK_TIMEOUT)
+            continued = self._make_ready(path, store, branch, base_branch, warnings)
         self._run_setup(path, Path(setup_log), should_stop)
         current = self.git(["symbolic-ref", "--quiet", "--short", "HEAD"], path, check=False).stdout.strip()
         if current != branch:
@@ -222,32 +235,54 @@ class RepoManager:
             raise GitError("The clone URL carries credentials; give it without them (the token is sent per"
                            " command, never stored in the clone).")
 
-    def _clone_or_fetch(self, path: Path, clone_url: str) -> None:
-        if (path.exists() or path.is_symlink()) and not self._healthy(path, clone_url):
+    def store(self, clone_url: str) -> ObjectStore:
+        """The repository's object store: `<base_repo_path>/<repo_name>.store.git`."""
+        path = self.repository.base_repo_path / f"{self.repository.name}.store.git"
+        return ObjectStore(path, clone_url, self.git)
+
+    def _make_ready(self, path: Path, store: ObjectStore, branch: str, base_branch: str,
+                    warnings: List[str]) -> bool:
+        self._adopt(path, store, base_branch, warnings)
+        warnings += self._clean(path, base_branch)
+        store.release(branch, keep=path)
+        return self._checkout(path, branch, base_branch, warnings)
+
+    def _adopt(self, path: Path, store: ObjectStore, base_branch: str, warnings: List[str]) -> None:
+        """Make the slot a worktree of the store: a full clone of an earlier version gives its
+        branches to the store as backup refs first; anything else that is not a working worktree
+        of this store is set aside (never deleted)."""
+        if (path / ".git").is_dir() and not path.is_symlink() and self._works(path):
+            self._migrate(path, store, warnings)
+        elif (path.exists() or path.is_symlink()) and not self._healthy(path, store):
             self._set_aside(path)
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            log.info("Cloning %s into %s", clone_url, path)
-            fault_point("during-clone")
-            try:
-                self.git(["clone", "--quiet", clone_url, str(path)], path.parent, timeout=NETWORK_TIMEOUT)
-            except GitError:
-                shutil.rmtree(path, ignore_errors=True)  # a half clone would look like a damaged slot next time
-                raise
-            return
-        self.git(["fetch", "--quiet", "--prune", "origin"], path, timeout=NETWORK_TIMEOUT)
+            store.add_worktree(path, f"refs/remotes/origin/{base_branch}")
 
-    def _healthy(self, path: Path, clone_url: str) -> bool:
-        """The folder is a working clone of `clone_url` (else it is rebuilt)."""
-        if path.is_symlink() or not (path / ".git").is_dir():
-            return False
+    def _works(self, path: Path) -> bool:
         top = self.git(["rev-parse", "--show-toplevel"], path, check=False)
-        if top.returncode != 0 or Path(top.stdout.strip()).resolve() != path.resolve():
-            return False  # not a repository, or only a folder inside some other one
-        if self.git(["status", "--porcelain"], path, check=False).returncode != 0:
-            return False  # a damaged HEAD, index or object store
-        url = self.git(["config", "--get", "remote.origin.url"], path, check=False).stdout.strip()
-        return url == clone_url
+        return (top.returncode == 0 and Path(top.stdout.strip()).resolve() == path.resolve()
+                and self.git(["status", "--porcelain"], path, check=False).returncode == 0)
+
+    def _healthy(self, path: Path, store: ObjectStore) -> bool:
+        """The folder is a working worktree of `store` (else it is set aside and made anew)."""
+        if path.is_symlink() or not (path / ".git").is_file() or not self._works(path):
+            return False
+        common = self.git(["rev-parse", "--path-format=absolute", "--git-common-dir"], path, check=False)
+        return common.returncode == 0 and Path(common.stdout.strip()).resolve() == store.path.resolve()
+
+    def _migrate(self, path: Path, store: ObjectStore, warnings: List[str]) -> None:
+        """A slot of the earlier layout (a full clone): its edits, branches and backup refs go into the
+        store as backup refs, and the clone is kept beside the slot as `<slot>.full-clone-<time>`."""
+        self._keep_uncommitted(path, warnings)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        prefix = f"{BACKUP_PREFIX}{path.name}-full-clone-{stamp}"
+        self.git(["fetch", "--quiet", str(path), f"+refs/heads/*:{prefix}/heads/*",
+                  f"+{BACKUP_PREFIX}*:{prefix}/backup/*"], store.path, timeout=NETWORK_TIMEOUT)
+        aside = path.with_name(f"{path.name}.full-clone-{stamp}")
+        path.rename(aside)
+        self._warn(path, warnings, f"the slot was a full clone of an earlier version: its branches are kept on"
+                                   f" {prefix}/ and the clone itself in {aside}")
 
     def _set_aside(self, path: Path) -> None:
         """Move a damaged slot out of the way, keeping it (it may hold the only copy of some work)."""
@@ -268,7 +303,7 @@ class RepoManager:
         """Leave nothing of an earlier run: unfinished operations, a detached HEAD, edits, untracked
         files (ignored ones stay). Work that would be lost is kept on a backup ref first."""
         warnings: List[str] = []
-        git_dir = path / ".git"
+        git_dir = Path(self.git(["rev-parse", "--absolute-git-dir"], path).stdout.strip())
         for marker, command in UNFINISHED_OPERATIONS:
             if not (git_dir / marker).exists():
                 continue
@@ -282,8 +317,9 @@ class RepoManager:
         remote_base = f"origin/{base_branch}"
         if self._sha(path, f"refs/remotes/{remote_base}") is None:
             raise GitError(f"The base branch {base_branch!r} does not exist on origin.")
-        # --force -B: the base branch, index and tracked files become exactly origin's (a hard reset).
-        self.git(["checkout", "--quiet", "--force", "--no-track", "-B", base_branch, remote_base], path)
+        # --force --detach: index and tracked files become exactly origin's (a hard reset), and no slot
+        # holds the base branch (a branch is checked out in one worktree at a time).
+        self.git(["checkout", "--quiet", "--force", "--detach", remote_base], path)
         # -ff also removes untracked nested repositories; no -x: ignored files (venvs, caches) stay.
         self.git(["clean", "-ffd", "--quiet"], path)
         return warnings
@@ -450,11 +486,13 @@ class RepoManager:
         """How many commits `branch` (default HEAD) has that origin/<base> lacks."""
         return self._count(Path(path), [f"refs/remotes/origin/{base_branch}..{branch or 'HEAD'}"])
 
-    def push_branch(self, path: os.PathLike, branch: str) -> None:
-        """Push `branch` to origin. Refusals are errors in words: a non-fast-forward means someone
-        else pushed to the branch meanwhile; the work stays in the slot either way."""
+    def push_branch(self, path: os.PathLike, branch: str, clone_url: str) -> None:
+        """Push `branch` to `clone_url` (by URL, so no remote setting in the shared config can redirect
+        it). Refusals are errors in words: a non-fast-forward means someone else pushed to the branch
+        meanwhile; the work stays in the slot either way."""
         path = Path(path)
-        done = self.git(["push", "--porcelain", "origin", f"refs/heads/{branch}:refs/heads/{branch}"],
+        self.store(clone_url).check_before_push(path)
+        done = self.git(["push", "--porcelain", clone_url, f"refs/heads/{branch}:refs/heads/{branch}"],
                         path, timeout=NETWORK_TIMEOUT, check=False)
         if done.returncode == 0:
             self.git(["update-ref", f"{ON_ORIGIN_PREFIX}{branch}", f"refs/heads/{branch}"], path)

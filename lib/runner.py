@@ -40,7 +40,7 @@ from lib.state_manager import StateManager
 from lib.transcripts import summarize_stream
 from lib.validation import fix_prompt, is_test_file, run_validation, summary_line
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lib.runner")  # also when run as `python -m lib.runner` (__main__)
 
 #: Runner modes, as the tick passes them.
 RUN, RESUME, FINALIZE, FOLLOW = "run", "resume", "finalize", "follow"
@@ -497,7 +497,8 @@ class IssueRunner:
                 self.update(slot_notes=[*entry.slot_notes, moved])
             if self.repos.commits_ahead(path, base, entry.branch) == 0:
                 return False, entry.pr_url, None
-            self.repos.push_branch(path, entry.branch)  # a fast-forward, never a force-push
+            # A fast-forward, never a force-push:
+            self.repos.push_branch(path, entry.branch, self.repository.clone_url or self._clone_url())
             fault_point("after-push")
             if entry.follow_work:  # the pull request is there: the push updated it
                 return True, entry.pr_url, None

@@ -31,6 +31,7 @@ LAYERS = [
     ["outcomes"],
     ["prompts"],
     ["repo_manager"],
+    ["object_store"],
     ["github_client"],
     ["transcripts"],
     ["state_manager", "routing"],

@@ -10,6 +10,8 @@ import re
 import threading
 import time
 
+from pathlib import Path
+
 import psutil
 import pytest
 
@@ -156,7 +158,7 @@ def test_an_unreachable_origin_fails_the_issue_with_a_sentence(world, tmp_path):
     world.tick()
 
     entry = world.entry(number)
-    assert entry["status"] == "failed" and entry["error"].startswith("git clone failed")
+    assert entry["status"] == "failed" and entry["error"].startswith("git fetch failed")
     assert world.labels(number) == [FAILED]
 
 
@@ -167,7 +169,9 @@ def test_a_deleted_or_damaged_slot_is_rebuilt_and_other_slots_go_on(world):
     import shutil
 
     shutil.rmtree(world.slots / "widgets_0")
-    (world.slots / "widgets_1" / ".git" / "HEAD").write_text("garbage\n")
+    own = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=world.slots / "widgets_1",
+                         capture_output=True, text=True, check=True).stdout.strip()  # a worktree's is in the store
+    (Path(own) / "HEAD").write_text("garbage\n")
     second = [world.add_issue("Three"), world.add_issue("Four")]
 
     world.tick()

@@ -13,6 +13,7 @@ import time
 
 import psutil
 import pytest
+from pathlib import Path
 
 from claude_standin import alive
 from git_fixtures import branches, commit_to, git, git_env, log_messages, make_origin, read_file
@@ -40,6 +41,11 @@ def repos(config):
 def prepare(repos, origin, tmp_path, slot=0, issue=5):
     return repos.prepare_slot(slot, issue, base_branch="trunk", clone_url=str(origin),
                               setup_log=tmp_path / "logs" / f"issue-{issue}" / "1.setup.log")
+
+
+def git_dir(slot) -> Path:
+    """A slot's own git folder (a worktree's is inside the store)."""
+    return Path(git(slot, "rev-parse", "--absolute-git-dir"))
 
 
 def refs(slot, prefix="refs/orchestrator/backup/"):
@@ -106,20 +112,20 @@ def test_unfinished_merge_and_rebase_are_aborted(repos, origin_repo, tmp_path):
     git(slot, "fetch", "--quiet", "origin")
     commit_in(slot, "README.md", "ours\n", "Ours")
     subprocess.run(["git", "merge", "origin/other"], cwd=slot, capture_output=True, timeout=60)
-    assert (slot / ".git" / "MERGE_HEAD").exists()
+    assert (git_dir(slot) / "MERGE_HEAD").exists()
 
     info = prepare(repos, origin_repo, tmp_path, issue=6)
-    assert not (slot / ".git" / "MERGE_HEAD").exists()
+    assert not (git_dir(slot) / "MERGE_HEAD").exists()
     assert any("aborted an unfinished merge" in w for w in info.warnings)
 
     git(slot, "checkout", "--quiet", "-b", "work")
     commit_in(slot, "README.md", "mine\n", "Mine")
     subprocess.run(["git", "rebase", "origin/other"], cwd=slot, capture_output=True, timeout=60)
-    assert (slot / ".git" / "rebase-merge").exists() or (slot / ".git" / "rebase-apply").exists()
+    assert (git_dir(slot) / "rebase-merge").exists() or (git_dir(slot) / "rebase-apply").exists()
 
     info = prepare(repos, origin_repo, tmp_path, issue=7)
     assert any("aborted an unfinished rebase" in w for w in info.warnings)
-    assert not (slot / ".git" / "rebase-merge").exists() and not (slot / ".git" / "rebase-apply").exists()
+    assert not (git_dir(slot) / "rebase-merge").exists() and not (git_dir(slot) / "rebase-apply").exists()
     assert git(slot, "symbolic-ref", "--short", "HEAD") == "issue-7"
     assert git(slot, "status", "--porcelain") == ""
 
@@ -181,7 +187,7 @@ def test_a_branch_deleted_on_origin_after_its_merge_starts_afresh(repos, origin_
     slot = prepare(repos, origin_repo, tmp_path, issue=5).path
     (slot / "feature.txt").write_text("done\n")
     repos.commit_all(slot, "Work on #5")
-    repos.push_branch(slot, "issue-5")
+    repos.push_branch(slot, "issue-5", str(origin_repo))
     merged = commit_to(origin_repo, "trunk", {"feature.txt": "done\n"}, "Squash-merge #5")
     git(origin_repo, "branch", "-D", "issue-5")
 
@@ -270,7 +276,7 @@ def test_commit_all_commits_ahead_and_push(repos, origin_repo, tmp_path):
 
     assert repos.commit_all(slot, "Work on #5 left uncommitted")
     assert repos.commits_ahead(slot, "trunk", "issue-5") == 1
-    repos.push_branch(slot, "issue-5")
+    repos.push_branch(slot, "issue-5", str(origin_repo))
 
     assert "issue-5" in branches(origin_repo)
     assert read_file(origin_repo, "issue-5", "left.txt") == "left by the agent\n"
@@ -316,7 +322,7 @@ def test_a_rejected_push_is_an_error_in_words(repos, origin_repo, tmp_path):
     repos.commit_all(slot, "Mine")
 
     with pytest.raises(GitError, match="origin refused issue-5: it has commits this slot does not"):
-        repos.push_branch(slot, "issue-5")
+        repos.push_branch(slot, "issue-5", str(origin_repo))
 
 
 def test_a_push_refused_by_a_hook_says_why(repos, origin_repo, tmp_path):
@@ -328,7 +334,7 @@ def test_a_push_refused_by_a_hook_says_why(repos, origin_repo, tmp_path):
     repos.commit_all(slot, "Mine")
 
     with pytest.raises(GitError, match=r"origin refused issue-5 \(pre-receive hook declined\); the work is kept"):
-        repos.push_branch(slot, "issue-5")
+        repos.push_branch(slot, "issue-5", str(origin_repo))
 
 
 def test_commits_get_an_identity_on_a_machine_without_one(config, origin_repo, tmp_path, monkeypatch):
@@ -341,7 +347,7 @@ def test_commits_get_an_identity_on_a_machine_without_one(config, origin_repo, t
     assert repos.commit_all(slot, "Work on #5")
 
     assert git(slot, "log", "-1", "--format=%an <%ae>") == "Claude Issue Orchestrator <orchestrator@localhost>"
-    assert "user.email" not in (slot / ".git" / "config").read_text()
+    assert "user.email" not in (tmp_path / "slots" / "widgets.store.git" / "config").read_text()
 
 
 def test_a_configured_identity_is_left_alone(repos, origin_repo, tmp_path):
@@ -364,10 +370,11 @@ def test_a_damaged_slot_is_set_aside_and_cloned_again(repos, origin_repo, tmp_pa
     if damage == "delete .git":
         subprocess.run(["rm", "-rf", str(slot / ".git")], check=True)
     elif damage == "garbage HEAD":
-        (slot / ".git" / "HEAD").write_text("garbage\n")
-        (slot / ".git" / "index").write_bytes(b"not an index")
-    elif damage == "objects lost":
-        subprocess.run(f"rm -rf {slot}/.git/objects/*", shell=True, check=True)
+        own = git_dir(slot)
+        (own / "HEAD").write_text("garbage\n")
+        (own / "index").write_bytes(b"not an index")
+    elif damage == "objects lost":  # the store's: every slot's objects are there
+        subprocess.run(f"rm -rf {tmp_path}/slots/widgets.store.git/objects/*", shell=True, check=True)
     elif damage == "not a repository":
         subprocess.run(["rm", "-rf", str(slot)], check=True)
         slot.mkdir()
@@ -379,6 +386,10 @@ def test_a_damaged_slot_is_set_aside_and_cloned_again(repos, origin_repo, tmp_pa
 
     assert git(info.path, "symbolic-ref", "--short", "HEAD") == "issue-6"
     assert not (info.path / "precious.txt").exists()
+    if damage == "objects lost":  # the fetch brought them back: the slot works, its edit is on a backup ref
+        [kept] = [ref for ref in refs(info.path) if "uncommitted" in ref]
+        assert git(info.path, "show", f"{kept}^3:precious.txt") == "maybe the only copy"
+        return
     [aside] = list(slot.parent.glob("widgets_0.damaged-*"))
     assert (aside / "precious.txt").read_text() == "maybe the only copy\n"
 
@@ -386,7 +397,7 @@ def test_a_damaged_slot_is_set_aside_and_cloned_again(repos, origin_repo, tmp_pa
 def test_an_unreachable_origin_is_a_sentence(repos, tmp_path, git_isolation):
     with pytest.raises(GitError) as raised:
         prepare(repos, tmp_path / "nowhere.git", tmp_path, issue=5)
-    assert str(raised.value).startswith("git clone failed")
+    assert str(raised.value).startswith("git fetch failed")
     assert not (tmp_path / "slots" / "widgets_0").exists()
 
 
@@ -428,7 +439,7 @@ def test_the_token_goes_per_command_and_stays_out_of_git_config_logs_and_errors(
             slot = prepare(repos, origin_repo, tmp_path, issue=5).path
             (slot / "x.txt").write_text("x\n")
             repos.commit_all(slot, "Work on #5")
-            repos.push_branch(slot, "issue-5")
+            repos.push_branch(slot, "issue-5", str(origin_repo))
             with pytest.raises(GitError) as raised:
                 repos.prepare_slot(1, 5, base_branch="trunk", setup_log=tmp_path / "s.log",
                                    clone_url=f"http://127.0.0.1:{server.server_address[1]}/octo/widgets.git")
@@ -441,11 +452,10 @@ def test_the_token_goes_per_command_and_stays_out_of_git_config_logs_and_errors(
     values = [env[f"GIT_CONFIG_VALUE_{i}"] for i in range(int(env["GIT_CONFIG_COUNT"]))]
     assert f"AUTHORIZATION: basic {BASIC}" in values
     assert all(TOKEN not in value for value in env.values())
-    for folder in (slot, tmp_path / "slots" / "widgets_1"):
-        if (folder / ".git").exists():
-            assert TOKEN not in (folder / ".git" / "config").read_text()
-            assert BASIC not in (folder / ".git" / "config").read_text()
-    assert "git clone" in caplog.text
+    for path in (tmp_path / "slots").rglob("*"):  # every config, every file but the objects
+        if path.is_file() and "objects" not in path.parts:
+            assert TOKEN.encode() not in path.read_bytes() and BASIC.encode() not in path.read_bytes(), path
+    assert "git fetch" in caplog.text
     assert TOKEN not in caplog.text and BASIC not in caplog.text
     assert TOKEN not in str(raised.value) and BASIC not in str(raised.value)
 
