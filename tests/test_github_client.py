@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from git_fixtures import commit_to, git, git_isolation, origin_repo, read_file  # noqa: F401 (fixtures)
+from git_fixtures import commit_to, git, read_file
 from github_emulator import REPO, TOKEN
 from lib.github_client import (COMMENT_MARKER, Trust, GitHubAuthError, GitHubClient, GitHubError, GitHubNotFoundError,
                                RateLimitError)
