@@ -467,6 +467,12 @@ class RepoManager:
         self.git(["checkout", "--quiet", branch], path)
         return f"Claude Code left commits on {where} that do not build on {branch}; they are kept on {backup}"
 
+    def release(self, path: os.PathLike) -> None:
+        """The run is over: the slot lets go of its branch (detached, files as they are), so that the
+        issue's branch can be checked out in another slot next time."""
+        if (Path(path) / ".git").is_file():
+            self.git(["checkout", "--quiet", "--detach"], path, check=False)
+
     def commit_all(self, path: os.PathLike, message: str) -> bool:
         """Commit every change in the working tree (ignored files stay ignored); False if none."""
         if not self.git(["status", "--porcelain"], path).stdout.strip():

@@ -418,6 +418,8 @@ class IssueRunner:
             # Nothing is committed or pushed: the session resumes in this slot, as it left it.
             return self.ask(entry, outcome)
         pushed, pr_url, save_error = self.save_work(entry, outcome, duration)
+        if outcome.status != ProcessStatus.WAITING and self.slot_path(entry) is not None:
+            self.repos.release(self.slot_path(entry))  # the branch may run in another slot next time
         entry = self.entry  # saving may have added a note for the comment
         if outcome.status == ProcessStatus.COMPLETED and save_error:
             outcome = Outcome(status=ProcessStatus.FAILED, summary=outcome.summary, cost_usd=outcome.cost_usd,
