@@ -80,9 +80,10 @@ class ObjectStore:
             self.git(["config", key, value], self.path)
 
     def _healthy(self) -> bool:
+        """A bare repository git can read (a changed origin URL is put back by sanitize, not a reason
+        to set the store aside)."""
         done = self.git(["rev-parse", "--is-bare-repository"], self.path, check=False)
-        url = self.git(["config", "--get", "remote.origin.url"], self.path, check=False).stdout.strip()
-        return done.returncode == 0 and done.stdout.strip() == "true" and url == self.clone_url
+        return done.returncode == 0 and done.stdout.strip() == "true"
 
     def intact(self) -> bool:
         """Every object its refs need is there (run only when something failed: it reads them all)."""

@@ -1,7 +1,9 @@
-"""Agent slots: one clone of the repository per slot, made clean and ready for one issue.
+"""Agent slots: worktrees of the repository's object store (lib.object_store), each made clean and
+ready for one issue.
 
-Slot i is `<base_repo_path>/<repo_name>_<i>`. Before a run the runner calls `prepare_slot`: clone
-when absent (else fetch), clean, check out `issue-<N>`, run the repository's `setup.sh`. After the
+Slot i is `<base_repo_path>/<repo_name>_<i>`. Before a run the runner calls `prepare_slot`: update
+the store (create, fetch), make the slot a worktree of it when it is not, clean, check out
+`issue-<N>`, run the repository's `setup.sh`. After the
 run it calls `commit_all`, `bring_branch_to_head`, `commits_ahead` and `push_branch`.
 
 * Git authenticates per command through the environment (`GIT_CONFIG_COUNT` with an
@@ -16,8 +18,8 @@ run it calls `commit_all`, `bring_branch_to_head`, `commits_ahead` and `push_bra
 * `refs/orchestrator/origin/<branch>` remembers the last commit of a branch known to be on origin
   (pushed or checked out from it), so a branch that origin deleted after merging its pull request
   is not mistaken for unpushed work once `fetch --prune` forgets `origin/<branch>`.
-* A slot that is not a working clone of the repository (no `.git`, corrupt, another remote) is
-  moved aside to `<slot>.damaged-<time>`, never deleted: it may hold the only copy of some work.
+* A slot that is not a working worktree of the store (no `.git`, corrupt, another store) is moved
+  aside to `<slot>.damaged-<time>`, never deleted: it may hold the only copy of some work.
 * Every git call gets `cwd=`; nothing calls `os.chdir` (runners of several slots share a process
   tree, not a working directory).
 """
@@ -296,8 +298,8 @@ class RepoManager:
             path.rename(aside)
         except OSError as exc:
             raise GitError(f"The damaged slot {path} could not be moved aside ({exc.strerror}).") from None
-        log.warning("Slot %s is not a working clone of the repository (no or a corrupt .git, or another"
-                    " remote); moved it with everything in it to %s and cloning afresh", path, aside)
+        log.warning("Slot %s is not a working worktree of the store (no or a corrupt .git, or another"
+                    " store); moved it with everything in it to %s and making it anew", path, aside)
 
     def _clean(self, path: Path, base_branch: str) -> List[str]:
         """Leave nothing of an earlier run: unfinished operations, a detached HEAD, edits, untracked

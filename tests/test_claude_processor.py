@@ -364,6 +364,7 @@ def test_a_ten_megabyte_line_is_survived(tmp_path, claude_standin, slot_repo):
     assert summarize_stream(stream_paths(tmp_path)[0]).result == run.result
 
 
+@pytest.mark.slow  # waits out a real timeout
 def test_slow_output_reports_progress_and_is_not_idle(tmp_path, claude_standin, slot_repo):
     progress = []
     run = run_agent(make_processor(tmp_path, claude_standin, idle_timeout_seconds=3), slot_repo, tmp_path,
@@ -378,6 +379,7 @@ def test_slow_output_reports_progress_and_is_not_idle(tmp_path, claude_standin, 
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # waits out a real timeout
 def test_timeout_ends_claude_and_its_sigterm_ignoring_grandchild(tmp_path, claude_standin, slot_repo):
     processor = make_processor(tmp_path, claude_standin, timeout_seconds=1)
     started = time.monotonic()
@@ -729,6 +731,7 @@ def test_the_stand_in_takes_its_prompt_from_stdin_like_the_cli(claude_standin, s
     assert json.loads(piped.stdout.splitlines()[-1])["subtype"] == "success"
 
 
+@pytest.mark.slow  # waits out a real timeout
 def test_the_stand_in_gives_up_on_a_silent_pipe_after_three_seconds(claude_standin, slot_repo):
     read_end, write_end = os.pipe()
     try:

@@ -170,6 +170,7 @@ def test_a_5000_character_log_keeps_its_last_lines(telegram_api, slack_api):
 
 
 @pytest.mark.filterwarnings(RETRY_AFTER_DEPRECATION)
+@pytest.mark.slow  # waits out a real timeout
 def test_a_short_rate_limit_is_waited_once_then_sent(telegram_api, slack_api, caplog):
     telegram_api.rate_limit_next(1)
     slack_api.rate_limit_next(1)
@@ -253,6 +254,7 @@ def test_unreachable_services_do_not_hold_up_the_run(caplog):
     assert "Slack: cannot reach the API" in messages[0] and "Telegram: cannot reach the API" in messages[1]
 
 
+@pytest.mark.slow  # waits out a real timeout
 def test_a_hung_service_is_given_up_within_the_timeout(silent_server, caplog):
     url = f"http://127.0.0.1:{silent_server.port}"
     notifications = Notifications.from_config(chat_config(f"{url}/bot", f"{url}/api/"), timeout=2)

@@ -108,6 +108,7 @@ def test_the_agents_git_works_in_a_slot_and_origin_is_the_clean_url(config, orig
     ("core.hooksPath", "/tmp/evil-hooks"),
     ("core.fsmonitor", "/tmp/evil-fsmonitor"),
     ("http.proxy", "http://127.0.0.1:9"),
+    ("remote.origin.url", "file:///tmp/evil.git"),
 ])
 def test_a_setting_an_agent_writes_into_the_shared_config_stops_the_push_and_is_removed(config, origin_repo, tmp_path,
                                                                                         key, value):

@@ -42,6 +42,7 @@ def test_each_check_runs_and_a_failure_says_how_with_the_end_of_its_output(tmp_p
     assert "--- tests: for i in" in log.read_text()
 
 
+@pytest.mark.slow  # waits out a real timeout
 def test_a_hanging_check_is_ended_at_its_timeout_with_its_children(tmp_path):
     pidfile = tmp_path / "child.pid"
     started = time.monotonic()
