@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 from typing import IO, Iterable, List, Mapping, Optional, Sequence, Set, Union
 
 import psutil
@@ -88,6 +89,15 @@ def live_process(pid: Optional[int], create_time: Optional[float]) -> Optional[p
 
 def process_alive(pid: Optional[int], create_time: Optional[float]) -> bool:
     return live_process(pid, create_time) is not None
+
+
+def working_in(folder: Path) -> bool:
+    """True when a live process has its working directory in `folder` (or below it)."""
+    for process in psutil.process_iter(["cwd", "status"]):
+        cwd = process.info.get("cwd")
+        if cwd and process.info.get("status") != psutil.STATUS_ZOMBIE and Path(cwd).is_relative_to(folder):
+            return True
+    return False
 
 
 def _descendants(process: Optional[psutil.Process]) -> List[psutil.Process]:

@@ -198,17 +198,17 @@ class RepoManager:
         store = self.store(clone_url)
         if not store.path.exists():
             fault_point("during-clone")
-        warnings = [f"removed {line.partition('=')[0]} from the store's config (a run had set it)"
-                    for line in store.update(NETWORK_TIMEOUT)]
-        if self._sha(store.path, f"refs/remotes/origin/{base_branch}") is None:
-            raise GitError(f"The base branch {base_branch!r} does not exist on origin.")
+        warnings: List[str] = []
         try:
             continued = self._make_ready(path, store, branch, base_branch, warnings)
         except GitError:
-            if store.intact():
+            if not store.path.exists() or store.intact():
                 raise
+            busy = self._slots_in_use(except_slot=path)
+            if busy:
+                raise GitError(f"The object store {store.path} has lost objects, and slot(s) {', '.join(busy)} still"
+                               " run in it; it is set aside and made anew once none does.") from None
             store.set_aside()  # objects lost: a new store, fetched anew, and the slot made again
-            store.update(NETWORK_TIMEOUT)
             continued = self._make_ready(path, store, branch, base_branch, warnings)
         self._run_setup(path, Path(setup_log), should_stop)
         current = self.git(["symbolic-ref", "--quiet", "--short", "HEAD"], path, check=False).stdout.strip()
@@ -244,10 +244,20 @@ class RepoManager:
 
     def _make_ready(self, path: Path, store: ObjectStore, branch: str, base_branch: str,
                     warnings: List[str]) -> bool:
+        warnings += [f"removed {line.partition('=')[0]} from the store's config (a run had set it)"
+                     for line in store.update(NETWORK_TIMEOUT)]
+        if self._sha(store.path, f"refs/remotes/origin/{base_branch}") is None:
+            raise GitError(f"The base branch {base_branch!r} does not exist on origin.")
         self._adopt(path, store, base_branch, warnings)
         warnings += self._clean(path, base_branch)
         store.release(branch, keep=path)
         return self._checkout(path, branch, base_branch, warnings)
+
+    def _slots_in_use(self, except_slot: Path) -> List[str]:
+        """The other slots of this repository that a live process works in."""
+        slots = {p.resolve() for p in self.repository.base_repo_path.glob(f"{self.repository.name}_*")
+                 if p.is_dir() and p.resolve() != except_slot.resolve()}
+        return sorted(str(slot) for slot in slots if processes.working_in(slot))
 
     def _adopt(self, path: Path, store: ObjectStore, base_branch: str, warnings: List[str]) -> None:
         """Make the slot a worktree of the store: a full clone of an earlier version gives its

@@ -10,7 +10,7 @@ import pytest
 from git_fixtures import commit_to, git, make_origin
 from lib.config import Config
 from lib.object_store import ObjectStore, StoreError
-from lib.repo_manager import RepoManager
+from lib.repo_manager import GitError, RepoManager
 
 TOKEN = "ghp_storeTest0123456789abcdefABCDEF"
 
@@ -168,3 +168,26 @@ def test_a_commit_on_origin_reaches_every_slot_with_one_fetch(config, origin_rep
     assert not (tmp_path / "slots" / "widgets_1" / ".git").is_dir()
     assert os.path.isdir(store_of(tmp_path) / "objects")
     assert make_origin  # (the fixture module's factory: origins are bare repositories of their own)
+
+
+def test_a_store_that_lost_objects_waits_for_its_busy_slots_before_it_is_made_anew(config, origin_repo, tmp_path):
+    repos = RepoManager(config)
+    first = prepare(repos, origin_repo, tmp_path, slot=0, issue=5).path
+    (first / "work.txt").write_text("unpushed\n")
+    repos.commit_all(first, "Unpushed work on #5")
+    lost = git(first, "rev-parse", "HEAD")  # a loose object origin does not have: no fetch brings it back
+    busy = prepare(repos, origin_repo, tmp_path, slot=1, issue=6).path
+    agent = subprocess.Popen(["sleep", "60"], cwd=busy)  # an agent working in slot 1
+    try:
+        (store_of(tmp_path) / "objects" / lost[:2] / lost[2:]).unlink()
+
+        with pytest.raises(GitError, match=r"has lost objects, and slot\(s\) .*widgets_1 still run in it"):
+            prepare(repos, origin_repo, tmp_path, slot=0, issue=5)
+        assert not list(store_of(tmp_path).parent.glob("*.store.git.damaged-*"))  # kept while slot 1 runs
+    finally:
+        agent.kill()
+        agent.wait()
+
+    info = prepare(repos, origin_repo, tmp_path, slot=0, issue=5)  # nothing runs now: a new store
+    assert git(info.path, "symbolic-ref", "--short", "HEAD") == "issue-5"
+    assert len(list(store_of(tmp_path).parent.glob("widgets.store.git.damaged-*"))) == 1  # kept, never deleted
