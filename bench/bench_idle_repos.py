@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT / "tests"))
 
+from idle_ticks import measure_idle_ticks  # noqa: E402
 from github_emulator import TOKEN, GitHubEmulator  # noqa: E402
 
 
@@ -50,23 +48,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, GitHubEmulator() as github:
         config = build(Path(tmp), github, args.repos)
         print(f"{args.repos} repositories, nothing queued")
-        walls = []
-        for run in range(1, args.runs + 1):
-            before = len(github.requests)
-            started = time.perf_counter()
-            done = subprocess.run([sys.executable, str(PROJECT / "run_orchestrator.py"), "--config", str(config)],
-                                  capture_output=True, text=True, timeout=300)
-            wall = time.perf_counter() - started
-            if done.returncode != 0:
-                print(f"tick {run} failed (exit {done.returncode}):\n{done.stdout[-600:]}{done.stderr[-600:]}")
-                return 1
-            requests = github.requests[before:]
-            points = sum(1 for r in requests if r.status != 304)
-            walls.append(wall)
-            print(f"tick {run}: {wall:.3f} s wall, {len(requests)} requests, {points} rate-limit points")
-        later = walls[1:] or walls
-        print(f"idle ticks after the first: median {statistics.median(later):.3f} s, max {max(later):.3f} s")
-    return 0
+        return measure_idle_ticks(config, github, args.runs)
 
 
 if __name__ == "__main__":
