@@ -25,7 +25,7 @@ sys.path.insert(0, str(PROJECT))  # run as a script from anywhere
 
 from lib.transcripts import project_dir_name  # noqa: E402
 
-SAMPLE = PROJECT / "tests" / "fixtures" / "monitor" / "session-history.jsonl"
+SAMPLE = PROJECT / "tests" / "fixtures" / "claude" / "session-history.jsonl"
 SESSION = "d4e36535-7fb3-4ea9-a3c8-4018f155a1be"
 ISSUE = 7
 
@@ -88,7 +88,7 @@ def main() -> int:
             ("--help (interpreter + imports)", ["--help"]),
             (f"status --issue {ISSUE}", ["status", "--issue", str(ISSUE), *config]),
             (f"history --issue {ISSUE} --limit 20", ["history", "--issue", str(ISSUE), "--limit", "20", *config]),
-            ("monitor (counts the whole file)", ["monitor", *config]),
+            ("monitor", ["monitor", *config]),
         ]
         print(f"{'command':<40} {'wall':>8} {'peak RSS':>10}")
         for label, cli_args in runs:

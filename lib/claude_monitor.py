@@ -101,6 +101,8 @@ OUTPUT_FORMATS = ("text", "json")
 #: `status` counts messages by reading files up to this size; of larger ones it reads only the end.
 STATUS_FULL_SCAN_BYTES = 4 * 1024 * 1024
 STATUS_RECENT_MESSAGES = 5
+#: `history --limit N` counts every message of files up to this size; of larger ones it reads the end.
+HISTORY_FULL_SCAN_BYTES = 16 * 1024 * 1024
 #: Default `--limit` of `history`.
 HISTORY_LIMIT = 50
 #: The default command lists this many finished runs when nothing is active.
@@ -128,7 +130,7 @@ class ConversationHistory:
     issue_number: int
     session_id: Optional[str]
     source: Optional[ConversationSource]
-    message_count: int
+    message_count: Optional[int]  # None: only the end of a large file was read
     messages: List[Message]
     truncated: bool = False  # older entries were left out (--limit)
     repo: Optional[str] = None
@@ -342,14 +344,15 @@ class ClaudeMonitor:
         return session_id, None
 
     def _read_conversation(self, source: Optional[ConversationSource], *, limit: Optional[int] = 0,
-                           full: bool = False, tail_only: bool = False) -> _Conversation:
+                           full: bool = False, tail_only: bool = False,
+                           full_scan_bytes: int = STATUS_FULL_SCAN_BYTES) -> _Conversation:
         """Stream the whole file, keeping the last `limit` messages (None: all); with `tail_only`,
-        read only the end of a file larger than STATUS_FULL_SCAN_BYTES."""
+        read only the end of a file larger than `full_scan_bytes`."""
         if source is None:
             return _Conversation(0)
         try:
-            if tail_only and source.path.stat().st_size > STATUS_FULL_SCAN_BYTES:
-                return self._read_tail(source.path, limit or 0)
+            if tail_only and source.path.stat().st_size > full_scan_bytes:
+                return self._read_tail(source.path, limit or 0, full=full)
             reader = ConversationReader(full=full)
             kept: Deque[Message] = deque(maxlen=limit)
             steps = 0
@@ -368,7 +371,7 @@ class ClaudeMonitor:
                              truncated=steps > len(kept))
 
     @staticmethod
-    def _read_tail(path: Path, limit: int) -> _Conversation:
+    def _read_tail(path: Path, limit: int, full: bool = False) -> _Conversation:
         """Last activity and the last `limit` messages, from the end of the file only."""
         records: List[Dict[str, Any]] = []
         for line in iter_lines_reversed(path):
@@ -379,7 +382,7 @@ class ClaudeMonitor:
             # A line gives at most a few messages, and blocks of one message merge: twice is plenty.
             if len(records) >= 2 * limit + 1:
                 break
-        reader = ConversationReader()
+        reader = ConversationReader(full=full)
         kept: Deque[Message] = deque(maxlen=limit)
         for record in reversed(records):
             kept.extend(reader.feed(record))
@@ -493,7 +496,8 @@ class ClaudeMonitor:
         for key in sorted(states, key=_sort_key):
             if states[key].is_finished:
                 continue
-            instance, process, _, _ = self._instance(states[key])
+            # A live run's count comes from its runner's records; its (maybe huge) file is read at the end only.
+            instance, process, _, _ = self._instance(states[key], tail_only=True)
             instances.append(instance)
             if process is not None:
                 sampled.append((instance, process))
@@ -506,7 +510,7 @@ class ClaudeMonitor:
     def _finished(self, states: Dict[RunKey, IssueState], limit: Optional[int] = None) -> List[ClaudeInstance]:
         entries = sorted((entry for entry in states.values() if entry.is_finished),
                          key=lambda entry: entry.end_time or entry.start_time or "", reverse=True)
-        return [self._instance(entry)[0] for entry in entries[:limit]]
+        return [self._instance(entry, tail_only=True)[0] for entry in entries[:limit]]
 
     def monitor_all(self) -> MonitorReport:
         """Every active instance and every finished run the state remembers."""
@@ -535,8 +539,11 @@ class ClaudeMonitor:
         """The last `limit` messages (None or 0: all) of the issue's session, across resumed invocations."""
         entry = self._entry(issue_number)
         session_id, source = self.locate_conversation(entry)
-        conversation = self._read_conversation(source, limit=limit or None, full=full)
-        return ConversationHistory(entry.issue_number, session_id, source, conversation.message_count or 0,
+        # The last entries of a large file are read from its end: counting every earlier one would
+        # read it all (hundreds of MB), so the count is then unknown ("earlier entries left out").
+        conversation = self._read_conversation(source, limit=limit or None, full=full, tail_only=bool(limit),
+                                               full_scan_bytes=HISTORY_FULL_SCAN_BYTES)
+        return ConversationHistory(entry.issue_number, session_id, source, conversation.message_count,
                                    conversation.messages, conversation.truncated, repo=entry.repo)
 
     def get_conversation_history(self, issue_number: Union[int, str], limit: Optional[int] = None,
@@ -631,7 +638,8 @@ def history_to_text(history: ConversationHistory) -> str:
     header = [f"Conversation of issue #{history.issue_number}"
               + (f" (session {history.session_id})" if history.session_id else ""),
               f"From the {history.source.kind.replace('_', ' ')} {history.source.path}",
-              f"{history.message_count} messages"
+              (f"{history.message_count} messages" if history.message_count is not None else
+               "A large conversation: earlier entries left out, not counted")
               + (f"; the last {len(history.messages)} entries follow (--limit 0 shows all)"
                  if history.truncated else ""),
               ""]

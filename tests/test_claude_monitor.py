@@ -389,6 +389,16 @@ def test_status_of_a_large_file_reads_only_its_end(setup):
               last_activity="2026-11-24T18:06:01.565Z")
     assert setup.monitor().get_status(7).instance.message_count == 1234
 
+    # history --limit reads the end of a large file too (over 16 MB): the last entries, the count unknown.
+    setup.transcript(block * (4 * STATUS_FULL_SCAN_BYTES // len(block.encode()) + 1) + "".join(second),
+                     QUESTION_SESSION, slot)
+    history = setup.monitor().history(7, limit=3)
+    assert history.message_count is None and history.truncated and len(history.messages) == 3
+    assert history.messages[-1].text.startswith("Done: fixed issue #7")
+    assert "earlier entries left out, not counted; the last 3 entries follow" in setup.monitor().render(history)
+    whole = setup.monitor().history(7, limit=0)  # --limit 0: every entry, counted
+    assert whole.message_count > 5000 and not whole.truncated
+
 
 # --- processes ----------------------------------------------------------------------------------
 

@@ -525,3 +525,11 @@ def test_each_benchmark_development_md_shows_answers_help(bench):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert bench in (PROJECT / "docs" / "development.md").read_text(encoding="utf-8")
+
+
+def test_the_monitor_benchmark_runs_on_a_small_transcript():
+    """Its sample is a fixture: a moved fixture must not leave it failing unseen."""
+    done = subprocess.run([sys.executable, str(PROJECT / "bench" / "bench_monitor.py"), "--megabytes", "1"],
+                          cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "history --issue 7 --limit 20" in done.stdout
