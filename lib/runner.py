@@ -35,7 +35,7 @@ from lib.outcomes import Outcome, classify
 from lib.processes import RUN_MARKER_VAR, process_create_time
 from lib.prompts import build_prompt, build_reply
 from lib.redaction import configure_logging
-from lib.repo_manager import RepoManager
+from lib.repo_manager import RepoManager, SlotInfo
 from lib.state_manager import StateManager
 from lib.transcripts import summarize_stream
 from lib.validation import fix_prompt, is_test_file, run_validation, summary_line
@@ -173,6 +173,20 @@ class IssueRunner:
 
     # --- modes ---------------------------------------------------------------------------------
 
+    def prepare(self, entry: IssueState) -> SlotInfo | int:
+        """The slot ready for this attempt, or the exit code once preparing it failed or was stopped."""
+        try:
+            self.issue_dir.mkdir(parents=True, exist_ok=True)
+            return self.repos.prepare_slot(entry.agent_index, self.number, base_branch=self.base_branch(),
+                                           clone_url=self.repository.clone_url or self._clone_url(),
+                                           setup_log=self.log_path(entry.attempt, "setup.log"),
+                                           should_stop=self.should_stop)
+        except OrchestratorError as exc:
+            stopped = self.stopped_between_steps()  # setup.sh ends early when asked to stop
+            if stopped is not None:
+                return stopped
+            return self.finish(Outcome(status=ProcessStatus.FAILED, reason=str(exc)), self.entry)
+
     def run(self) -> int:
         """A claimed issue: labels, slot, prompt, Claude, finalize."""
         entry = self.update(status=ProcessStatus.PREPARING, error=None, end_time=None, pr_url=None,
@@ -188,17 +202,9 @@ class IssueRunner:
         self.swap_labels(add=labels.working, remove=[labels.ready, labels.completed, labels.failed,
                                                      labels.needs_input])
         self.notifications.notify(self.event("started", entry))
-        try:
-            self.issue_dir.mkdir(parents=True, exist_ok=True)
-            slot = self.repos.prepare_slot(entry.agent_index, self.number, base_branch=self.base_branch(),
-                                           clone_url=self.repository.clone_url or self._clone_url(),
-                                           setup_log=self.log_path(entry.attempt, "setup.log"),
-                                           should_stop=self.should_stop)
-        except OrchestratorError as exc:
-            stopped = self.stopped_between_steps()  # setup.sh ends early when asked to stop
-            if stopped is not None:
-                return stopped
-            return self.finish(Outcome(status=ProcessStatus.FAILED, reason=str(exc)), self.entry)
+        slot = self.prepare(entry)
+        if isinstance(slot, int):
+            return slot
         if slot.warnings:
             self.update(slot_notes=slot.warnings)
         fault_point("before-claude")
@@ -220,16 +226,9 @@ class IssueRunner:
         self.swap_labels(add=labels.working, remove=[labels.completed, labels.failed])
         self.notifications.notify(self.event("started", entry, pr_url=entry.pr_url,
                                              reason=f"follow-up on the pull request ({entry.follow_work.get('kind')})"))
-        try:
-            slot = self.repos.prepare_slot(entry.agent_index, self.number, base_branch=self.base_branch(),
-                                           clone_url=self.repository.clone_url or self._clone_url(),
-                                           setup_log=self.log_path(entry.attempt, "setup.log"),
-                                           should_stop=self.should_stop)
-        except OrchestratorError as exc:
-            stopped = self.stopped_between_steps()
-            if stopped is not None:
-                return stopped
-            return self.finish(Outcome(status=ProcessStatus.FAILED, reason=str(exc)), self.entry)
+        slot = self.prepare(entry)
+        if isinstance(slot, int):
+            return slot
         prompt = follow_prompt(entry.follow_work, entry.pr_url, entry.branch)
         return self.launch(prompt, session_id=entry.session_id or new_session_id(), resume=bool(entry.session_id),
                            cwd=slot.path, kind="follow")
