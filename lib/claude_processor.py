@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 from lib.files import tail_lines
 from lib.models import OrchestratorError, utc_now_iso
 from lib.outcomes import Outcome, classify, ends_with_question, needs_input_question
-from lib.processes import RUN_MARKER_VAR, end_leftovers, process_create_time, start, terminate_tree
+from lib.processes import RUN_HOST_VAR, RUN_MARKER_VAR, end_leftovers, process_create_time, start, terminate_tree
 from lib.redaction import redact, without_tokens
 from lib.transcripts import StreamTracker, iter_records, read_complete_lines, read_last_line
 
@@ -194,6 +194,8 @@ class ClaudeProcessor:
         tmpdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = self.agent_env(tmpdir=tmpdir)
         env[RUN_MARKER_VAR] = session_id
+        if self.config.executor.celery:
+            env[RUN_HOST_VAR] = self.config.executor.host
         prompt_path = write_prompt_file(stream_path, prompt)
         with open(prompt_path, "rb") as prompt_in, open(stream_path, "ab+") as out, open(stderr_path, "ab") as err:
             out.seek(0, os.SEEK_END)
@@ -203,7 +205,9 @@ class ClaudeProcessor:
                     out.write(b"\n")
             start_offset = out.tell()
             try:
-                popen = start(command, cwd=cwd, env=env, stdin=prompt_in, stdout=out, stderr=err)
+                # In the Celery mode the agent dies with its runner: see processes.start.
+                popen = start(command, cwd=cwd, env=env, stdin=prompt_in, stdout=out, stderr=err,
+                              die_with_parent=self.config.executor.celery)
             except FileNotFoundError:
                 raise ClaudeLaunchError(f"Claude Code was not found: {command[0]!r} (install it, or set"
                                         f" claude.executable).") from None

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from lib import install
+from lib import celery_app, install
 from lib.checks import run_checks
 from lib.config import Config, default_config_path, print_error
 from lib.models import OrchestratorError, UsageError
@@ -59,6 +59,11 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
     setup.add_argument("--force", action="store_true", help="with --init: replace a config.json that was edited")
     setup.add_argument("--cron-line", action="store_true", help="print the crontab line of this install")
     setup.add_argument("--systemd", action="store_true", help="print the systemd service and timer of this install")
+    hosts = parser.add_argument_group("several hosts (executor.type celery; see docs/deployment.md)")
+    hosts.add_argument("--worker", action="store_true",
+                       help="run this host's Celery worker: it takes runs from the shared queue and its own")
+    hosts.add_argument("--host", metavar="NAME",
+                       help="this host's name (default: $ORCHESTRATOR_HOST, executor.host, else the machine's)")
     operate = parser.add_argument_group("operating (each says what it did in one line)")
     operate.add_argument("--pause", nargs="?", const="", metavar="UNTIL",
                          help="launch nothing new until UNTIL (30m, 2h, 1d, or an ISO time), or until --unpause")
@@ -73,6 +78,8 @@ def build_parser(prog: Optional[str] = None) -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     args = build_parser(prog).parse_args(argv)
     config_path = Path(args.config) if args.config else default_config_path()
+    if args.host:
+        os.environ["ORCHESTRATOR_HOST"] = args.host  # the runners this worker starts inherit it
     try:
         if args.notify_test and not args.check:
             raise UsageError("--notify-test goes with --check")
@@ -99,6 +106,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
     for warning in config.warnings:
         log.warning("config: %s", warning)
     try:
+        if args.worker:
+            return celery_app.run_worker(config, loglevel="DEBUG" if args.verbose else "INFO")
         orchestrator = IssueOrchestrator(config, dry_run=args.dry_run)
         summary = orchestrator.run()
         if args.wait and not args.dry_run and not summary.lock_held:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -20,8 +21,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from lib import processes
 from lib.models import ConfigError, OrchestratorError
 from lib.redaction import register_secret
-from lib.schema import (boolean, branch, chat_id, check_list, got_kind, int_at_least, label, label_ranks, one_of, optional,
-                            positive_number, repo, roles, string, string_list, unset_or, url)
+from lib.schema import (boolean, branch, chat_id, check_list, got_kind, host_overrides, int_at_least, label, label_ranks,
+                        one_of, optional, positive_number, redis_url, repo, roles, string, string_list, unset_or, url)
 
 #: Folder holding run_orchestrator.py, claude_monitor.py and config.example.json.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -55,6 +56,7 @@ ENV_OVERRIDES = (
     ("telegram", "chat_id", ("TELEGRAM_CHAT_ID",)),
     ("slack", "bot_token", ("SLACK_BOT_TOKEN",)),
     ("slack", "channel_id", ("SLACK_CHANNEL_ID",)),
+    ("executor", "host", ("ORCHESTRATOR_HOST",)),
 )
 
 @dataclass(frozen=True)
@@ -78,6 +80,31 @@ class FollowUp:
     mentions: List[str] = field(default_factory=lambda: ["@claude", "/claude"])
     max_rounds: int = 5  # follow-ups for reviews and comments, per pull request
     max_ci_fixes: int = 2  # follow-ups for failing checks, per pull request (one per head commit)
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where runners run: `local` (detached processes, processing-state.json) or `celery` (tasks on a
+    Redis broker, workers on any number of hosts, the state in Redis)."""
+
+    type: str = "local"
+    broker_url: Optional[str] = None
+    state_url: Optional[str] = None  # None: the broker's Redis
+    queue: str = "claude-orchestrator"
+    host: str = ""  # this host's name: ORCHESTRATOR_HOST, executor.host, else the machine's name
+    slots: int = 1  # agents this host's worker runs at once
+    heartbeat_seconds: float = 10
+    lost_after_seconds: float = 60  # a runner whose heartbeat is older is lost (Redis's clock)
+    connect_timeout_seconds: float = 5
+    visibility_timeout_seconds: float = 0  # set from the longest run when not given
+
+    @property
+    def celery(self) -> bool:
+        return self.type == "celery"
+
+    def host_queue(self, host: str) -> str:
+        """Resumes go to the host holding the session's transcript and slot."""
+        return f"{self.queue}.host.{host}"
 
 
 @dataclass(frozen=True)
@@ -190,6 +217,19 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "max_rounds": (int_at_least(0), 5),
         "max_ci_fixes": (int_at_least(0), 2),
     },
+    "executor": {
+        "type": (one_of(("local", "celery")), "local"),
+        "broker_url": (optional(redis_url), None),
+        "state_url": (optional(redis_url), None),
+        "queue": (label, "claude-orchestrator"),
+        "host": (optional(string), None),
+        "slots": (optional(int_at_least(1)), None),
+        "hosts": (host_overrides, {}),
+        "heartbeat_seconds": (positive_number, 10),
+        "lost_after_seconds": (positive_number, 60),
+        "connect_timeout_seconds": (positive_number, 5),
+        "visibility_timeout_seconds": (optional(positive_number), None),
+    },
     "pull_request": {
         "create": (boolean, True),
         "draft": (boolean, True),
@@ -225,7 +265,7 @@ PLACEHOLDER_HINTS = {"repo": "set it to the repository to work on (owner/name)",
                      "base_repo_path": "set it to a folder for the slot clones (it is created)"}
 #: Keys holding a token: a config file with one must not be readable by other users.
 TOKEN_KEYS = (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"))
-OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request", "follow_up"}
+OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request", "follow_up", "executor"}
 
 
 def default_config_path(env: Optional[Mapping[str, str]] = None) -> Path:
@@ -299,6 +339,9 @@ def _cross_checks(values: Dict[str, Dict[str, Any]], errors: List[str]) -> List[
             missing = pair[1] if given[0] == pair[0] else pair[0]
             found.append(f"{section}.{missing}: is required when {section}.{given[0]} is set"
                          f" (or remove {section} to turn it off)")
+    executor = values["executor"]
+    if executor.get("type") == "celery" and not executor.get("broker_url") and not _reported(errors, "executor."):
+        found.append("executor.broker_url: is required when executor.type is celery (redis://host:6379/0)")
     labels = values["labels"]
     names = [labels[k] for k in DEFAULT_LABELS if isinstance(labels.get(k), str)]
     if len(set(names)) != len(names):
@@ -379,9 +422,18 @@ class Config:
             template_path = self._resolve(folder, template)
             if not template_path.is_file():
                 errors.append(f"claude.prompt_template: file not found: {template_path}")
+        host = values["executor"]["host"] or socket.gethostname()
+        override = (values["executor"]["hosts"] or {}).get(host, {})
+        if values["executor"]["type"] == "celery" and "base_repo_path" in override:
+            for entry in repositories:  # this host's slots live under its own folder
+                entry["base_repo_path"] = override["base_repo_path"]
+            _check_slot_folders(repositories, folder, errors)
         if errors:
             raise ConfigError(errors, self.warnings)
         self._assign(values, top, folder, template_path, repositories)
+        self.executor = self._executor(values["executor"], host, override)
+        if "log_dir" in override and self.executor.celery:
+            self.log_dir = self._resolve(folder, override["log_dir"])
         register_secret(*self.secrets)
 
     def _check_sections(self, data: Dict[str, Any], errors: List[str]) -> Dict[str, Dict[str, Any]]:
@@ -544,6 +596,18 @@ class Config:
         self.state_file = self._resolve(folder, top["state_file"])
         self.log_dir = self._resolve(folder, top["log_dir"])
 
+    def _executor(self, values: Dict[str, Any], host: str, override: Dict[str, Any]) -> Executor:
+        longest_run = max(2 * 300 + self.setup_timeout_seconds + repository.claude.timeout_seconds * (
+            repository.claude.max_retries + 1) + sum(check.get("timeout_seconds", 1800) for check in repository.validate)
+            * (self.max_fix_rounds + 1) for repository in self.repositories)
+        return Executor(
+            type=values["type"], broker_url=values["broker_url"], state_url=values["state_url"] or values["broker_url"],
+            queue=values["queue"], host=host, slots=override.get("slots") or values["slots"] or self.max_agents,
+            heartbeat_seconds=values["heartbeat_seconds"], lost_after_seconds=values["lost_after_seconds"],
+            connect_timeout_seconds=values["connect_timeout_seconds"],
+            # Above the longest run, or the broker hands a running task to a second worker.
+            visibility_timeout_seconds=values["visibility_timeout_seconds"] or longest_run + 600)
+
     @staticmethod
     def _resolve(folder: Path, value: str) -> Path:
         """Relative paths are taken from the config file's folder, never the current directory."""
@@ -581,7 +645,8 @@ class Config:
     @property
     def secrets(self) -> List[str]:
         """Every token this config holds, for redaction."""
-        return [s for s in (self.github_token, self.telegram_bot_token, self.slack_bot_token) if s]
+        passwords = [urlsplit(u).password for u in (self.executor.broker_url, self.executor.state_url) if u]
+        return [s for s in (self.github_token, self.telegram_bot_token, self.slack_bot_token, *passwords) if s]
 
     def get_repo_path(self, agent_index: int) -> Path:
         """Slot i of the first repository (the seed's call): `<base_repo_path>/<repo_name>_<i>`."""

@@ -1,5 +1,12 @@
-"""Where a runner runs. `LocalExecutor`: a detached process on this machine, in a session of its own,
-so that it outlives the tick that started it and a Ctrl-C or SIGHUP to the tick never reaches it.
+"""Where a runner runs, and how a tick knows it lives.
+
+`LocalExecutor`: a detached process on this machine, in a session of its own, so that it outlives the
+tick that started it and a Ctrl-C or SIGHUP to the tick never reaches it; alive is pid + create time.
+`CeleryExecutor`: a task on the Redis broker, run by a worker on some host; alive is the runner's
+heartbeat in the shared state, or a task sent and not yet taken (within the visibility timeout).
+
+`dispatch` returns the fields the tick records on the entry; `local` says whether this machine's
+processes of a run may be signalled and ended directly.
 """
 
 from __future__ import annotations
@@ -7,12 +14,16 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-from typing import Dict, Optional, Tuple
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional
 
+from lib import celery_app
 from lib.config import PROJECT_DIR, Config
-from lib.models import IssueState
+from lib.models import IssueState, OrchestratorError, parse_iso, utc_now_iso
 from lib.processes import process_alive, process_create_time, start
-from lib.runner import MODES
+from lib.runner import MODES, RUN
+from lib.state_manager import RedisStateStore, run_key
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +32,16 @@ class LocalExecutor:
     """Starts `python -m lib.runner <mode> --issue N --repo OWNER/NAME --config PATH`, output to
     `<attempt>.runner.log`."""
 
+    local = True
+
     def __init__(self, config: Config):
         self.config = config
         self.children: Dict[int, subprocess.Popen] = {}  # runners this process started, to reap
 
-    def dispatch(self, entry: IssueState, mode: str, reason: Optional[str] = None) -> Tuple[int, Optional[float]]:
+    def check(self) -> None:
+        """Nothing to reach: a local runner is a process."""
+
+    def dispatch(self, entry: IssueState, mode: str, reason: Optional[str] = None) -> Dict[str, Any]:
         """Start the runner; returns its pid and create time, by which a later tick knows it."""
         if mode not in MODES:
             raise ValueError(f"unknown runner mode {mode!r}")
@@ -38,7 +54,7 @@ class LocalExecutor:
         with open(issue_dir / f"{entry.attempt}.runner.log", "ab") as runner_log:
             child = start(command, cwd=PROJECT_DIR, stdout=runner_log)
         self.children[child.pid] = child
-        return child.pid, process_create_time(child.pid)
+        return {"runner_pid": child.pid, "runner_create_time": process_create_time(child.pid)}
 
     def reap(self) -> None:
         """Collect runners of ours that ended: no zombie keeps a pid looking alive."""
@@ -49,3 +65,62 @@ class LocalExecutor:
     @staticmethod
     def alive(entry: IssueState) -> bool:
         return process_alive(entry.runner_pid, entry.runner_create_time)
+
+
+class CeleryExecutor:
+    """Sends `orchestrator.run_issue` to the shared queue (a new run) or to the queue of the host that
+    holds the run's slot and transcript (while its worker beats). The dispatch id is written to the
+    entry before the task is sent: a task that finds another id there (sent twice, redelivered, or
+    superseded) does nothing."""
+
+    local = False
+
+    def __init__(self, config: Config, state: RedisStateStore):
+        self.config = config
+        self.state = state
+        self.app = celery_app.make_app(config)
+        self.children: Dict[int, subprocess.Popen] = {}  # none: runners live in the workers
+        self._workers: Optional[Dict[str, int]] = None
+
+    def check(self) -> None:
+        celery_app.check_broker(self.app, self.config)
+
+    def workers(self) -> Dict[str, int]:
+        if self._workers is None:
+            self._workers = self.state.live_workers()
+        return self._workers
+
+    def dispatch(self, entry: IssueState, mode: str, reason: Optional[str] = None) -> Dict[str, Any]:
+        if mode not in MODES:
+            raise ValueError(f"unknown runner mode {mode!r}")
+        dispatch_id = uuid.uuid4().hex
+        key = run_key(entry)
+        with self.state.transaction() as state:
+            current = state.issues[key]
+            current.dispatch_id, current.dispatched_at = dispatch_id, utc_now_iso()
+            attempt, host = current.attempt, current.host
+        queue = celery_app.queue_for(self.config, None if mode == RUN else host, self.workers())
+        try:
+            celery_app.send(self.app, self.config, queue, [key[0], key[1], mode, attempt, dispatch_id, reason])
+        except OrchestratorError:
+            with self.state.transaction() as state:  # not sent: the next tick dispatches it again
+                if state.issues[key].dispatch_id == dispatch_id:
+                    state.issues[key].dispatch_id = state.issues[key].dispatched_at = None
+            raise
+        log.debug("Issue %s: %s task %s sent to %s", key, mode, dispatch_id, queue)
+        return {}
+
+    def reap(self) -> None:
+        """Nothing to reap: no runner is a child of the tick."""
+
+    def alive(self, entry: IssueState) -> bool:
+        """A heartbeat in the shared state, or a task sent and not yet taken."""
+        if self.state.beating(run_key(entry)):
+            return True
+        sent = parse_iso(entry.dispatched_at) if entry.dispatch_id else None
+        waited = (datetime.now(timezone.utc) - sent).total_seconds() if sent else None
+        return waited is not None and waited < self.config.executor.visibility_timeout_seconds
+
+
+def executor_for(config: Config, state) -> "LocalExecutor | CeleryExecutor":
+    return CeleryExecutor(config, state) if config.executor.celery else LocalExecutor(config)

@@ -221,6 +221,11 @@ class IssueState:
     ci_fixed_shas: List[str] = field(default_factory=list)  # head commits already fixed once
     follow_work: Dict[str, Any] = field(default_factory=dict)  # what the pending follow-up is to address
     question_number: Optional[int] = None  # where the open question was asked: the PR, or None for the issue
+    # The Celery executor: the worker host that holds the run (its slot, its transcript), and the task
+    # sent for it; a task whose id is not the entry's is a stale or repeated delivery and does nothing.
+    host: Optional[str] = None
+    dispatch_id: Optional[str] = None
+    dispatched_at: Optional[str] = None
     updated_at: Optional[str] = None
 
     def __post_init__(self) -> None:

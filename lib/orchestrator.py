@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 from lib.comments import post_once, refused_model_comment
 from lib.config import Config, label_specs
-from lib.executors import LocalExecutor
+from lib.executors import executor_for
 from lib.files import exclusive_lock, writable
 from lib.follow_up import look
 from lib.github_client import GitHubClient, GitHubError, RateLimitError, Trust
@@ -77,7 +77,7 @@ class IssueOrchestrator:
         self.config = config
         self.dry_run = dry_run
         self.state = state or StateManager.for_config(config)
-        self.executor = LocalExecutor(config)
+        self.executor = executor_for(config, self.state)
         self._clients: Dict[str, GitHubClient] = {}
         self._trust: Dict[str, Trust] = {}
 
@@ -115,6 +115,7 @@ class IssueOrchestrator:
                 if not ok:
                     raise OrchestratorError(f"Cannot write the log folder (log_dir): {why}")
                 self.state.verify()
+                self.executor.check()  # a broker that is down: one line now, and nothing half claimed
             try:
                 self.reconcile(summary)
                 self.poll_and_claim(summary)
@@ -138,9 +139,9 @@ class IssueOrchestrator:
 
     def _reconcile_entry(self, entry: IssueState, summary: TickSummary) -> None:
         ref = self.ref(entry.repo, entry.issue_number)
-        runner_alive = process_alive(entry.runner_pid, entry.runner_create_time)
+        runner_alive = self.executor.alive(entry)
 
-        if entry.status == ProcessStatus.PENDING and entry.runner_pid is None:
+        if entry.status == ProcessStatus.PENDING and not runner_alive and self._never_started(entry):
             # Claims and spawns happen under the tick lock we hold now: the claiming tick died.
             log.warning("Issue %s was claimed but its runner never started; starting it now", ref)
             self._spawn(entry, RUN, summary.launched)
@@ -161,7 +162,7 @@ class IssueOrchestrator:
 
         claude = self.config.repository(entry.repo).claude
         if runner_alive:
-            if entry.runner_create_time and time.time() - entry.runner_create_time > self._runner_age_limit(claude):
+            if self.executor.local and entry.runner_create_time and time.time() - entry.runner_create_time > self._runner_age_limit(claude):
                 log.error("Issue %s: runner %s is past every timeout; ending it", ref, entry.runner_pid)
                 self._end_processes(entry)
                 self._spawn(entry, FINALIZE, summary.finalizing,
@@ -171,8 +172,13 @@ class IssueOrchestrator:
 
         # The runner is gone (killed, crashed, machine restarted) but the entry still says active.
         self._end_processes(entry)
-        log.warning("Issue %s: runner %s is gone; finalizing from its stream log", ref, entry.runner_pid)
+        log.warning("Issue %s: runner %s is gone; finalizing from its stream log", ref,
+                    entry.runner_pid if self.executor.local else f"on {entry.host}")
         self._spawn(entry, FINALIZE, summary.finalizing, reason="lost")
+
+    def _never_started(self, entry: IssueState) -> bool:
+        """No runner took the claim: its tick died before the dispatch, or no task was delivered."""
+        return entry.runner_pid is None if self.executor.local else entry.host is None
 
     def _runner_age_limit(self, claude) -> float:
         """How long a runner may live: every run it may make (a retry after a crash, a fresh session
@@ -215,7 +221,8 @@ class IssueOrchestrator:
         if runner_alive:
             # The runner polls this flag every check_interval, stops Claude and finalizes as cancelled.
             self.state.update(run_key(entry), cancel_reason=why)
-            self._signal_runner(entry)
+            if self.executor.local:  # a runner on another host reads the flag from the shared state
+                self._signal_runner(entry)
         else:
             self._end_processes(entry)
             self.state.update(run_key(entry), cancel_reason=why)
@@ -228,8 +235,9 @@ class IssueOrchestrator:
             runner.send_signal(signal.SIGTERM)
 
     def _end_processes(self, entry: IssueState) -> None:
-        """End whatever is left of a run: its Claude process tree and a hung runner."""
-        if self.dry_run:
+        """End whatever is left of a run: its Claude process tree and a hung runner. (In the Celery mode
+        pids name processes of another host: the runner's host ends its own agent, see celery_app.)"""
+        if self.dry_run or not self.executor.local:
             return
         grace = self.config.claude.kill_grace_seconds
         # The runner first: were Claude ended first, a live runner would take that for a crash and retry.
@@ -371,9 +379,9 @@ class IssueOrchestrator:
     def _claim_follow_up(self, entry: IssueState, repository, news, summary: TickSummary) -> None:
         with self.state.transaction() as state:
             current = state.issues[run_key(entry)]
-            slot = state.free_slot(repository.max_concurrent, repository.repo)
-            if current.is_active or slot is None:
+            if current.is_active or not self._room(state, repository):
                 return
+            slot = self._slot(state, repository)
             current.status, current.agent_index, current.start_time = ProcessStatus.PENDING, slot, utc_now_iso()
             current.follow_work, current.follow_marks = news.work, news.marks
             current.end_time = current.error = current.runner_pid = None
@@ -385,9 +393,18 @@ class IssueOrchestrator:
         self._spawn(current, FOLLOW, summary.followed_up)
 
     def _room(self, state: State, repository) -> bool:
-        """A slot of this repository is free and the machine runs fewer than max_agents."""
-        return (len(state.active()) < self.config.max_agents
-                and state.free_slot(repository.max_concurrent, repository.repo) is not None)
+        """A slot of this repository is free and the machine (or, in the Celery mode, every host
+        together) runs fewer than max_agents."""
+        if len(state.active()) >= self.config.max_agents:
+            return False
+        if self.executor.local:
+            return state.free_slot(repository.max_concurrent, repository.repo) is not None
+        return len(state.active(repository.repo)) < repository.max_concurrent
+
+    def _slot(self, state: State, repository) -> Optional[int]:
+        """The slot a claim takes here; None in the Celery mode: the worker that takes the task picks
+        a slot of its own host."""
+        return state.free_slot(repository.max_concurrent, repository.repo) if self.executor.local else None
 
     def _trusted_routing(self, repo: str, issue: dict) -> set:
         """The issue's routing labels (priority, model) that a trusted user applied."""
@@ -472,9 +489,9 @@ class IssueOrchestrator:
             previous = state.issues.get((repo, number))
             if previous is not None and previous.is_active:
                 return None
-            slot = state.free_slot(repository.max_concurrent, repo)
-            if slot is None or len(state.active()) >= self.config.max_agents:
+            if not self._room(state, repository):
                 return None
+            slot = self._slot(state, repository)
             entry = IssueState(
                 issue_number=number,
                 status=ProcessStatus.PENDING,
@@ -514,14 +531,17 @@ class IssueOrchestrator:
         if self.dry_run:
             log.info("[dry-run] would start a %s runner for issue %s", mode, ref)
             return
-        pid, created = self.executor.dispatch(entry, mode, reason)
-        with self.state.transaction() as state:
-            current = state.issues.get(run_key(entry))
-            if current is not None:
-                current.runner_pid, current.runner_create_time = pid, created
-                current.updated_at = utc_now_iso()
+        recorded = self.executor.dispatch(entry, mode, reason)
+        if recorded:
+            with self.state.transaction() as state:
+                current = state.issues.get(run_key(entry))
+                if current is not None:
+                    for name, value in recorded.items():
+                        setattr(current, name, value)
+                    current.updated_at = utc_now_iso()
         fault_point("after-spawn")
-        log.info("Issue %s: %s runner started (pid %s)", ref, mode, pid)
+        log.info("Issue %s: %s runner started (%s)", ref, mode,
+                 f"pid {recorded['runner_pid']}" if recorded else "a Celery task")
 
     def wait_for_runners(self, poll_seconds: float = 0.25, out=None) -> None:
         """Block until no runner of an active issue lives, printing each status change (--wait)."""
@@ -541,8 +561,7 @@ class IssueOrchestrator:
                     detail = f": {entry.error}" if entry.error and not entry.is_active else ""
                     pr = f" {entry.pr_url}" if entry.pr_url else ""
                     print(f"{self.ref(*key)}: {entry.status}{detail}{pr}", file=out, flush=True)
-                live_runner = live_runner or (
-                    entry.is_active and process_alive(entry.runner_pid, entry.runner_create_time))
+                live_runner = live_runner or (entry.is_active and self.executor.alive(entry))
             if not live_runner and not self.executor.children:
                 return
             time.sleep(poll_seconds)

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 #: Set to the session id in the agent's environment. Every process Claude starts inherits it, so
 #: what its tools leave behind is found even after it was reparented away from a dead Claude.
 RUN_MARKER_VAR = "CLAUDE_ORCHESTRATOR_SESSION"
+#: Set to the worker host's name beside RUN_MARKER_VAR in the Celery mode: a worker that starts ends
+#: only its own host's leftovers (two "hosts" may share one machine).
+RUN_HOST_VAR = "CLAUDE_ORCHESTRATOR_HOST"
 #: SIGTERM, then this long for a process tree to end, then SIGKILL (claude.kill_grace_seconds).
 KILL_GRACE_SECONDS = 10.0
 
@@ -34,12 +37,37 @@ Output = Union[int, IO, None]
 
 def start(command: Sequence[str], *, cwd: Union[str, os.PathLike], env: Optional[Mapping[str, str]] = None,
           stdout: Output = subprocess.DEVNULL, stderr: Output = subprocess.STDOUT,
-          text: bool = False, stdin: Output = subprocess.DEVNULL) -> subprocess.Popen:
-    """Launch `command` in a session of its own and return at once (FileNotFoundError and
-    PermissionError are the caller's to put in words). `stdin` is /dev/null unless a file is given."""
+          text: bool = False, stdin: Output = subprocess.DEVNULL, own_session: bool = True,
+          die_with_parent: bool = False) -> subprocess.Popen:
+    """Launch `command` and return at once (FileNotFoundError and PermissionError are the caller's to
+    put in words). `stdin` is /dev/null unless a file is given.
+
+    `own_session=False` keeps it in our process group: a Celery task's runner dies with its worker.
+    `die_with_parent` (Linux) has the kernel SIGKILL it when the thread that started it dies: an agent
+    whose runner was killed never runs on beside a retry on another host.
+    """
     return subprocess.Popen(list(command), cwd=str(cwd), env=None if env is None else dict(env),
                             stdin=subprocess.DEVNULL if stdin is None else stdin, stdout=stdout, stderr=stderr,
-                            start_new_session=True, close_fds=True, text=text, errors="replace" if text else None)
+                            start_new_session=own_session, close_fds=True, text=text,
+                            errors="replace" if text else None,
+                            preexec_fn=_die_with_parent if die_with_parent and _PRCTL is not None else None)
+
+
+def _load_prctl():
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: an orphaned agent is ended by the worker's sweep
+        return None
+
+
+_PRCTL = _load_prctl()  # resolved before any fork: the child calls it and nothing else
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def run(command: Sequence[str], *, cwd: Union[str, os.PathLike], env: Optional[Mapping[str, str]] = None,
@@ -168,6 +196,20 @@ def marked_processes(session_id: str) -> List[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
     return found
+
+
+def running_markers(host: str) -> Set[str]:
+    """The run markers of live processes (other than ourselves) that carry RUN_HOST_VAR=host."""
+    ourselves = _ourselves()
+    markers = set()
+    for process in psutil.process_iter():
+        try:
+            env = process.environ() if process.pid not in ourselves else {}
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+        if env.get(RUN_MARKER_VAR) and env.get(RUN_HOST_VAR) == host:
+            markers.add(env[RUN_MARKER_VAR])
+    return markers
 
 
 def _run_markers(processes: Iterable[psutil.Process]) -> Set[str]:

@@ -36,7 +36,7 @@ from lib.processes import RUN_MARKER_VAR, process_create_time
 from lib.prompts import build_prompt, build_reply
 from lib.redaction import configure_logging
 from lib.repo_manager import RepoManager, SlotInfo
-from lib.state_manager import StateManager
+from lib.state_manager import Heartbeat, RunKey, StateStore
 from lib.transcripts import summarize_stream
 from lib.validation import fix_prompt, is_test_file, run_validation, summary_line
 
@@ -72,7 +72,8 @@ class IssueRunner:
         self.repository = config.repository(repo)
         self.number = int(issue_number)
         self.key = (self.repository.repo, self.number)
-        self.state = StateManager.for_config(config)
+        # A runner waits out a restart of the shared state's Redis; a tick would say so at once.
+        self.state = StateStore.for_config(config, patience=config.executor.lost_after_seconds / 2)
         self.github = GitHubClient(config.github_token, self.repository.repo, config.api_url)
         self.trust = Trust(self.github, config.trusted_roles, config.allowed_users)
         self.notifications = Notifications.from_config(config)
@@ -201,6 +202,7 @@ class IssueRunner:
         # The tick swapped them already unless it crashed in between; doing it again is harmless.
         self.swap_labels(add=labels.working, remove=[labels.ready, labels.completed, labels.failed,
                                                      labels.needs_input])
+        entry = self.own_slot(entry)
         self.notifications.notify(self.event("started", entry))
         slot = self.prepare(entry)
         if isinstance(slot, int):
@@ -224,14 +226,17 @@ class IssueRunner:
                             validation_round=0, checks=[], invocations=[])
         labels = self.config.labels
         self.swap_labels(add=labels.working, remove=[labels.completed, labels.failed])
+        entry = self.own_slot(entry)
         self.notifications.notify(self.event("started", entry, pr_url=entry.pr_url,
                                              reason=f"follow-up on the pull request ({entry.follow_work.get('kind')})"))
         slot = self.prepare(entry)
         if isinstance(slot, int):
             return slot
+        if not entry.session_id:  # its transcript stayed on a host that is gone: a new session, told all
+            return self.launch(self.whole_thread_prompt(entry), session_id=new_session_id(), resume=False,
+                               cwd=slot.path, kind="follow")
         prompt = follow_prompt(entry.follow_work, entry.pr_url, entry.branch)
-        return self.launch(prompt, session_id=entry.session_id or new_session_id(), resume=bool(entry.session_id),
-                           cwd=slot.path, kind="follow")
+        return self.launch(prompt, session_id=entry.session_id, resume=True, cwd=slot.path, kind="follow")
 
     def resume(self) -> int:
         """A trusted human answered: continue the same Claude session in the same slot."""
@@ -320,12 +325,8 @@ class IssueRunner:
         if outcome.session_missing:
             log.warning("Issue %s: session %s is gone; starting a fresh one with the whole thread",
                         self.ref, session_id)
-            prompt = build_prompt(repo=self.repository.repo, issue=self.issue(),
-                                  comments=self.trust.human_comments(self.number), branch=entry.branch,
-                                  template=self.repository.claude.prompt_template)
-            if entry.follow_work:  # the whole thread, then what the follow-up is for
-                prompt += "\n\n" + follow_prompt(entry.follow_work, entry.pr_url, entry.branch)
-            return self.launch(prompt, session_id=new_session_id(), resume=False, cwd=cwd, kind=kind)
+            return self.launch(self.whole_thread_prompt(entry), session_id=new_session_id(), resume=False, cwd=cwd,
+                               kind=kind)
         entry = self.entry
         crashed = agent.result is None and agent.killed_by is None and outcome.status == ProcessStatus.FAILED
         if crashed and not self.signalled and entry.retries < self.repository.claude.max_retries:
@@ -333,6 +334,28 @@ class IssueRunner:
         if self.signalled and not entry.cancel_reason:
             return self.stopped_between_steps()
         return self.conclude(outcome, cwd)
+
+    def whole_thread_prompt(self, entry: IssueState) -> str:
+        """A new session's prompt when the old one is gone: the issue and its trusted comments, then
+        what a pending follow-up is for."""
+        prompt = build_prompt(repo=self.repository.repo, issue=self.issue(),
+                              comments=self.trust.human_comments(self.number), branch=entry.branch,
+                              template=self.repository.claude.prompt_template)
+        if entry.follow_work:
+            prompt += "\n\n" + follow_prompt(entry.follow_work, entry.pr_url, entry.branch)
+        return prompt
+
+    def own_slot(self, entry: IssueState) -> IssueState:
+        """In the Celery mode the tick claims no slot: this host's lowest free one is taken here."""
+        if entry.agent_index is not None:
+            return entry
+        with self.state.transaction() as state:
+            current = state.issues[self.key]
+            used = state.used_slots(self.repository.repo, host=self.config.executor.host)
+            current.agent_index = next(i for i in range(len(used) + 1) if i not in used)
+            current.updated_at = utc_now_iso()
+        log.info("Issue %s: slot %s of host %s", self.ref, current.agent_index, self.config.executor.host)
+        return current
 
     def record_invocation(self, kind: str, outcome: Outcome) -> None:
         """Each invocation's figures: the CLI's cost is the session's running total; turns and time add up."""
@@ -595,6 +618,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m lib.runner
                         help="the issue's repository (default: the config's first, as runners of earlier versions)")
     parser.add_argument("--config", required=True)
     parser.add_argument("--reason", help="finalize: why (lost, cancelled, or a sentence that fails the issue)")
+    parser.add_argument("--dispatch", metavar="ID", help="the Celery mode: the task's dispatch id")
+    parser.add_argument("--attempt", type=int, help="the Celery mode: the attempt the task was sent for")
     args = parser.parse_args(argv)
     try:
         config = Config(Path(args.config))
@@ -610,7 +635,58 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m lib.runner
         if not mine:
             log.info("Issue %s: another runner works on it; this one leaves", ref)
             return 0
-        return _run_mode(config, repository.repo, args)
+        if not config.executor.celery:
+            return _run_mode(config, repository.repo, args)
+        return _run_task(config, repository.repo, args)
+
+
+def _run_task(config: Config, repo: str, args: argparse.Namespace) -> int:
+    """A Celery task's runner: take the dispatch (or leave, when another delivery or a newer claim
+    has it), then beat in the shared state while the mode runs."""
+    executor = config.executor
+    key = (repo, args.issue)
+    state = StateStore.for_config(config, patience=executor.lost_after_seconds / 2)
+    try:
+        mode = take_dispatch(state, key, args.dispatch, args.attempt, args.mode, executor.host)
+    except OrchestratorError as exc:
+        log.error("Issue %s#%s: %s", repo, args.issue, exc)
+        return 1
+    if mode is None:
+        return 0
+    args.mode = mode
+    beat = Heartbeat(f"heartbeat of {repo}#{args.issue}",
+                     lambda: state.beat(key, executor.host, executor.lost_after_seconds), executor.heartbeat_seconds)
+    beat.start()
+    try:
+        return _run_mode(config, repo, args)
+    finally:
+        beat.stop()
+        try:
+            state.end_beat(key, executor.host)
+        except OrchestratorError:
+            pass  # it expires by itself
+
+
+def take_dispatch(state: StateStore, key: RunKey, dispatch_id: Optional[str], attempt: Optional[int], mode: str,
+                  host: str) -> Optional[str]:
+    """The mode to run when this task's dispatch is the entry's, else None (a repeated or stale
+    delivery: the run is taken, superseded or finished). A run whose host is gone is taken over
+    here: its slot and session were that host's, so it gets a slot here and a new session (a resume
+    becomes a run told the whole thread)."""
+    ref = f"{key[0]}#{key[1]}"
+    with state.transaction() as current_state:
+        entry = current_state.issues.get(key)
+        if entry is None or not dispatch_id or entry.dispatch_id != dispatch_id or entry.attempt != attempt:
+            log.info("Issue %s: task %s is not the issue's current dispatch; nothing to do", ref, dispatch_id)
+            return None
+        entry.dispatch_id = entry.dispatched_at = None
+        if entry.host is not None and entry.host != host:
+            log.warning("Issue %s: host %s is gone; %s takes the run over with a new session", ref, entry.host, host)
+            entry.agent_index = entry.session_id = None
+            mode = RUN if mode == RESUME else mode
+        entry.host = host
+        entry.updated_at = utc_now_iso()
+    return mode
 
 
 def _run_mode(config: Config, repo: str, args: argparse.Namespace) -> int:

@@ -72,6 +72,31 @@ def url(value: Any) -> Optional[str]:
     return f"must be an http(s) URL, {got(value)}"
 
 
+def redis_url(value: Any) -> Optional[str]:
+    if isinstance(value, str) and re.match(r"^rediss?://[^\s/]+(/\d+)?/?$", value):
+        return None
+    shown = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", value) if isinstance(value, str) else value
+    return f"must be a redis:// or rediss:// URL (redis://[:password@]host[:port][/db]), {got(shown)}"
+
+
+def host_overrides(value: Any) -> Optional[str]:
+    """`{"host-name": {"base_repo_path": "...", "slots": 2, "log_dir": "..."}}`."""
+    if not isinstance(value, dict):
+        return f"must be an object of host names and their settings, {got_kind(value)}"
+    for host, settings in value.items():
+        if not isinstance(settings, dict):
+            return f"[{host!r}] must be an object (base_repo_path, slots, log_dir), {got_kind(settings)}"
+        unknown = set(settings) - {"base_repo_path", "slots", "log_dir"}
+        if unknown:
+            return f"[{host!r}] has unknown keys {sorted(unknown)} (base_repo_path, slots and log_dir are known)"
+        for key in ("base_repo_path", "log_dir"):
+            if key in settings and string(settings[key]):
+                return f"[{host!r}].{key} {string(settings[key])}"
+        if "slots" in settings and int_at_least(1)(settings["slots"]):
+            return f"[{host!r}].slots {int_at_least(1)(settings['slots'])}"
+    return None
+
+
 def string_list(value: Any) -> Optional[str]:
     if isinstance(value, list) and all(isinstance(item, str) and item for item in value):
         return None

@@ -8,6 +8,11 @@ A run is (repository, issue number), a RunKey. With one repository the file keep
 keyed by issue number; with several its keys are `owner/name#N`. Each entry carries its `repo`, and
 a file of either shape is read by either: the first write after a second repository is configured
 rewrites the keys, under the lock, and running issues carry on.
+
+In the Celery mode the state lives in Redis (`RedisStateStore`), behind the same interface and with
+the same promise: a transaction holds a lock key, and its write is one Lua script that applies only
+while that lock is still its own, so no update is lost even when a writer stalls past the lock's
+expiry. Heartbeats live there too, as keys that expire: their age is judged by Redis's clock.
 """
 
 from __future__ import annotations
@@ -15,11 +20,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Union
+from typing import Any, ContextManager, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from lib.files import atomic_write, exclusive_lock
 from lib.models import IssueState, ProcessStatus, StateError, UsageError, parse_iso, utc_now_iso
@@ -65,8 +75,10 @@ class State:
         """Entries that own a slot: of `repo`, or of every repository."""
         return [entry for entry in self.issues.values() if entry.is_active and (repo is None or entry.repo == repo)]
 
-    def used_slots(self, repo: Optional[str] = None) -> Set[int]:
-        return {entry.agent_index for entry in self.active(repo) if entry.agent_index is not None}
+    def used_slots(self, repo: Optional[str] = None, host: Optional[str] = None) -> Set[int]:
+        """Slot indexes held, of `repo` (else every repository), on `host` (else anywhere)."""
+        return {entry.agent_index for entry in self.active(repo)
+                if entry.agent_index is not None and (host is None or entry.host == host)}
 
     def paused_until(self) -> Optional[datetime]:
         """The end of a usage-limit pause of every launch and resume, while one is on; else None."""
@@ -79,9 +91,77 @@ class State:
         return next((i for i in range(max_concurrent) if i not in used), None)
 
 
-class StateManager:
-    """`StateManager()` uses processing-state.json in the current folder, as in the seed README;
-    the orchestrator uses `StateManager.for_config(config)`.
+class StateStore(ABC):
+    """What every state store offers; a store implements `transaction`, `verify` and `load_state`."""
+
+    default_repo: Optional[str] = None
+
+    @classmethod
+    def for_config(cls, config, *, patience: float = 0) -> "StateStore":
+        """The config's store: processing-state.json, or Redis in the Celery mode. `patience`: how long
+        a Redis call is retried while Redis restarts (a runner waits; a tick says so at once)."""
+        repo = config.repositories[0].repo
+        if config.executor.celery:
+            return RedisStateStore(config.executor.state_url, namespace=config.executor.queue, default_repo=repo,
+                                   connect_timeout=config.executor.connect_timeout_seconds, patience=patience)
+        return StateManager(config.state_file, default_repo=repo, qualified_keys=config.multi_repo)
+
+    def key(self, issue: Union[int, RunKey]) -> RunKey:
+        """A RunKey from a RunKey or an issue number (of the default repository)."""
+        return issue if isinstance(issue, tuple) else (self.default_repo, int(issue))
+
+    @abstractmethod
+    def transaction(self) -> ContextManager[State]:
+        """Exclusive read-modify-write: change the yielded State; it is written when the block ends
+        without an exception (an exception leaves the state as it was)."""
+
+    @abstractmethod
+    def verify(self) -> State:
+        """A tick's first read, under the lock: a clear StateError when the state is unusable."""
+
+    @abstractmethod
+    def load_state(self) -> State:
+        """A consistent snapshot without the lock (for readers such as the monitor)."""
+
+    def load(self) -> Dict[RunKey, IssueState]:
+        return self.load_state().issues
+
+    def get(self, issue: Union[int, RunKey]) -> Optional[IssueState]:
+        return self.load().get(self.key(issue))
+
+    def put(self, entry: IssueState) -> None:
+        with self.transaction() as state:
+            entry.updated_at = utc_now_iso()
+            entry.repo = entry.repo or self.default_repo
+            state.issues[run_key(entry)] = entry
+
+    def update(self, issue: Union[int, RunKey], **changes: Any) -> IssueState:
+        """Set fields of one entry under the lock and return the updated entry."""
+        with self.transaction() as state:
+            entry = state.issues.get(self.key(issue))
+            if entry is None:
+                raise KeyError(issue)
+            for name, value in changes.items():
+                if not hasattr(entry, name):
+                    raise AttributeError(f"IssueState has no field {name!r}")
+                setattr(entry, name, ProcessStatus(value) if name == "status" else value)
+            entry.updated_at = utc_now_iso()
+            return entry
+
+    @staticmethod
+    def _prune_history(state: State) -> None:
+        # An entry whose pull request is followed stays, however many runs finish meanwhile.
+        finished = [entry for entry in state.issues.values() if entry.is_finished and not entry.following]
+        if len(finished) <= HISTORY_LIMIT:
+            return
+        finished.sort(key=lambda entry: entry.end_time or entry.start_time or "")
+        for entry in finished[: len(finished) - HISTORY_LIMIT]:
+            del state.issues[run_key(entry)]
+
+
+class StateManager(StateStore):
+    """processing-state.json. `StateManager()` uses the file in the current folder, as in the seed
+    README; the orchestrator uses `StateManager.for_config(config)`.
 
     `default_repo` is the repository of entries an earlier version wrote without one; with
     `qualified_keys` (several repositories) the keys written are `owner/name#N`.
@@ -93,14 +173,6 @@ class StateManager:
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.default_repo = default_repo
         self.qualified_keys = qualified_keys
-
-    @classmethod
-    def for_config(cls, config) -> "StateManager":
-        return cls(config.state_file, default_repo=config.repositories[0].repo, qualified_keys=config.multi_repo)
-
-    def key(self, issue: Union[int, RunKey]) -> RunKey:
-        """A RunKey from a RunKey or an issue number (of the default repository)."""
-        return issue if isinstance(issue, tuple) else (self.default_repo, int(issue))
 
     # --- locking ------------------------------------------------------------------------------
 
@@ -125,12 +197,6 @@ class StateManager:
         """A consistent snapshot without taking the lock: writers replace the file atomically, so
         readers (the monitor, a read-only user) never see half a file and never need write access."""
         return self._read(move_corrupt_aside=False)
-
-    def load(self) -> Dict[RunKey, IssueState]:
-        return self.load_state().issues
-
-    def get(self, issue: Union[int, RunKey]) -> Optional[IssueState]:
-        return self.load().get(self.key(issue))
 
     def _read(self, move_corrupt_aside: bool) -> State:
         try:
@@ -201,33 +267,202 @@ class StateManager:
         atomic_write(self.path, json.dumps(document, indent=2, ensure_ascii=False) + "\n",
                      fault_step="during-state-write")
 
-    @staticmethod
-    def _prune_history(state: State) -> None:
-        # An entry whose pull request is followed stays, however many runs finish meanwhile.
-        finished = [entry for entry in state.issues.values() if entry.is_finished and not entry.following]
-        if len(finished) <= HISTORY_LIMIT:
-            return
-        finished.sort(key=lambda entry: entry.end_time or entry.start_time or "")
-        for entry in finished[: len(finished) - HISTORY_LIMIT]:
-            del state.issues[run_key(entry)]
 
-    # --- conveniences -------------------------------------------------------------------------
 
-    def put(self, entry: IssueState) -> None:
+#: The write of a Redis transaction: applied only while the caller still holds the lock (KEYS[1] is
+#: its token), so a writer that stalled past the lock's expiry writes nothing instead of losing an
+#: update. KEYS: lock, issues hash, meta, version. ARGV: token, n, meta JSON or "", n field/value
+#: pairs to set, then the fields to delete.
+_COMMIT = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local n = tonumber(ARGV[2])
+if ARGV[3] ~= '' then redis.call('SET', KEYS[3], ARGV[3]) end
+local i = 4
+for _ = 1, n do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2 end
+while i <= #ARGV do redis.call('HDEL', KEYS[2], ARGV[i]); i = i + 1 end
+redis.call('INCR', KEYS[4])
+return 1
+"""
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+#: A transaction's lock expires after this long: a writer that died holding it blocks no one for longer.
+LOCK_SECONDS = 30
+LOCK_WAIT_SECONDS = 60
+
+
+class Heartbeat(threading.Thread):
+    """Calls `pulse` every `every` seconds until `stop()`: a failed pulse (Redis restarting) is a
+    warning, and the next one tries again."""
+
+    def __init__(self, name: str, pulse, every: float):
+        super().__init__(name=name, daemon=True)
+        self.pulse, self.every = pulse, every
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                self.pulse()
+            except StateError as exc:
+                log.warning("%s: %s", self.name, exc)
+            self.stopped.wait(self.every)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=self.every + 5)
+
+
+def masked_url(url: str) -> str:
+    """A Redis URL with its password replaced by ***: how it is shown in any message."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+class RedisStateStore(StateStore):
+    """The shared state of the Celery mode, in Redis under `orchestrator:<queue>:`.
+
+    Entries are fields of one hash (keyed `owner/name#N`), the meta one JSON string. Heartbeats are
+    keys that expire after `executor.lost_after_seconds`: a runner's (`hb:owner/name#N`, holding its
+    host) and a worker host's (`worker:<host>`).
+    """
+
+    def __init__(self, url: str, *, namespace: str = "claude-orchestrator", default_repo: Optional[str] = None,
+                 connect_timeout: float = 5, patience: float = 0):
+        import redis  # deferred: the local mode never loads it
+        from redis.backoff import ExponentialBackoff
+        from redis.retry import Retry
+
+        self.where = masked_url(url)
+        # patience: retry connection errors for about that long, e.g. across a restart of Redis.
+        retries, waited = 0, 0.0
+        while waited < patience:
+            waited += min(2.0, 0.2 * 2 ** retries)
+            retries += 1
+        self.client = redis.Redis.from_url(
+            url, socket_connect_timeout=connect_timeout, socket_timeout=max(connect_timeout, 5),
+            retry=Retry(ExponentialBackoff(cap=2, base=0.2), retries),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            decode_responses=True)
+        self.errors = (redis.exceptions.RedisError, OSError)
+        self.prefix = f"orchestrator:{namespace}:"
+        self.default_repo = default_repo
+        self._commit = self.client.register_script(_COMMIT)
+        self._release = self.client.register_script(_RELEASE)
+
+    def name(self, suffix: str) -> str:
+        return self.prefix + suffix
+
+    @contextmanager
+    def reachable(self) -> Iterator[None]:
+        """Any Redis error as one StateError sentence naming the server (its password masked)."""
+        try:
+            yield
+        except self.errors as exc:
+            reason = str(exc).splitlines()[0][:200] or type(exc).__name__
+            raise StateError(f"Cannot use the shared state at {self.where} (Redis): {reason}") from None
+
+    # --- transactions ------------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[State]:
+        token = uuid.uuid4().hex
+        lock = self.name("lock")
+        with self.reachable():
+            deadline = time.monotonic() + LOCK_WAIT_SECONDS
+            while not self.client.set(lock, token, nx=True, px=LOCK_SECONDS * 1000):
+                if time.monotonic() > deadline:
+                    raise StateError(f"The shared state at {self.where} stayed locked for {LOCK_WAIT_SECONDS} s"
+                                     " (a writer hung?); nothing was changed.")
+                time.sleep(0.005)
+        try:
+            with self.reachable():
+                raw = self.client.hgetall(self.name("issues"))
+                meta_raw = self.client.get(self.name("meta")) or "{}"
+            state = self._parse(raw, meta_raw)
+            yield state
+            self._prune_history(state)
+            written = {key_text(key): json.dumps(entry.to_dict(), ensure_ascii=False)
+                       for key, entry in state.issues.items()}
+            changed = [(field_name, value) for field_name, value in written.items() if raw.get(field_name) != value]
+            removed = [field_name for field_name in raw if field_name not in written]
+            meta = json.dumps(state.meta, ensure_ascii=False, sort_keys=True)
+            args = [token, len(changed), "" if json.loads(meta_raw) == state.meta else meta]
+            for pair in changed:
+                args.extend(pair)
+            args.extend(removed)
+            with self.reachable():
+                done = self._commit(keys=[lock, self.name("issues"), self.name("meta"), self.name("version")],
+                                    args=args)
+            if not done:
+                raise StateError(f"A write to the shared state at {self.where} outlived its lock"
+                                 f" ({LOCK_SECONDS} s); nothing was written.")
+        finally:
+            try:
+                self._release(keys=[lock], args=[token])
+            except self.errors:
+                pass  # it expires by itself
+
+    def verify(self) -> State:
         with self.transaction() as state:
-            entry.updated_at = utc_now_iso()
-            entry.repo = entry.repo or self.default_repo
-            state.issues[run_key(entry)] = entry
+            return state
 
-    def update(self, issue: Union[int, RunKey], **changes: Any) -> IssueState:
-        """Set fields of one entry under the lock and return the updated entry."""
-        with self.transaction() as state:
-            entry = state.issues.get(self.key(issue))
-            if entry is None:
-                raise KeyError(issue)
-            for name, value in changes.items():
-                if not hasattr(entry, name):
-                    raise AttributeError(f"IssueState has no field {name!r}")
-                setattr(entry, name, ProcessStatus(value) if name == "status" else value)
-            entry.updated_at = utc_now_iso()
-            return entry
+    def load_state(self) -> State:
+        with self.reachable():
+            pipe = self.client.pipeline(transaction=True)  # MULTI: the hash and the meta of one moment
+            pipe.hgetall(self.name("issues"))
+            pipe.get(self.name("meta"))
+            raw, meta_raw = pipe.execute()
+        return self._parse(raw, meta_raw or "{}")
+
+    def get(self, issue: Union[int, RunKey]) -> Optional[IssueState]:
+        """One entry, read alone: a runner polls its own entry often, and the hash holds every run."""
+        key = self.key(issue)
+        with self.reachable():
+            text = self.client.hget(self.name("issues"), key_text(key))
+        return self._parse({key_text(key): text}, "{}").issues.get(key) if text else None
+
+    def _parse(self, raw: Dict[str, str], meta_raw: str) -> State:
+        issues = {}
+        for field_name, text in raw.items():
+            try:
+                entry = IssueState.from_dict(json.loads(text))
+                key = parse_key(field_name)
+            except (ValueError, TypeError, UsageError) as exc:
+                raise StateError(f"The shared state at {self.where} has a corrupt entry {field_name!r}"
+                                 f" ({str(exc).splitlines()[0][:200]}); nothing was changed.") from None
+            entry.repo = entry.repo or key[0] or self.default_repo
+            issues[(entry.repo, key[1])] = entry
+        try:
+            meta = json.loads(meta_raw)
+        except ValueError:
+            meta = None
+        if not isinstance(meta, dict):
+            raise StateError(f"The shared state at {self.where} has a corrupt meta; nothing was changed.")
+        return State(issues=issues, meta=meta)
+
+    # --- heartbeats --------------------------------------------------------------------------
+
+    def beat(self, key: RunKey, host: str, ttl_seconds: float) -> None:
+        """The runner of `key` lives on `host`, for the next `ttl_seconds` (by Redis's clock)."""
+        with self.reachable():
+            self.client.set(self.name(f"hb:{key_text(key)}"), host, px=int(ttl_seconds * 1000))
+
+    def end_beat(self, key: RunKey, host: str) -> None:
+        with self.reachable():
+            if self.client.get(self.name(f"hb:{key_text(key)}")) == host:
+                self.client.delete(self.name(f"hb:{key_text(key)}"))
+
+    def beating(self, key: RunKey) -> Optional[str]:
+        """The host whose runner of `key` beats, or None: there is no live runner of it anywhere."""
+        with self.reachable():
+            return self.client.get(self.name(f"hb:{key_text(key)}"))
+
+    def worker_beat(self, host: str, slots: int, ttl_seconds: float) -> None:
+        with self.reachable():
+            self.client.set(self.name(f"worker:{host}"), json.dumps({"slots": slots}), px=int(ttl_seconds * 1000))
+
+    def live_workers(self) -> Dict[str, int]:
+        """Hosts whose worker beats, with their slot counts."""
+        with self.reachable():
+            names = list(self.client.scan_iter(self.name("worker:*")))
+            values = self.client.mget(names) if names else []
+        return {name[len(self.name("worker:")):]: json.loads(value).get("slots", 1)
+                for name, value in zip(names, values) if value}

@@ -5,9 +5,10 @@
 - github_emulator: `github_emulator` (GitHub's REST API on 127.0.0.1)
 - chat_standins: `telegram_api`, `slack_api`, `silent_server` (a server that never answers)
 - world: `world` (a whole installation: emulator, origin, stand-in, config, real ticks)
+- redis_fixtures: `redis_server` (a real redis-server), `celery_world` (a world with Celery workers)
 """
 
-pytest_plugins = ["claude_standin", "git_fixtures", "github_emulator", "chat_standins", "world"]
+pytest_plugins = ["claude_standin", "git_fixtures", "github_emulator", "chat_standins", "world", "redis_fixtures"]
 
 
 def pytest_collection_modifyitems(items):

@@ -21,6 +21,7 @@ LAYERS = [
     ["checks"],
     ["claude_monitor"],
     ["executors"],
+    ["celery_app"],
     ["runner"],
     ["follow_up"],
     ["comments"],

@@ -1,0 +1,152 @@
+"""The Celery mode: the app, its one task and the worker.
+
+The tick sends `orchestrator.run_issue(repo, number, mode, attempt, dispatch_id, reason)` to the shared
+queue (a new run) or to a host's own queue (`<queue>.host.<host>`: a resume, a follow-up or a finalize
+goes where the session's transcript and slot are). A worker runs the task as the local mode runs a
+runner, `python -m lib.runner ...`, but in the worker's own process group, so that a worker that dies
+takes its runners along (and their agents: see `processes.start(die_with_parent=...)`).
+
+The messages carry the repository, the number and ids; never a token: each host reads its own.
+Broker settings that matter: `acks_late` with prefetch 1 (a task is taken only by a free slot and a
+lost worker's task is not lost), and the Redis transport's visibility timeout above the longest run
+(`executor.visibility_timeout_seconds`), or the broker hands a running task to a second worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Dict, List, Optional
+
+from lib.config import PROJECT_DIR, Config
+from lib.models import OrchestratorError
+from lib.processes import marked_processes, running_markers, start, terminate_tree
+from lib.state_manager import Heartbeat, RedisStateStore, StateStore, masked_url
+
+log = logging.getLogger(__name__)
+
+TASK = "orchestrator.run_issue"
+
+
+def make_app(config: Config):
+    """The Celery app of this config (celery is imported here: the local mode never loads it)."""
+    from celery import Celery
+
+    executor = config.executor
+    timeout = executor.connect_timeout_seconds
+    app = Celery("claude_orchestrator", broker=executor.broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True, worker_prefetch_multiplier=1, task_ignore_result=True, result_backend=None,
+        task_serializer="json", accept_content=["json"], task_default_queue=executor.queue,
+        broker_connection_timeout=timeout, broker_connection_retry_on_startup=True,
+        broker_transport_options={"visibility_timeout": executor.visibility_timeout_seconds,
+                                  "socket_connect_timeout": timeout, "socket_timeout": max(timeout, 5),
+                                  "max_retries": 1},
+        worker_hijack_root_logger=False, worker_send_task_events=False, worker_enable_remote_control=False,
+    )
+    app.task(name=TASK, bind=True)(_run_issue_task(config))
+    return app
+
+
+def broker_error(config: Config, exc: BaseException) -> OrchestratorError:
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return OrchestratorError(f"Cannot reach the Celery broker at {masked_url(config.executor.broker_url)}: {reason}")
+
+
+def _broker_errors() -> tuple:
+    from kombu.exceptions import KombuError
+    from redis.exceptions import RedisError
+
+    return KombuError, RedisError, OSError
+
+
+def check_broker(app, config: Config) -> None:
+    """The broker answers within executor.connect_timeout_seconds, or one OrchestratorError sentence."""
+    try:
+        with app.connection_for_write() as connection:
+            connection.ensure_connection(max_retries=1, timeout=config.executor.connect_timeout_seconds)
+    except _broker_errors() as exc:
+        raise broker_error(config, exc) from None
+
+
+def send(app, config: Config, queue: str, args: List) -> None:
+    try:
+        app.send_task(TASK, args=args, queue=queue, retry=False)
+    except _broker_errors() as exc:
+        raise broker_error(config, exc) from None
+
+
+def runner_command(config: Config, repo: str, number: int, mode: str, attempt: int, dispatch_id: str,
+                   reason: Optional[str]) -> List[str]:
+    command = [sys.executable, "-m", "lib.runner", mode, "--issue", str(number), "--repo", repo,
+               "--config", str(config.path), "--attempt", str(attempt), "--dispatch", dispatch_id]
+    return command + (["--reason", reason] if reason else [])
+
+
+def _run_issue_task(config: Config):
+    def run_issue(task, repo: str, number: int, mode: str, attempt: int, dispatch_id: str,
+                  reason: Optional[str] = None) -> int:
+        issue_dir = config.issue_dir(repo, number)
+        issue_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "ORCHESTRATOR_HOST": config.executor.host}
+        with open(issue_dir / f"{attempt}.runner.log", "ab") as runner_log:
+            child = start(runner_command(config, repo, number, mode, attempt, dispatch_id, reason),
+                          cwd=PROJECT_DIR, env=env, stdout=runner_log, own_session=False)
+        return child.wait()
+
+    return run_issue
+
+
+# --- the worker --------------------------------------------------------------------------------
+
+
+def end_unowned_agents(config: Config, state: RedisStateStore) -> int:
+    """A worker that starts ends what a killed worker of this host left: agents (and their tools) of
+    runs that no live runner of this host holds now. Returns how many runs' processes were ended."""
+    owned = {entry.session_id for key, entry in state.load().items()
+             if entry.session_id and entry.host == config.executor.host and entry.is_active
+             and state.beating(key) == config.executor.host}
+    ended = 0
+    for marker in running_markers(config.executor.host) - owned:
+        processes = marked_processes(marker)
+        if processes:
+            log.warning("Ending %d process(es) of session %s, which no runner of this host owns",
+                        len(processes), marker)
+            for process in processes:
+                terminate_tree(process, grace_seconds=config.claude.kill_grace_seconds)
+            ended += 1
+    return ended
+
+
+def run_worker(config: Config, *, loglevel: str = "INFO") -> int:
+    """`run_orchestrator.py --worker`: serve the shared queue and this host's own, one task per slot."""
+    executor = config.executor
+    if not executor.celery:
+        raise OrchestratorError(f"{config.path}: executor.type is {executor.type!r}; a worker needs \"celery\".")
+    state = StateStore.for_config(config, patience=executor.lost_after_seconds / 2)
+    state.verify()
+    app = make_app(config)
+    check_broker(app, config)
+    ended = end_unowned_agents(config, state)
+    log.info("Worker %s: %d slot(s), queues %s and %s%s", executor.host, executor.slots, executor.queue,
+             executor.host_queue(executor.host), f"; ended the processes of {ended} unowned run(s)" if ended else "")
+    # `worker:<host>` while this worker lives: resumes go to this host's queue only while it beats.
+    beat = Heartbeat("worker heartbeat", lambda: state.worker_beat(executor.host, executor.slots,
+                                                                   executor.lost_after_seconds),
+                     executor.heartbeat_seconds)
+    beat.start()
+    try:
+        app.worker_main(["worker", "--queues", f"{executor.queue},{executor.host_queue(executor.host)}",
+                         "--concurrency", str(executor.slots), "--prefetch-multiplier", "1",
+                         "--hostname", f"orchestrator@{executor.host}", "--loglevel", loglevel,
+                         "--without-gossip", "--without-mingle", "--without-heartbeat"])
+    finally:
+        beat.stop()
+    return 0
+
+
+def queue_for(config: Config, host: Optional[str], workers: Dict[str, int]) -> str:
+    """A host's own queue while its worker lives; the shared queue for a new run or a host that is gone."""
+    return config.executor.host_queue(host) if host and host in workers else config.executor.queue
+
