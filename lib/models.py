@@ -44,6 +44,13 @@ class StateError(OrchestratorError):
     exit_code = 2
 
 
+class StateUnreachable(StateError):
+    """The shared state's Redis does not answer (down, restarting, refused our password): a passing
+    condition, so exit 1 as any failed run, and the next tick tries again."""
+
+    exit_code = 1
+
+
 class UsageError(OrchestratorError):
     """The command line asks for something that cannot be done."""
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, ContextManager, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from lib.files import atomic_write, exclusive_lock
-from lib.models import IssueState, ProcessStatus, StateError, UsageError, parse_iso, utc_now_iso
+from lib.models import IssueState, ProcessStatus, StateError, StateUnreachable, UsageError, parse_iso, utc_now_iso
 
 SCHEMA_VERSION = 1
 #: Finished entries kept as history; older ones are dropped on write.
@@ -357,7 +357,7 @@ class RedisStateStore(StateStore):
             yield
         except self.errors as exc:
             reason = str(exc).splitlines()[0][:200] or type(exc).__name__
-            raise StateError(f"Cannot use the shared state at {self.where} (Redis): {reason}") from None
+            raise StateUnreachable(f"Cannot use the shared state at {self.where} (Redis): {reason}") from None
 
     # --- transactions ------------------------------------------------------------------------
 

@@ -85,3 +85,106 @@ def test_six_issues_on_two_hosts_run_once_each_within_the_global_cap(celery_worl
     assert len(cw.world.github.pulls()) == 6
     for number in numbers:
         assert cw.world.labels(number) == ["claude-completed"]
+
+
+def test_a_worker_killed_mid_run_takes_its_agent_along_and_another_host_finishes_the_issue(celery_world):
+    cw = celery_world
+    for host in cw.HOSTS:
+        cw.start_worker(host)
+    number = cw.world.add_issue(title="Long task", body=f"Work. {scenario('slow', '8')}")
+    sampler = Sampler(cw)
+    running = drive(cw, lambda entries: number in entries and entries[number].status.value == "running"
+                    and entries[number].host, watch=sampler)
+    lost_host = running[number].host
+    cw.world.wait_for(lambda: cw.agents(), what="the agent")
+    cw.kill_worker(lost_host)
+    # The kernel ends the agent with its runner: no agent of the lost host runs on beside a retry.
+    cw.world.wait_for(lambda: not cw.agents(), timeout=10, what="the lost host's agent to end")
+
+    entries = drive(cw, all_finished(1), watch=sampler)
+    entry = entries[number]
+    assert entry.status.value == "completed", entry.error
+    assert entry.host != lost_host
+    assert sampler.doubled(["Long task"]) == []
+    assert len(cw.world.github.pulls()) == 1
+    assert f"host {lost_host} is gone" in cw.world.log_text() + cw.worker_logs()
+
+    # The lost host's worker comes back: a run it no longer owns is not its own to touch.
+    cw.start_worker(lost_host)
+    assert cw.entries()[number].status.value == "completed"
+
+
+@pytest.mark.parametrize("kill", [False, True], ids=["shutdown", "kill-9"])
+def test_a_restart_of_redis_while_agents_run_loses_nothing(celery_world, kill):
+    cw = celery_world
+    for host in cw.HOSTS:
+        cw.start_worker(host)
+    numbers = [cw.world.add_issue(title=f"Task {i}", body=f"Work {i}. {scenario('slow', '4')}") for i in range(3)]
+    drive(cw, lambda entries: sum(e.status.value == "running" for e in entries.values()) >= 2)
+    cw.redis.restart(kill=kill)
+    entries = drive(cw, all_finished(3), timeout=150)
+    assert {e.status.value for e in entries.values()} == {"completed"}, [e.error for e in entries.values()]
+    assert len(cw.world.github.pulls()) == 3
+    prompts = [inv["prompt"] for inv in cw.world.standin.invocations()]
+    assert all(sum(f"Task {i}" in p for p in prompts) == 1 for i in range(3))
+    assert all(cw.world.labels(n) == ["claude-completed"] for n in numbers)
+
+
+def test_a_broker_that_is_down_is_one_line_and_no_half_claim(celery_world):
+    cw = celery_world
+    number = cw.world.add_issue()
+    dead = f"redis://:{PASSWORD}@127.0.0.1:{cw.redis.port + 1 if cw.redis.port < 65535 else 1}/0"
+    cw.world.write_config(executor={"broker_url": dead, "state_url": cw.redis.url})
+    tick = cw.world.tick(wait=False)
+    lines = [line for line in (tick.stdout + tick.stderr).splitlines() if "ERROR" in line]
+    assert tick.returncode == 1
+    assert len(lines) == 1 and "Cannot reach the Celery broker at redis://:***@127.0.0.1" in lines[0], lines
+    assert PASSWORD not in tick.stdout + tick.stderr + cw.world.log_text()
+    assert cw.entries() == {}
+    assert cw.world.labels(number) == ["ready-for-claude"]
+
+    cw.redis.stop(kill=True)  # the state's Redis down too: that is said first
+    tick = cw.world.tick(wait=False)
+    assert tick.returncode == 1
+    assert "Cannot use the shared state at redis://:***@127.0.0.1" in tick.stdout + tick.stderr
+    assert "Traceback" not in tick.stdout + tick.stderr
+
+
+def test_many_ticks_at_once_claim_each_issue_once(celery_world):
+    cw = celery_world
+    for host in cw.HOSTS:
+        cw.start_worker(host)
+    for i in range(4):
+        cw.world.add_issue(title=f"Task {i}", body=f"Work {i}. {scenario('slow', '1')}")
+    ticks = [cw.world.start_tick() for _ in range(8)]
+    for tick in ticks:
+        tick.communicate(timeout=60)
+        assert tick.returncode == 0
+    entries = drive(cw, all_finished(4))
+    assert all(e.attempt == 1 and e.status.value == "completed" for e in entries.values())
+    prompts = [inv["prompt"] for inv in cw.world.standin.invocations()]
+    assert all(sum(f"Task {i}" in p for p in prompts) == 1 for i in range(4))
+
+
+def test_no_token_in_redis_nor_in_the_task_messages(celery_world):
+    cw = celery_world
+    cw.start_worker("host-a")
+    cw.world.add_issue(title="Task done", body=f"Work. {scenario('slow', '1')}")
+    cw.world.add_issue(title="Task queued", body="Waits in the queue.")
+    cw.world.write_config(max_agents=1)
+    drive(cw, lambda entries: any(e.is_finished for e in entries.values()))
+    cw.kill_worker("host-a")  # what is left is read as it lies
+    cw.world.tick(wait=False)  # the second issue's task sits in the queue, unread
+    secrets = [TOKEN, PASSWORD]
+    found = []
+    for key in cw.redis.cli("--scan").splitlines():
+        kind = cw.redis.cli("TYPE", key)
+        dump = {"string": ("GET",), "hash": ("HGETALL",), "list": ("LRANGE", "0", "-1"),
+                "set": ("SMEMBERS",), "zset": ("ZRANGE", "0", "-1")}[kind]
+        value = cw.redis.cli(dump[0], key, *dump[1:])
+        found += [(key, secret) for secret in secrets if secret in key + value]
+    assert found == []
+    queued = cw.redis.cli("LRANGE", "orch-test", "0", "-1")
+    assert "orchestrator.run_issue" in queued  # the task message was looked at, not an empty queue
+    assert PASSWORD not in cw.world.log_text() + cw.worker_logs()
+    json.dumps(found)
