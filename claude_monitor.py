@@ -76,6 +76,9 @@ def main(argv=None) -> int:
             print(monitor.render(monitor.get_status(args.issue)))
         elif args.command == "history":
             history = monitor.history(args.issue, limit=args.limit, full=args.full)
+            if history.source is None and history.host:  # the Celery mode: it ran on another host
+                print(monitor.render(history), file=sys.stderr)
+                return EXIT_NOTHING
             if history.source is None:
                 print(f"Issue {args.issue if '#' in args.issue else '#' + args.issue}: no conversation found (no transcript and no stream log).",
                       file=sys.stderr)

@@ -85,7 +85,7 @@ from lib.models import (
     utc_now_iso,
 )
 from lib.processes import live_process
-from lib.state_manager import RunKey, StateManager, key_text, parse_key
+from lib.state_manager import RunKey, StateStore, key_text, parse_key
 from lib.transcripts import (
     ConversationReader,
     default_claude_config_dir,
@@ -134,6 +134,7 @@ class ConversationHistory:
     messages: List[Message]
     truncated: bool = False  # older entries were left out (--limit)
     repo: Optional[str] = None
+    host: Optional[str] = None  # the Celery mode: the conversation is on this other host
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -145,6 +146,7 @@ class ConversationHistory:
             "message_count": self.message_count,
             "truncated": self.truncated,
             "messages": [message.to_dict() for message in self.messages],
+            "host": self.host,
         }
 
 
@@ -273,11 +275,11 @@ class ClaudeMonitor:
     def load_states(self) -> Dict[RunKey, IssueState]:
         """The state's entries (of `repo` only, when the monitor was given one)."""
         state_file = self.config.state_file
-        if not state_file.is_file():
+        if not state_file.is_file() and not self.config.executor.celery:
             raise OrchestratorError(f"No state file at {state_file}: the orchestrator has not run yet"
                                     " (or --config points to another setup).")
         try:
-            states = StateManager.for_config(self.config).load()
+            states = StateStore.for_config(self.config).load()
         except OSError as exc:  # e.g. no permission to open the lock file beside it
             raise OrchestratorError(f"Cannot read the state file {state_file}: {exc.strerror or exc}.") from None
         return {key: entry for key, entry in states.items() if self.repo is None or key[0] == self.repo}
@@ -320,8 +322,15 @@ class ClaudeMonitor:
         except OrchestratorError:  # a repository no longer in the config
             return None
 
+    def elsewhere(self, entry: IssueState) -> Optional[str]:
+        """The other host a run of the Celery mode is on: its processes and transcript are there."""
+        return entry.host if self.config.executor.celery and entry.host not in (None, self.config.executor.host) \
+            else None
+
     def locate_conversation(self, entry: IssueState) -> Tuple[Optional[str], Optional[ConversationSource]]:
         """(session id, where its conversation is): the transcript, else the stream log, else None."""
+        if self.elsewhere(entry):
+            return entry.session_id, None
         log_path = self.stream_log_path(entry)
         init = read_first_record(log_path) if log_path.is_file() else None
         if init is not None and init.get("subtype") != "init":
@@ -403,9 +412,10 @@ class ClaudeMonitor:
             session_id=session_id, branch=entry.branch, cwd=str(slot) if slot else None,
             start_time=entry.start_time, end_time=entry.end_time, cost_usd=entry.cost_usd,
             num_turns=entry.num_turns, pr_url=entry.pr_url, error=entry.error, question=entry.question,
+            host=entry.host,
         )
         process = None
-        if not entry.is_finished:
+        if not entry.is_finished and not self.elsewhere(entry):
             process = (live_process(entry.claude_pid, entry.claude_create_time)
                        or live_process(entry.runner_pid, entry.runner_create_time))
             recorded_pid = entry.claude_pid or entry.runner_pid
@@ -544,7 +554,8 @@ class ClaudeMonitor:
         conversation = self._read_conversation(source, limit=limit or None, full=full, tail_only=bool(limit),
                                                full_scan_bytes=HISTORY_FULL_SCAN_BYTES)
         return ConversationHistory(entry.issue_number, session_id, source, conversation.message_count,
-                                   conversation.messages, conversation.truncated, repo=entry.repo)
+                                   conversation.messages, conversation.truncated, repo=entry.repo,
+                                   host=self.elsewhere(entry))
 
     def get_conversation_history(self, issue_number: Union[int, str], limit: Optional[int] = None,
                                  full: bool = False) -> List[Message]:
@@ -633,6 +644,9 @@ def message_to_text(message: Message) -> str:
 
 
 def history_to_text(history: ConversationHistory) -> str:
+    if history.source is None and history.host:  # JSON says it with "host"
+        return (f"Issue #{history.issue_number}: its conversation is on host {history.host}, where it runs"
+                " (run claude_monitor.py there).")
     if history.source is None:
         return f"Issue #{history.issue_number}: no conversation recorded (no transcript and no stream log)."
     header = [f"Conversation of issue #{history.issue_number}"

@@ -308,6 +308,7 @@ class ClaudeInstance:
     pr_url: Optional[str] = None
     error: Optional[str] = None
     question: Optional[str] = None
+    host: Optional[str] = None  # the Celery mode: the worker host the run is on
 
     def __post_init__(self) -> None:
         self.status = ProcessStatus(self.status)
@@ -401,7 +402,8 @@ def instance_lines(instance: ClaudeInstance, active: bool) -> List[str]:
     if instance.repo:
         lines.append(f"    Repository: {instance.repo}")
     if instance.agent_index is not None:
-        lines.append(f"    Slot: {instance.agent_index} ({instance.cwd})")
+        lines.append(f"    Slot: {instance.agent_index} ({instance.cwd})" + (f" on host {instance.host}"
+                                                                         if instance.host else ""))
     if instance.session_id:
         lines.append(f"    Session: {instance.session_id}")
     if not active and instance.end_time:

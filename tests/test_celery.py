@@ -6,6 +6,8 @@ worker's issue is taken over, a restart of Redis loses nothing, a broker that is
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -14,6 +16,7 @@ import pytest
 from claude_standin import scenario
 from github_emulator import TOKEN
 from redis_fixtures import PASSWORD
+from world import PROJECT
 
 pytestmark = pytest.mark.slow
 
@@ -187,4 +190,23 @@ def test_no_token_in_redis_nor_in_the_task_messages(celery_world):
     queued = cw.redis.cli("LRANGE", "orch-test", "0", "-1")
     assert "orchestrator.run_issue" in queued  # the task message was looked at, not an empty queue
     assert PASSWORD not in cw.world.log_text() + cw.worker_logs()
-    json.dumps(found)
+
+
+def test_the_monitor_reads_the_shared_state_and_names_the_host_of_a_run(celery_world):
+    cw = celery_world
+    cw.start_worker("host-b")
+    number = cw.world.add_issue(title="Task seen", body=f"Work. {scenario('slow', '1')}")
+    drive(cw, all_finished(1))
+    monitor = [sys.executable, str(PROJECT / "claude_monitor.py"), "--config", str(cw.world.config_path)]
+    here = {**cw.world.env, "ORCHESTRATOR_HOST": "tick-host"}
+    report = json.loads(subprocess.run(monitor + ["--format", "json"], env=here, capture_output=True, text=True,
+                                       timeout=60, check=True).stdout)
+    (instance,) = report["completed_instances"]
+    assert instance["issue_number"] == number and instance["host"] == "host-b" and instance["status"] == "completed"
+    history = subprocess.run(monitor + ["history", "--issue", str(number)], env=here, capture_output=True,
+                             text=True, timeout=60)
+    assert history.returncode == 1  # nothing to show here, and why
+    assert "Issue #1: its conversation is on host host-b, where it runs" in history.stderr
+    on_b = subprocess.run(monitor + ["history", "--issue", str(number)], capture_output=True, text=True, timeout=60,
+                          env={**cw.world.env, "ORCHESTRATOR_HOST": "host-b"})
+    assert "Conversation of issue #1" in on_b.stdout

@@ -316,3 +316,22 @@ def test_redacting_filter_scrubs_messages_args_and_tracebacks():
     assert record.getMessage() == "using ***"
     assert "ghp_secret123" not in record.exc_text and "***" in record.exc_text
     assert redact("xy stays: too short to redact safely") == "xy stays: too short to redact safely"
+
+
+def test_executor_mistakes_each_get_a_line_with_the_password_masked():
+    errors = errors_of({**MINIMAL, "executor": {
+        "type": "celery", "broker_url": "http://:hunter2@broker:6379", "heartbeat_seconds": 0,
+        "hosts": {"box": {"slots": 0, "colour": "red"}}}})
+    assert any(e.startswith("executor.broker_url: must be a redis:// or rediss:// URL") and "hunter2" not in e
+               and "***@broker" in e for e in errors), errors
+    assert any(e.startswith("executor.heartbeat_seconds: must be a number > 0") for e in errors)
+    assert any(e.startswith("executor.hosts: ['box'] has unknown keys ['colour']") for e in errors)
+    assert errors_of({**MINIMAL, "executor": {"type": "celery"}}) == [
+        "executor.broker_url: is required when executor.type is celery (redis://host:6379/0)"]
+    assert errors_of({**MINIMAL, "executor": {"type": "kubernetes"}}) == [
+        "executor.type: must be one of local, celery, got 'kubernetes'"]
+
+
+def test_the_local_executor_is_the_default():
+    config = Config.from_dict(MINIMAL, "/tmp")
+    assert config.executor.type == "local" and not config.executor.celery
