@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import List, Optional
 
 from lib.config import PROJECT_DIR, Config
 from lib.models import OrchestratorError
@@ -144,9 +144,3 @@ def run_worker(config: Config, *, loglevel: str = "INFO") -> int:
     finally:
         beat.stop()
     return 0
-
-
-def queue_for(config: Config, host: Optional[str], workers: Dict[str, int]) -> str:
-    """A host's own queue while its worker lives; the shared queue for a new run or a host that is gone."""
-    return config.executor.host_queue(host) if host and host in workers else config.executor.queue
-

@@ -95,17 +95,19 @@ class CeleryExecutor:
             raise ValueError(f"unknown runner mode {mode!r}")
         dispatch_id = uuid.uuid4().hex
         key = run_key(entry)
+        host = None if mode == RUN or entry.host not in self.workers() else entry.host
         with self.state.transaction() as state:
             current = state.issues[key]
-            current.dispatch_id, current.dispatched_at = dispatch_id, utc_now_iso()
-            attempt, host = current.attempt, current.host
-        queue = celery_app.queue_for(self.config, None if mode == RUN else host, self.workers())
+            current.dispatch_id, current.dispatched_at, current.dispatched_to = dispatch_id, utc_now_iso(), host
+            attempt = current.attempt
+        queue = self.config.executor.host_queue(host) if host else self.config.executor.queue
         try:
             celery_app.send(self.app, self.config, queue, [key[0], key[1], mode, attempt, dispatch_id, reason])
         except OrchestratorError:
             with self.state.transaction() as state:  # not sent: the next tick dispatches it again
-                if state.issues[key].dispatch_id == dispatch_id:
-                    state.issues[key].dispatch_id = state.issues[key].dispatched_at = None
+                current = state.issues[key]
+                if current.dispatch_id == dispatch_id:
+                    current.dispatch_id = current.dispatched_at = current.dispatched_to = None
             raise
         log.debug("Issue %s: %s task %s sent to %s", key, mode, dispatch_id, queue)
         return {}
@@ -114,9 +116,11 @@ class CeleryExecutor:
         """Nothing to reap: no runner is a child of the tick."""
 
     def alive(self, entry: IssueState) -> bool:
-        """A heartbeat in the shared state, or a task sent and not yet taken."""
+        """A heartbeat in the shared state, or a task sent and not yet taken (to a host that still beats)."""
         if self.state.beating(run_key(entry)):
             return True
+        if entry.dispatched_to and entry.dispatched_to not in self.workers():
+            return False  # sent to a host that died before taking it: the next dispatch goes elsewhere
         sent = parse_iso(entry.dispatched_at) if entry.dispatch_id else None
         waited = (datetime.now(timezone.utc) - sent).total_seconds() if sent else None
         return waited is not None and waited < self.config.executor.visibility_timeout_seconds

@@ -233,6 +233,7 @@ class IssueState:
     host: Optional[str] = None
     dispatch_id: Optional[str] = None
     dispatched_at: Optional[str] = None
+    dispatched_to: Optional[str] = None  # the host whose own queue the task went to; None: the shared one
     updated_at: Optional[str] = None
 
     def __post_init__(self) -> None:

@@ -36,7 +36,7 @@ from lib.processes import RUN_MARKER_VAR, process_create_time
 from lib.prompts import build_prompt, build_reply
 from lib.redaction import configure_logging
 from lib.repo_manager import RepoManager, SlotInfo
-from lib.state_manager import Heartbeat, RunKey, StateStore
+from lib.state_manager import Heartbeat, StateStore
 from lib.transcripts import summarize_stream
 from lib.validation import fix_prompt, is_test_file, run_validation, summary_line
 
@@ -647,13 +647,17 @@ def _run_task(config: Config, repo: str, args: argparse.Namespace) -> int:
     key = (repo, args.issue)
     state = StateStore.for_config(config, patience=executor.lost_after_seconds / 2)
     try:
-        mode = take_dispatch(state, key, args.dispatch, args.attempt, args.mode, executor.host)
+        taken = state.take_dispatch(key, args.dispatch, args.attempt, executor.host)
     except OrchestratorError as exc:
         log.error("Issue %s#%s: %s", repo, args.issue, exc)
         return 1
-    if mode is None:
+    if taken is None:
+        log.info("Issue %s#%s: task %s is not its current dispatch; nothing to do", repo, args.issue, args.dispatch)
         return 0
-    args.mode = mode
+    if taken.adopted_from:  # the slot and the session were that host's: a new session, told the whole thread
+        log.warning("Issue %s#%s: host %s is gone; %s takes the run over", repo, args.issue, taken.adopted_from,
+                    executor.host)
+        args.mode = RUN if args.mode == RESUME else args.mode
     beat = Heartbeat(f"heartbeat of {repo}#{args.issue}",
                      lambda: state.beat(key, executor.host, executor.lost_after_seconds), executor.heartbeat_seconds)
     beat.start()
@@ -665,28 +669,6 @@ def _run_task(config: Config, repo: str, args: argparse.Namespace) -> int:
             state.end_beat(key, executor.host)
         except OrchestratorError:
             pass  # it expires by itself
-
-
-def take_dispatch(state: StateStore, key: RunKey, dispatch_id: Optional[str], attempt: Optional[int], mode: str,
-                  host: str) -> Optional[str]:
-    """The mode to run when this task's dispatch is the entry's, else None (a repeated or stale
-    delivery: the run is taken, superseded or finished). A run whose host is gone is taken over
-    here: its slot and session were that host's, so it gets a slot here and a new session (a resume
-    becomes a run told the whole thread)."""
-    ref = f"{key[0]}#{key[1]}"
-    with state.transaction() as current_state:
-        entry = current_state.issues.get(key)
-        if entry is None or not dispatch_id or entry.dispatch_id != dispatch_id or entry.attempt != attempt:
-            log.info("Issue %s: task %s is not the issue's current dispatch; nothing to do", ref, dispatch_id)
-            return None
-        entry.dispatch_id = entry.dispatched_at = None
-        if entry.host is not None and entry.host != host:
-            log.warning("Issue %s: host %s is gone; %s takes the run over with a new session", ref, entry.host, host)
-            entry.agent_index = entry.session_id = None
-            mode = RUN if mode == RESUME else mode
-        entry.host = host
-        entry.updated_at = utc_now_iso()
-    return mode
 
 
 def _run_mode(config: Config, repo: str, args: argparse.Namespace) -> int:

@@ -289,6 +289,13 @@ LOCK_SECONDS = 30
 LOCK_WAIT_SECONDS = 60
 
 
+@dataclass
+class Taken:
+    """A dispatch taken by a runner; `adopted_from`: the gone host the run was on, else None."""
+
+    adopted_from: Optional[str] = None
+
+
 class Heartbeat(threading.Thread):
     """Calls `pulse` every `every` seconds until `stop()`: a failed pulse (Redis restarting) is a
     warning, and the next one tries again."""
@@ -437,6 +444,22 @@ class RedisStateStore(StateStore):
         if not isinstance(meta, dict):
             raise StateError(f"The shared state at {self.where} has a corrupt meta; nothing was changed.")
         return State(issues=issues, meta=meta)
+
+    def take_dispatch(self, key: RunKey, dispatch_id: Optional[str], attempt: Optional[int],
+                      host: str) -> Optional["Taken"]:
+        """A task's runner takes its run: only when the task's dispatch id and attempt are the entry's
+        (else None: a repeated or stale delivery, or a newer claim). A run whose host is gone is taken
+        over: its slot and session were that host's, so both are cleared."""
+        with self.transaction() as state:
+            entry = state.issues.get(key)
+            if entry is None or not dispatch_id or entry.dispatch_id != dispatch_id or entry.attempt != attempt:
+                return None
+            entry.dispatch_id = entry.dispatched_at = entry.dispatched_to = None
+            adopted_from = entry.host if entry.host not in (None, host) else None
+            if adopted_from:
+                entry.agent_index = entry.session_id = None
+            entry.host, entry.updated_at = host, utc_now_iso()
+        return Taken(adopted_from)
 
     # --- heartbeats --------------------------------------------------------------------------
 
