@@ -89,6 +89,7 @@ class RecordedRequest:
     body: bytes
     status: Optional[int] = None  # None: the connection was dropped without an answer
     points: int = 0  # rate-limit points the answer cost
+    at: float = field(default_factory=time.time)  # when it arrived (for benchmarks' latencies)
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
