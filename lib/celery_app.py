@@ -21,7 +21,7 @@ from typing import List, Optional
 
 from lib.config import PROJECT_DIR, Config
 from lib.models import OrchestratorError
-from lib.processes import marked_processes, running_markers, start, terminate_tree
+from lib.processes import marked_processes, process_alive, running_markers, start, terminate_tree
 from lib.state_manager import Heartbeat, RedisStateStore, StateStore, masked_url
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,10 @@ def _run_issue_task(config: Config):
 def end_unowned_agents(config: Config, state: RedisStateStore) -> int:
     """A worker that starts ends what a killed worker of this host left: agents (and their tools) of
     runs that no live runner of this host holds now. Returns how many runs' processes were ended."""
-    owned = {entry.session_id for key, entry in state.load().items()
+    # The runner's pid means something here, on its own host (a heartbeat may outlive a killed runner).
+    owned = {entry.session_id for entry in state.load().values()
              if entry.session_id and entry.host == config.executor.host and entry.is_active
-             and state.beating(key) == config.executor.host}
+             and process_alive(entry.runner_pid, entry.runner_create_time)}
     ended = 0
     for marker in running_markers(config.executor.host) - owned:
         processes = marked_processes(marker)

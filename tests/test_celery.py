@@ -13,10 +13,10 @@ from collections import Counter
 
 import pytest
 
-from claude_standin import scenario
+from claude_standin import alive, scenario
 from github_emulator import TOKEN
 from redis_fixtures import PASSWORD
-from world import PROJECT
+from world import MAINTAINER, PROJECT
 
 pytestmark = pytest.mark.slow
 
@@ -209,3 +209,59 @@ def test_the_monitor_reads_the_shared_state_and_names_the_host_of_a_run(celery_w
     on_b = subprocess.run(monitor + ["history", "--issue", str(number)], capture_output=True, text=True, timeout=60,
                           env={**cw.world.env, "ORCHESTRATOR_HOST": "host-b"})
     assert "Conversation of issue #1" in on_b.stdout
+
+
+def test_an_answer_resumes_the_session_on_the_host_that_holds_it(celery_world):
+    cw = celery_world
+    for host in cw.HOSTS:
+        cw.start_worker(host)
+    number = cw.world.add_issue(title="Pick an API", body=f"Which API? {scenario('ask-once')}")
+    asked = drive(cw, lambda entries: number in entries and entries[number].status.value == "needs_input")[number]
+    cw.world.github.add_comment(number, "ANSWER: the v2 API", user=MAINTAINER)
+    entry = drive(cw, all_finished(1))[number]
+    assert entry.status.value == "completed" and entry.host == asked.host
+    first, resumed = cw.world.standin.invocations()
+    assert resumed["resume"] and resumed["session_id"] == asked.session_id and resumed["cwd"] == first["cwd"]
+    assert f"slots-{asked.host}" in resumed["cwd"]
+
+
+def test_an_answer_to_a_host_that_is_gone_starts_a_new_session_elsewhere_with_the_whole_thread(celery_world):
+    cw = celery_world
+    for host in cw.HOSTS:
+        cw.start_worker(host)
+    number = cw.world.add_issue(title="Pick an API", body=f"Which API? {scenario('ask-once')}")
+    asked = drive(cw, lambda entries: number in entries and entries[number].status.value == "needs_input")[number]
+    cw.kill_worker(asked.host)
+    cw.world.github.add_comment(number, "ANSWER: the v2 API", user=MAINTAINER)
+    entry = drive(cw, all_finished(1))[number]
+    assert entry.status.value == "completed" and entry.host != asked.host
+    first, fresh = cw.world.standin.invocations()
+    assert not fresh["resume"] and fresh["session_id"] != asked.session_id
+    assert "Which API?" in fresh["prompt"] and "ANSWER: the v2 API" in fresh["prompt"]
+    assert f"slots-{entry.host}" in fresh["cwd"]
+
+
+def test_closing_the_issue_stops_its_agent_on_the_worker_host(celery_world):
+    cw = celery_world
+    cw.start_worker("host-b")
+    number = cw.world.add_issue(title="Endless", body=f"Work. {scenario('hang')}")
+    drive(cw, lambda entries: number in entries and entries[number].status.value == "running")
+    cw.world.wait_for(lambda: cw.agents(), what="the agent")
+    cw.world.github.close_issue(number, actor=MAINTAINER)
+    entry = drive(cw, all_finished(1))[number]
+    assert entry.status.value == "cancelled" and "closed" in entry.error
+    assert not cw.agents()
+
+
+def test_a_worker_that_starts_ends_what_a_killed_worker_of_its_host_left(celery_world):
+    cw = celery_world
+    cw.start_worker("host-a")
+    number = cw.world.add_issue(title="Leaves a tool", body=f"Work. {scenario('grandchild')}")
+    drive(cw, lambda entries: number in entries and entries[number].status.value == "running")
+    tool = cw.world.standin.grandchild_pid()
+    cw.kill_worker("host-a")
+    cw.world.wait_for(lambda: not cw.agents(), timeout=10, what="the agent to die with its runner")
+    assert alive(tool), "the tool ignores SIGTERM and sits in a session of its own: it outlived them"
+    cw.start_worker("host-a")
+    cw.world.wait_for(lambda: not alive(tool), timeout=30, what="the restarted worker to end the tool")
+    assert "which no runner of this host owns" in cw.worker_logs()
