@@ -55,6 +55,7 @@ ENV_OVERRIDES = (
     ("telegram", "chat_id", ("TELEGRAM_CHAT_ID",)),
     ("slack", "bot_token", ("SLACK_BOT_TOKEN",)),
     ("slack", "channel_id", ("SLACK_CHANNEL_ID",)),
+    ("dashboard", "token", ("ORCHESTRATOR_DASHBOARD_TOKEN",)),
 )
 
 @dataclass(frozen=True)
@@ -78,6 +79,14 @@ class FollowUp:
     mentions: List[str] = field(default_factory=lambda: ["@claude", "/claude"])
     max_rounds: int = 5  # follow-ups for reviews and comments, per pull request
     max_ci_fixes: int = 2  # follow-ups for failing checks, per pull request (one per head commit)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A spend ceiling: no new launch once this much (USD) is spent in the UTC day or month; None: none."""
+
+    daily_usd: Optional[float] = None
+    monthly_usd: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +125,7 @@ class Repository:
     base_branch: Optional[str] = None  # None: the repository's default branch
     setup_command: Optional[str] = None  # None: the clone's own setup.sh, if it has one
     validate: List[Dict[str, Any]] = field(default_factory=list)  # the checks run before work is done
+    limits: Limits = Limits()  # this repository's own spend ceiling (the global one bounds them all)
 
     @property
     def owner(self) -> str:
@@ -190,6 +200,13 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "max_rounds": (int_at_least(0), 5),
         "max_ci_fixes": (int_at_least(0), 2),
     },
+    "limits": {
+        "daily_usd": (optional(positive_number), None),
+        "monthly_usd": (optional(positive_number), None),
+    },
+    "dashboard": {
+        "token": (unset_or(string), None),
+    },
     "pull_request": {
         "create": (boolean, True),
         "draft": (boolean, True),
@@ -224,8 +241,8 @@ PLACEHOLDERS = {("github", "repo"): "owner/repository",
 PLACEHOLDER_HINTS = {"repo": "set it to the repository to work on (owner/name)",
                      "base_repo_path": "set it to a folder for the slot clones (it is created)"}
 #: Keys holding a token: a config file with one must not be readable by other users.
-TOKEN_KEYS = (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"))
-OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request", "follow_up"}
+TOKEN_KEYS = (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"), ("dashboard", "token"))
+OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request", "follow_up", "limits", "dashboard"}
 
 
 def default_config_path(env: Optional[Mapping[str, str]] = None) -> Path:
@@ -450,7 +467,7 @@ class Config:
         settings["validate"] = validate
         overrides = {} if single else entry
         for key in entry if not single else ():
-            if key not in REPOSITORY_KEYS and key != "claude":
+            if key not in REPOSITORY_KEYS and key not in ("claude", "limits"):
                 self.warnings.append(f"{where}.{key}: unknown key, ignored (a typo?)")
         for key, checker in REPOSITORY_KEYS.items():
             if key in overrides:
@@ -472,6 +489,8 @@ class Config:
         settings["claude"] = dict(claude)
         settings["claude"].update(self._check_repository_claude(entry.get("claude", {}) if not single else {},
                                                                 where, errors))
+        settings["limits"] = self._check_repository_limits(entry.get("limits", {}) if not single else {},
+                                                           where, errors)
         settings["where"] = where
         return settings
 
@@ -488,6 +507,23 @@ class Config:
             problem = SCHEMA["claude"][key][0](value)
             if problem:
                 errors.append(f"{where}.claude.{key}: {problem}")
+            else:
+                checked[key] = value
+        return checked
+
+    def _check_repository_limits(self, raw: Any, where: str, errors: List[str]) -> Dict[str, Any]:
+        """A repository's own `limits`, checked as the global section is."""
+        if not isinstance(raw, dict):
+            errors.append(f"{where}.limits: must be an object, {got_kind(raw)}")
+            return {}
+        checked = {}
+        for key, value in raw.items():
+            if key not in SCHEMA["limits"]:
+                self.warnings.append(f"{where}.limits.{key}: unknown key, ignored (a typo?)")
+                continue
+            problem = SCHEMA["limits"][key][0](value)
+            if problem:
+                errors.append(f"{where}.limits.{key}: {problem}")
             else:
                 checked[key] = value
         return checked
@@ -513,8 +549,11 @@ class Config:
             repo=entry["repo"], base_repo_path=self._resolve(folder, entry["base_repo_path"]),
             max_concurrent=entry["max_concurrent"], clone_url=entry["clone_url"], base_branch=entry["base_branch"],
             setup_command=entry["setup_command"], validate=list(entry["validate"] or []),
-            claude=ClaudeSettings(**{**entry["claude"], "prompt_template": template_path}))
+            claude=ClaudeSettings(**{**entry["claude"], "prompt_template": template_path}),
+            limits=Limits(**entry["limits"]))
             for entry in repositories]
+        self.limits = Limits(**values["limits"])
+        self.dashboard_token: Optional[str] = values["dashboard"]["token"] or None
         self.max_agents: int = top["max_agents"]
         first = self.repositories[0]
         # The seed's names, for the first (with one repository: the only) repository.
@@ -581,7 +620,8 @@ class Config:
     @property
     def secrets(self) -> List[str]:
         """Every token this config holds, for redaction."""
-        return [s for s in (self.github_token, self.telegram_bot_token, self.slack_bot_token) if s]
+        return [s for s in (self.github_token, self.telegram_bot_token, self.slack_bot_token, self.dashboard_token)
+                if s]
 
     def get_repo_path(self, agent_index: int) -> Path:
         """Slot i of the first repository (the seed's call): `<base_repo_path>/<repo_name>_<i>`."""

@@ -29,6 +29,7 @@ from lib.events import Event
 from lib.files import exclusive_lock, log_tail
 from lib.follow_up import addressed, follow_prompt, numbered_comments
 from lib.github_client import GitHubClient, Trust
+from lib.ledger import RunHistory
 from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
 from lib.notifications import Notifications
 from lib.outcomes import Outcome, classify
@@ -73,6 +74,7 @@ class IssueRunner:
         self.number = int(issue_number)
         self.key = (self.repository.repo, self.number)
         self.state = StateManager.for_config(config)
+        self.history = RunHistory.for_config(config)
         self.github = GitHubClient(config.github_token, self.repository.repo, config.api_url)
         self.trust = Trust(self.github, config.trusted_roles, config.allowed_users)
         self.notifications = Notifications.from_config(config)
@@ -335,10 +337,29 @@ class IssueRunner:
         return self.conclude(outcome, cwd)
 
     def record_invocation(self, kind: str, outcome: Outcome) -> None:
-        """Each invocation's figures: the CLI's cost is the session's running total; turns and time add up."""
+        """Each invocation's figures: the CLI's cost is the session's running total; turns and time add up.
+        The run history gets its own cost: what it added to its session's total (kept across runs)."""
+        entry = self.entry
         figures = {"kind": kind, "cost_usd": outcome.cost_usd, "num_turns": outcome.num_turns,
                    "duration_seconds": outcome.duration_seconds, "ended": utc_now_iso()}
-        self.update(invocations=[*self.entry.invocations, figures])
+        own_cost, spent = None, entry.session_spent
+        if outcome.cost_usd is not None:
+            same_session = spent.get("session_id") == entry.session_id
+            before = spent.get("cost_usd", 0.0) if same_session else 0.0
+            # A total below the one before is not a running total (the CLI counted afresh): all its own.
+            own_cost = round(outcome.cost_usd - before if outcome.cost_usd >= before else outcome.cost_usd, 6)
+            spent = {"session_id": entry.session_id, "cost_usd": outcome.cost_usd}
+        self.update(invocations=[*entry.invocations, figures], session_spent=spent)
+        self.remember({"type": "invocation", "kind": kind, "attempt": entry.attempt, "session_id": entry.session_id,
+                       "session_cost_usd": outcome.cost_usd, "cost_usd": own_cost, "num_turns": outcome.num_turns,
+                       "duration_seconds": outcome.duration_seconds})
+
+    def remember(self, record: Dict[str, Any]) -> None:
+        """One line of the run history; a history that cannot be written costs a warning, never the run."""
+        try:
+            self.history.append({"repo": self.repository.repo, "issue": self.number, **record})
+        except OSError as exc:
+            log.warning("Issue %s: the run history %s was not written: %s", self.ref, self.history.path, exc)
 
     # --- validation ----------------------------------------------------------------------------
 
@@ -443,6 +464,8 @@ class IssueRunner:
                             num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns,
                             pr_url=pr_url, claude_pid=None, question=None, question_number=None, requeues=0,
                             **self._follow_up_counted(entry))
+        self.remember({"type": "outcome", "attempt": entry.attempt, "status": outcome.status.value,
+                       "pr_url": pr_url, "duration_seconds": duration})
         failed = outcome.status == ProcessStatus.FAILED
         self.notifications.notify(self.event(
             END_EVENT[outcome.status], entry, duration_seconds=duration, cost_usd=entry.cost_usd,
