@@ -7,6 +7,7 @@
     claude_monitor.py history --issue N [--limit N] [--full]   its conversation
     claude_monitor.py follow --issue N                         its activity as it happens
     claude_monitor.py costs [--since 7d|DATE] [--by day|issue|repo]   cost, turns, time and outcomes
+    claude_monitor.py serve [--host 127.0.0.1] [--port 8765]   the dashboard, a read-only web page
 
 Exit codes: 0 done, 1 nothing to show (unknown issue, no state file, no conversation),
 2 bad config or usage, 130 follow interrupted with Ctrl-C.
@@ -65,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     costs.add_argument("--since", default=DEFAULT_SINCE, metavar="7d|DATE",
                        help=f"from N days ago (7d: today and the 6 days before) or a date, UTC (default {DEFAULT_SINCE})")
     costs.add_argument("--by", choices=GROUPINGS, default="day", help="one row per day, issue or repository (default day)")
+    serve = commands.add_parser("serve", parents=[common], help="serve the dashboard, a read-only web page")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; any other needs dashboard.token)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     return parser
 
 
@@ -81,6 +86,10 @@ def main(argv=None) -> int:
         if args.command == "costs":
             report = cost_report(monitor.config, since=args.since, by=args.by, repo=getattr(args, "repo", None))
             print(json.dumps(report.to_dict(), indent=2) if output_format == "json" else report.to_text())
+        elif args.command == "serve":
+            from lib.dashboard import serve  # the web server only when asked for
+
+            return serve(monitor, host=args.host, port=args.port)
         elif args.command == "monitor":
             print(monitor.render(monitor.monitor_all()))
         elif args.command == "status":

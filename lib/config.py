@@ -487,43 +487,29 @@ class Config:
                                                                           " (or set github.base_repo_path)"))
             return None
         settings["claude"] = dict(claude)
-        settings["claude"].update(self._check_repository_claude(entry.get("claude", {}) if not single else {},
-                                                                where, errors))
-        settings["limits"] = self._check_repository_limits(entry.get("limits", {}) if not single else {},
-                                                           where, errors)
+        settings["claude"].update(self._check_repository_section(entry.get("claude", {}) if not single else {},
+                                                                 where, "claude", REPOSITORY_CLAUDE_KEYS, errors))
+        settings["limits"] = self._check_repository_section(entry.get("limits", {}) if not single else {},
+                                                            where, "limits", tuple(SCHEMA["limits"]), errors)
         settings["where"] = where
         return settings
 
-    def _check_repository_claude(self, raw: Any, where: str, errors: List[str]) -> Dict[str, Any]:
+    def _check_repository_section(self, raw: Any, where: str, section: str, keys: Sequence[str],
+                                  errors: List[str]) -> Dict[str, Any]:
+        """A repository's own `claude` or `limits` object: the `keys` of that section a repository may
+        set, each checked as the global section's is."""
         if not isinstance(raw, dict):
-            errors.append(f"{where}.claude: must be an object, {got_kind(raw)}")
+            errors.append(f"{where}.{section}: must be an object, {got_kind(raw)}")
             return {}
         checked = {}
         for key, value in raw.items():
-            if key not in REPOSITORY_CLAUDE_KEYS:
-                self.warnings.append(f"{where}.claude.{key}: not a per-repository setting, ignored (these are:"
-                                     f" {', '.join(REPOSITORY_CLAUDE_KEYS)})")
+            if key not in keys:
+                self.warnings.append(f"{where}.{section}.{key}: not a per-repository setting, ignored (these are:"
+                                     f" {', '.join(keys)})")
                 continue
-            problem = SCHEMA["claude"][key][0](value)
+            problem = SCHEMA[section][key][0](value)
             if problem:
-                errors.append(f"{where}.claude.{key}: {problem}")
-            else:
-                checked[key] = value
-        return checked
-
-    def _check_repository_limits(self, raw: Any, where: str, errors: List[str]) -> Dict[str, Any]:
-        """A repository's own `limits`, checked as the global section is."""
-        if not isinstance(raw, dict):
-            errors.append(f"{where}.limits: must be an object, {got_kind(raw)}")
-            return {}
-        checked = {}
-        for key, value in raw.items():
-            if key not in SCHEMA["limits"]:
-                self.warnings.append(f"{where}.limits.{key}: unknown key, ignored (a typo?)")
-                continue
-            problem = SCHEMA["limits"][key][0](value)
-            if problem:
-                errors.append(f"{where}.limits.{key}: {problem}")
+                errors.append(f"{where}.{section}.{key}: {problem}")
             else:
                 checked[key] = value
         return checked

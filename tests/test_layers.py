@@ -19,6 +19,7 @@ LAYERS = [
     ["install", "operations"],
     ["orchestrator"],
     ["checks"],
+    ["dashboard"],
     ["claude_monitor"],
     ["executors"],
     ["runner"],
