@@ -337,3 +337,33 @@ def test_the_ceiling_holds_new_launches_until_the_day_turns(world, telegram_api)
     assert "1 launched" in again.stdout, again.stdout
     assert world.entry(second)["status"] == "completed"
     assert [m for m in telegram_api.messages[notes_before:] if m["text"].startswith("💰")] == [note]
+
+
+def test_a_repositorys_ceiling_holds_its_follow_ups_too_and_a_resumed_session_is_not_counted_twice(world):
+    from github_emulator import REPO
+    from world import MAINTAINER
+
+    number = world.add_issue("Add a greeting")
+    assert world.tick().returncode == 0
+    pull = world.entry(number)["pr_number"]
+    world.settings["github"].pop("repo")
+    world.write_config(repositories=[{"repo": REPO, "limits": {"daily_usd": 0.001}}])
+    world.github.add_review(pull, MAINTAINER, "CHANGES_REQUESTED", "Say hello, please.")
+
+    held = world.tick()
+
+    assert "followed up" not in held.stdout and "1 queued" in held.stdout, held.stdout
+    assert len(world.standin.invocations()) == 1
+    assert f"the limits of {REPO}.daily_usd ($0.0010) is reached" in world.log_text()
+
+    history = world.state_file.parent / "run-history.jsonl"
+    write_history(history, [dict(record, at=(datetime.fromisoformat(record["at"]) - timedelta(days=1)).isoformat())
+                            for record in map(json.loads, history.read_text().splitlines())])
+    again = world.tick()
+
+    assert "1 followed up" in again.stdout, again.stdout
+    first, follow = [r for r in map(json.loads, history.read_text().splitlines()) if r["type"] == "invocation"]
+    assert (first["kind"], follow["kind"]) == ("run", "follow") and follow["session_id"] == first["session_id"]
+    # The CLI's figure is the session's running total; the follow-up's own cost is what it added.
+    assert follow["session_cost_usd"] > first["session_cost_usd"]
+    assert follow["cost_usd"] == round(follow["session_cost_usd"] - first["session_cost_usd"], 6)

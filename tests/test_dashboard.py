@@ -80,7 +80,7 @@ def start_server(setup: Setup, host="127.0.0.1", token=None):
     monitor = setup.monitor()
     monitor.cpu_interval = 0
     server = DashboardServer((host, 0), DashboardData(monitor), token)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     return server
 
