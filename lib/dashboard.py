@@ -113,7 +113,8 @@ class DashboardData:
         finished = [by_key[(i.repo, i.issue_number)] for i in self.monitor.recent_finished(RECENT_RUNS)]
         shown = [entry for entry in states.values() if not entry.is_finished] + finished
         # Back to the start of the oldest run shown: the history's end only, however long it is.
-        records = self.history.read(min((parse_iso(e.start_time) for e in shown if e.start_time), default=None))
+        records = self.history.read(min((parse_iso(e.start_time) for e in shown if e.start_time),
+                                        default=datetime.now(timezone.utc)))
 
         def run(entry: IssueState) -> Dict[str, Any]:
             figures = self.run_figures(records, entry)

@@ -459,13 +459,14 @@ class IssueRunner:
         # `ready` stays when a human put it back during the run: the next tick starts a new attempt.
         self.swap_labels(add=end_label, remove=[labels.working, labels.needs_input])
         fault_point("after-labels")
+        # Before the state says finished: `--wait`, and whoever watches the state, may take that as the end.
+        self.remember({"type": "outcome", "attempt": entry.attempt, "status": outcome.status.value,
+                       "pr_url": pr_url, "duration_seconds": duration})
         entry = self.update(status=outcome.status, end_time=utc_now_iso(), error=outcome.reason,
                             cost_usd=outcome.cost_usd if outcome.cost_usd is not None else entry.cost_usd,
                             num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns,
                             pr_url=pr_url, claude_pid=None, question=None, question_number=None, requeues=0,
                             **self._follow_up_counted(entry))
-        self.remember({"type": "outcome", "attempt": entry.attempt, "status": outcome.status.value,
-                       "pr_url": pr_url, "duration_seconds": duration})
         failed = outcome.status == ProcessStatus.FAILED
         self.notifications.notify(self.event(
             END_EVENT[outcome.status], entry, duration_seconds=duration, cost_usd=entry.cost_usd,
