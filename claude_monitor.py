@@ -64,8 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     costs = commands.add_parser("costs", parents=[common],
                                 help="cost, turns, duration and outcomes of the runs, with totals")
     costs.add_argument("--since", default=DEFAULT_SINCE, metavar="7d|DATE",
-                       help=f"from N days ago (7d: today and the 6 days before) or a date, UTC (default {DEFAULT_SINCE})")
-    costs.add_argument("--by", choices=GROUPINGS, default="day", help="one row per day, issue or repository (default day)")
+                       help="from N days ago (7d: today and the 6 days before) or a date, UTC"
+                            f" (default {DEFAULT_SINCE})")
+    costs.add_argument("--by", choices=GROUPINGS, default="day",
+                       help="one row per day, issue or repository (default day)")
     serve = commands.add_parser("serve", parents=[common], help="serve the dashboard, a read-only web page")
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1; any other needs dashboard.token)")

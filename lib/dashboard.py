@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from lib.claude_monitor import ClaudeMonitor, message_to_text
 from lib.costs import CostFigures, CostReport, parse_since
 from lib.ledger import Record, RunHistory
-from lib.models import (ACTIVE_STATUSES, IssueState, Message, OrchestratorError, ProcessStatus, UsageError,
+from lib.models import (ACTIVE_STATUSES, IssueState, Message, OrchestratorError, ProcessStatus, StateError, UsageError,
                         clock, format_cost, format_duration, parse_iso, utc_now_iso)
 from lib.redaction import redact
 
@@ -137,8 +137,9 @@ class DashboardData:
                                    "runtime_seconds": instance.runtime_seconds if instance else None,
                                    "last_activity": instance.last_activity if instance else holder.last_activity}
                 slots.append(slot)
-        queue = [{**run(e), "not_before": e.not_before, "reason": e.error}
-                 for e in sorted(states.values(), key=lambda e: e.not_before or "") if e.status == ProcessStatus.WAITING]
+        waiting = sorted((e for e in states.values() if e.status == ProcessStatus.WAITING),
+                         key=lambda e: e.not_before or "")
+        queue = [{**run(e), "not_before": e.not_before, "reason": e.error} for e in waiting]
         questions = [{**run(e), "question": e.question, "asked": e.end_time}
                      for e in states.values() if e.status == ProcessStatus.NEEDS_INPUT]
         recent = [{**run(entry), "pr_url": entry.pr_url, "ended": entry.end_time,
@@ -218,7 +219,8 @@ def bar_chart(title: str, bars: List[Tuple[str, float, str, str]], width: int = 
         if value:
             parts.append(f'<text x="{middle:.1f}" y="{height - tall + 12:.1f}" font-size="10" text-anchor="middle">'
                          f"{show(figure)}</text>")
-        parts.append(f'<text x="{middle:.1f}" y="{height + 32}" font-size="10" text-anchor="middle">{show(label)}</text>')
+        parts.append(f'<text x="{middle:.1f}" y="{height + 32}" font-size="10" text-anchor="middle">'
+                     f"{show(label)}</text>")
     if not bars:
         parts.append(f'<text x="10" y="{height / 2:.0f}" font-size="12">nothing recorded yet</text>')
     return "".join(parts) + "</svg>"
@@ -278,11 +280,13 @@ def run_html(run: Dict[str, Any]) -> str:
     count = history["message_count"]
     lines = "".join(f'<div class="msg {show(m["role"])}{" error" if m["is_error"] else ""}"><pre>'
                     f'{show(message_to_text(Message.from_dict(m)))}</pre></div>' for m in history["messages"])
-    facts = [["status", show(run["status"])], ["started", show(clock(run["start_time"]))], ["ended", show(clock(run["end_time"]) if run["end_time"] else "")],
+    facts = [["status", show(run["status"])], ["started", show(clock(run["start_time"]))],
+             ["ended", show(clock(run["end_time"]) if run["end_time"] else "")],
              ["cost", show(_money(run["cost_usd"], run["unknown_cost"]))], ["pull request", show(run["pr_url"])],
              ["question", show(run["question"])], ["error", show(run["error"])],
              ["session", show(history["session_id"])], ["conversation", show(history["conversation_path"])]]
-    body = (f'<p><a href="/">← all agents</a> · <a href="/api{show(run_page_path(run["repo"], run["issue"]))}">JSON</a></p>'
+    json_path = "/api" + run_page_path(run["repo"], run["issue"])
+    body = (f'<p><a href="/">← all agents</a> · <a href="{show(json_path)}">JSON</a></p>'
             f'<h1>{show(run["repo"])}#{show(run["issue"])}: {show(run["title"])}</h1>'
             + _table(["", ""], [row for row in facts if row[1]], "")
             + f"<h2>Conversation</h2><p class=\"muted\">{show(count if count is not None else 'many')} messages"
@@ -389,6 +393,8 @@ class DashboardHandler(BaseHTTPRequestHandler):
             self.route(path, parse_qs(urlsplit(self.path).query))
         except UsageError as exc:
             self.refuse(HTTPStatus.BAD_REQUEST, str(exc), path)
+        except StateError as exc:  # corrupt, or of a newer version: the next tick deals with it
+            self.refuse(HTTPStatus.SERVICE_UNAVAILABLE, str(exc), path)
         except OrchestratorError as exc:  # no state file yet, an issue the state does not hold
             self.refuse(HTTPStatus.NOT_FOUND, str(exc), path)
 

@@ -182,6 +182,15 @@ def test_unknown_things_are_404_and_writes_405(server):
     assert request(server, "/", method="POST", body="x")[0] == 405
 
 
+def test_a_corrupt_state_file_is_503_and_a_missing_one_404(server, installation):
+    installation.config.state_file.write_text("{not json")
+    status, _, text = request(server, "/api/overview")
+    assert status == 503 and "is corrupt" in json.loads(text)["error"]
+    installation.config.state_file.unlink()
+    status, _, text = request(server, "/")
+    assert status == 404 and "No state file at" in text
+
+
 def test_a_request_for_another_host_name_is_refused_on_loopback(server):
     """A page elsewhere that rebinds its name to 127.0.0.1 sends its own name as Host."""
     status, _, text = request(server, "/api/overview", headers={"Host": "attacker.example:8765"})
