@@ -6,7 +6,6 @@ The ceiling is proved in real ticks against the GitHub emulator.
 """
 
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime, timedelta, timezone

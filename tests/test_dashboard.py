@@ -7,7 +7,6 @@ history. The server is the real one, on a free port; the browser is the distribu
 
 import http.client
 import json
-import os
 import shutil
 import subprocess
 import sys
