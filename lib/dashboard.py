@@ -176,7 +176,7 @@ STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#1b1f24;background:#fafbfc}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em}table{border-collapse:collapse;width:100%;background:#fff}
 th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}th{background:#f3f4f6}
-.muted{color:#6a737d}.charts{display:flex;gap:2em;flex-wrap:wrap}pre{white-space:pre-wrap;margin:0}
+.muted{color:#6a737d}.charts{display:flex;gap:2em;flex-wrap:wrap}.charts figure{margin:0}pre{white-space:pre-wrap;margin:0}
 .msg{border-left:3px solid #d0d7de;padding:2px 8px;margin:6px 0;background:#fff}
 .assistant{border-color:#0969da}.user{border-color:#1a7f37}.error{border-color:#cf222e}
 """
