@@ -6,6 +6,8 @@
     claude_monitor.py status --issue N                         one issue and its last messages
     claude_monitor.py history --issue N [--limit N] [--full]   its conversation
     claude_monitor.py follow --issue N                         its activity as it happens
+    claude_monitor.py costs [--since 7d|DATE] [--by day|issue|repo]   cost, turns, time and outcomes
+    claude_monitor.py serve [--host 127.0.0.1] [--port 8765]   the dashboard, a read-only web page
 
 Exit codes: 0 done, 1 nothing to show (unknown issue, no state file, no conversation),
 2 bad config or usage, 130 follow interrupted with Ctrl-C.
@@ -14,10 +16,12 @@ Exit codes: 0 done, 1 nothing to show (unknown issue, no state file, no conversa
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
 from lib.claude_monitor import HISTORY_LIMIT, OUTPUT_FORMATS, ClaudeMonitor
+from lib.costs import DEFAULT_SINCE, GROUPINGS, cost_report
 from lib.config import print_error
 from lib.models import OrchestratorError
 
@@ -57,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="print a running agent's activity as it happens (Ctrl-C stops)")
     follow.add_argument("--lines", type=int, default=10, metavar="N",
                         help="start with the last N entries (default 10)")
+    costs = commands.add_parser("costs", parents=[common],
+                                help="cost, turns, duration and outcomes of the runs, with totals")
+    costs.add_argument("--since", default=DEFAULT_SINCE, metavar="7d|DATE",
+                       help="from N days ago (7d: today and the 6 days before) or a date, UTC"
+                            f" (default {DEFAULT_SINCE})")
+    costs.add_argument("--by", choices=GROUPINGS, default="day",
+                       help="one row per day, issue or repository (default day)")
+    serve = commands.add_parser("serve", parents=[common], help="serve the dashboard, a read-only web page")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1; any other needs dashboard.token)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     return parser
 
 
@@ -70,7 +85,14 @@ def main(argv=None) -> int:
             for message in monitor.follow(args.issue, backlog=args.lines):
                 print(monitor.render(message), flush=True)
             return 0
-        if args.command == "monitor":
+        if args.command == "costs":
+            report = cost_report(monitor.config, since=args.since, by=args.by, repo=getattr(args, "repo", None))
+            print(json.dumps(report.to_dict(), indent=2) if output_format == "json" else report.to_text())
+        elif args.command == "serve":
+            from lib.dashboard import serve  # the web server only when asked for
+
+            return serve(monitor, host=args.host, port=args.port)
+        elif args.command == "monitor":
             print(monitor.render(monitor.monitor_all()))
         elif args.command == "status":
             print(monitor.render(monitor.get_status(args.issue)))

@@ -2,9 +2,10 @@
 
 The tick sends `orchestrator.run_issue(repo, number, mode, attempt, dispatch_id, reason)` to the shared
 queue (a new run) or to a host's own queue (`<queue>.host.<host>`: a resume, a follow-up or a finalize
-goes where the session's transcript and slot are). A worker runs the task as the local mode runs a
-runner, `python -m lib.runner ...`, but in the worker's own process group, so that a worker that dies
-takes its runners along (and their agents: see `processes.start(die_with_parent=...)`).
+goes where the session's transcript and slot are). The task takes its dispatch (a repeated delivery
+does nothing), keeps the run's heartbeat, and runs the runner as the local mode does,
+`python -m lib.runner ...`, but in the worker's own process group, so that a worker that dies takes
+its runners along (and their agents: see `processes.start(die_with_parent=...)`).
 
 The messages carry the repository, the number and ids; never a token: each host reads its own.
 Broker settings that matter: `acks_late` with prefetch 1 (a task is taken only by a free slot and a
@@ -22,6 +23,7 @@ from typing import List, Optional
 from lib.config import PROJECT_DIR, Config
 from lib.models import OrchestratorError
 from lib.processes import marked_processes, process_alive, running_markers, start, terminate_tree
+from lib.runner import RESUME, RUN
 from lib.state_manager import Heartbeat, RedisStateStore, StateStore, masked_url
 
 log = logging.getLogger(__name__)
@@ -77,23 +79,49 @@ def send(app, config: Config, queue: str, args: List) -> None:
         raise broker_error(config, exc) from None
 
 
-def runner_command(config: Config, repo: str, number: int, mode: str, attempt: int, dispatch_id: str,
-                   reason: Optional[str]) -> List[str]:
+def runner_command(config: Config, repo: str, number: int, mode: str, reason: Optional[str]) -> List[str]:
     command = [sys.executable, "-m", "lib.runner", mode, "--issue", str(number), "--repo", repo,
-               "--config", str(config.path), "--attempt", str(attempt), "--dispatch", dispatch_id]
+               "--config", str(config.path)]
     return command + (["--reason", reason] if reason else [])
 
 
 def _run_issue_task(config: Config):
+    executor = config.executor
+
     def run_issue(task, repo: str, number: int, mode: str, attempt: int, dispatch_id: str,
                   reason: Optional[str] = None) -> int:
-        issue_dir = config.issue_dir(repo, number)
-        issue_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "ORCHESTRATOR_HOST": config.executor.host}
-        with open(issue_dir / f"{attempt}.runner.log", "ab") as runner_log:
-            child = start(runner_command(config, repo, number, mode, attempt, dispatch_id, reason),
-                          cwd=PROJECT_DIR, env=env, stdout=runner_log, own_session=False)
-        return child.wait()
+        """Take the dispatch (or leave: another delivery or a newer claim has it), then run the runner
+        and beat in the shared state while it runs."""
+        key, ref = (repo, number), f"{repo}#{number}"
+        state = StateStore.for_config(config, patience=executor.lost_after_seconds / 2)
+        try:
+            taken = state.take_dispatch(key, dispatch_id, attempt, executor.host)
+        except OrchestratorError as exc:
+            log.error("Issue %s: %s", ref, exc)
+            return 1
+        if taken is None:
+            log.info("Issue %s: task %s is not its current dispatch; nothing to do", ref, dispatch_id)
+            return 0
+        if taken.adopted_from:  # the slot and the session were that host's: a new session, told the whole thread
+            log.warning("Issue %s: host %s is gone; %s takes the run over", ref, taken.adopted_from, executor.host)
+            mode = RUN if mode == RESUME else mode
+        beat = Heartbeat(f"heartbeat of {ref}", lambda: state.beat(key, executor.host, executor.lost_after_seconds),
+                         executor.heartbeat_seconds)
+        beat.start()
+        try:
+            issue_dir = config.issue_dir(repo, number)
+            issue_dir.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "ORCHESTRATOR_HOST": executor.host}
+            with open(issue_dir / f"{attempt}.runner.log", "ab") as runner_log:
+                child = start(runner_command(config, repo, number, mode, reason), cwd=PROJECT_DIR, env=env,
+                              stdout=runner_log, own_session=False)
+            return child.wait()
+        finally:
+            beat.stop()
+            try:
+                state.end_beat(key, executor.host)
+            except OrchestratorError:
+                pass  # it expires by itself
 
     return run_issue
 

@@ -284,7 +284,7 @@ class ClaudeMonitor:
             raise OrchestratorError(f"Cannot read the state file {state_file}: {exc.strerror or exc}.") from None
         return {key: entry for key, entry in states.items() if self.repo is None or key[0] == self.repo}
 
-    def _entry(self, issue: Union[int, str]) -> IssueState:
+    def entry(self, issue: Union[int, str]) -> IssueState:
         """The entry of issue `N` or `owner/name#N`; a number two repositories share must be told apart."""
         repo, number = parse_key(issue)
         states = self.load_states()
@@ -522,6 +522,10 @@ class ClaudeMonitor:
                          key=lambda entry: entry.end_time or entry.start_time or "", reverse=True)
         return [self._instance(entry, tail_only=True)[0] for entry in entries[:limit]]
 
+    def recent_finished(self, limit: int) -> List[ClaudeInstance]:
+        """The `limit` most recently finished runs."""
+        return self._finished(self.load_states(), limit)
+
     def monitor_all(self) -> MonitorReport:
         """Every active instance and every finished run the state remembers."""
         states = self.load_states()
@@ -538,7 +542,7 @@ class ClaudeMonitor:
 
     def get_status(self, issue_number: Union[int, str], recent: int = STATUS_RECENT_MESSAGES) -> InstanceStatusReport:
         """One issue; of a large conversation file only the end is read."""
-        instance, process, conversation, source = self._instance(self._entry(issue_number), tail_only=True,
+        instance, process, conversation, source = self._instance(self.entry(issue_number), tail_only=True,
                                                                  recent=recent)
         if process is not None and self.cpu_interval > 0:
             _sample_cpu([(instance, process)], self.cpu_interval)
@@ -547,7 +551,7 @@ class ClaudeMonitor:
     def history(self, issue_number: Union[int, str], limit: Optional[int] = HISTORY_LIMIT,
                 full: bool = False) -> ConversationHistory:
         """The last `limit` messages (None or 0: all) of the issue's session, across resumed invocations."""
-        entry = self._entry(issue_number)
+        entry = self.entry(issue_number)
         session_id, source = self.locate_conversation(entry)
         # The last entries of a large file are read from its end: counting every earlier one would
         # read it all (hundreds of MB), so the count is then unknown ("earlier entries left out").
@@ -572,7 +576,7 @@ class ClaudeMonitor:
         reader = ConversationReader()
         position = 0
         while True:
-            entry = self._entry(issue_number)
+            entry = self.entry(issue_number)
             recorded_pid = entry.claude_pid or entry.runner_pid
             alive = (live_process(entry.claude_pid, entry.claude_create_time)
                      or live_process(entry.runner_pid, entry.runner_create_time)) is not None

@@ -13,32 +13,50 @@ import socket
 import stat
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 from lib import processes
 from lib.models import ConfigError, OrchestratorError
 from lib.redaction import register_secret
-from lib.schema import (boolean, branch, chat_id, check_list, got_kind, host_overrides, int_at_least, label, label_ranks,
-                        one_of, optional, positive_number, redis_url, repo, roles, string, string_list, unset_or, url)
+from lib.schema import (
+    boolean,
+    branch,
+    chat_id,
+    check_list,
+    got_kind,
+    host_overrides,
+    int_at_least,
+    label,
+    label_ranks,
+    one_of,
+    optional,
+    positive_number,
+    redis_url,
+    repo,
+    roles,
+    string,
+    string_list,
+    unset_or,
+    url,
+)
+from lib.settings import (
+    DEFAULT_LABELS,
+    DEFAULT_PRIORITIES,
+    ClaudeSettings,
+    Executor,
+    FollowUp,
+    Labels,
+    Limits,
+    Repository,
+)
 
 #: Folder holding run_orchestrator.py, claude_monitor.py and config.example.json.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 #: `--permission-mode` values the Claude Code CLI accepts.
 PERMISSION_MODES = ("acceptEdits", "auto", "bypassPermissions", "default", "dontAsk", "manual", "plan")
-
-DEFAULT_LABELS = {
-    "ready": "ready-for-claude",
-    "working": "claude-working",
-    "completed": "claude-completed",
-    "failed": "claude-failed",
-    "needs_input": "claude-needs-input",
-}
-
-DEFAULT_PRIORITIES = {"priority:high": 1, "priority:low": -1}
 
 #: Label key -> (colour, description) for the labels a tick creates.
 LABEL_SPECS = {
@@ -57,105 +75,8 @@ ENV_OVERRIDES = (
     ("slack", "bot_token", ("SLACK_BOT_TOKEN",)),
     ("slack", "channel_id", ("SLACK_CHANNEL_ID",)),
     ("executor", "host", ("ORCHESTRATOR_HOST",)),
+    ("dashboard", "token", ("ORCHESTRATOR_DASHBOARD_TOKEN",)),
 )
-
-@dataclass(frozen=True)
-class Labels:
-    ready: str = DEFAULT_LABELS["ready"]
-    working: str = DEFAULT_LABELS["working"]
-    completed: str = DEFAULT_LABELS["completed"]
-    failed: str = DEFAULT_LABELS["failed"]
-    needs_input: Optional[str] = DEFAULT_LABELS["needs_input"]  # None: no needs-input label
-    model_prefix: Optional[str] = "claude-model:"  # `claude-model:opus` runs with --model opus; None: off
-    #: label -> rank: a higher rank is launched first, unlabeled issues rank 0, then oldest first
-    priorities: Dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
-
-
-@dataclass(frozen=True)
-class FollowUp:
-    """Following the pull requests the orchestrator opened, until they are merged or closed."""
-
-    enabled: bool = True
-    trigger: str = "any"  # "any": every trusted review or comment; "mention": only those starting with a mention
-    mentions: List[str] = field(default_factory=lambda: ["@claude", "/claude"])
-    max_rounds: int = 5  # follow-ups for reviews and comments, per pull request
-    max_ci_fixes: int = 2  # follow-ups for failing checks, per pull request (one per head commit)
-
-
-@dataclass(frozen=True)
-class Executor:
-    """Where runners run: `local` (detached processes, processing-state.json) or `celery` (tasks on a
-    Redis broker, workers on any number of hosts, the state in Redis)."""
-
-    type: str = "local"
-    broker_url: Optional[str] = None
-    state_url: Optional[str] = None  # None: the broker's Redis
-    queue: str = "claude-orchestrator"
-    host: str = ""  # this host's name: ORCHESTRATOR_HOST, executor.host, else the machine's name
-    slots: int = 1  # agents this host's worker runs at once
-    heartbeat_seconds: float = 10
-    lost_after_seconds: float = 60  # a runner whose heartbeat is older is lost (Redis's clock)
-    connect_timeout_seconds: float = 5
-    visibility_timeout_seconds: float = 0  # set from the longest run when not given
-
-    @property
-    def celery(self) -> bool:
-        return self.type == "celery"
-
-    def host_queue(self, host: str) -> str:
-        """Resumes go to the host holding the session's transcript and slot."""
-        return f"{self.queue}.host.{host}"
-
-
-@dataclass(frozen=True)
-class ClaudeSettings:
-    """How Claude Code runs: the `claude` section, with a repository's overrides applied."""
-
-    executable: str = "claude"
-    timeout_seconds: float = 3600
-    check_interval: float = 5
-    model: Optional[str] = None
-    max_turns: Optional[int] = None
-    max_budget_usd: Optional[float] = None
-    permission_mode: Optional[str] = None
-    allowed_tools: List[str] = field(default_factory=list)
-    disallowed_tools: List[str] = field(default_factory=list)
-    extra_args: List[str] = field(default_factory=list)
-    prompt_template: Optional[Path] = None
-    idle_timeout_seconds: Optional[float] = None
-    append_system_prompt: Optional[str] = None
-    input_wait_hours: float = 72
-    max_retries: int = 1
-    inherit_tokens: bool = False
-    kill_grace_seconds: float = processes.KILL_GRACE_SECONDS
-    result_grace_seconds: float = 5.0
-
-
-@dataclass(frozen=True)
-class Repository:
-    """One repository the install serves: its slots, caps, setup and Claude settings."""
-
-    repo: str  # "owner/name"
-    base_repo_path: Path
-    max_concurrent: int
-    claude: ClaudeSettings
-    clone_url: Optional[str] = None
-    base_branch: Optional[str] = None  # None: the repository's default branch
-    setup_command: Optional[str] = None  # None: the clone's own setup.sh, if it has one
-    validate: List[Dict[str, Any]] = field(default_factory=list)  # the checks run before work is done
-
-    @property
-    def owner(self) -> str:
-        return self.repo.split("/")[0]
-
-    @property
-    def name(self) -> str:
-        return self.repo.split("/")[1]
-
-    def slot_path(self, agent_index: int) -> Path:
-        """Slot i is its own working tree: `<base_repo_path>/<repo_name>_<i>`."""
-        return self.base_repo_path / f"{self.name}_{agent_index}"
-
 
 # The schema: section -> key -> (checker, default). A checker returns an error text or None.
 SCHEMA: Dict[str, Dict[str, tuple]] = {
@@ -230,6 +151,13 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "connect_timeout_seconds": (positive_number, 5),
         "visibility_timeout_seconds": (optional(positive_number), None),
     },
+    "limits": {
+        "daily_usd": (optional(positive_number), None),
+        "monthly_usd": (optional(positive_number), None),
+    },
+    "dashboard": {
+        "token": (unset_or(string), None),
+    },
     "pull_request": {
         "create": (boolean, True),
         "draft": (boolean, True),
@@ -264,8 +192,9 @@ PLACEHOLDERS = {("github", "repo"): "owner/repository",
 PLACEHOLDER_HINTS = {"repo": "set it to the repository to work on (owner/name)",
                      "base_repo_path": "set it to a folder for the slot clones (it is created)"}
 #: Keys holding a token: a config file with one must not be readable by other users.
-TOKEN_KEYS = (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"))
-OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request", "follow_up", "executor"}
+TOKEN_KEYS = (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"), ("dashboard", "token"))
+OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request", "follow_up", "executor", "limits",
+                     "dashboard"}
 
 
 def default_config_path(env: Optional[Mapping[str, str]] = None) -> Path:
@@ -502,7 +431,7 @@ class Config:
         settings["validate"] = validate
         overrides = {} if single else entry
         for key in entry if not single else ():
-            if key not in REPOSITORY_KEYS and key != "claude":
+            if key not in REPOSITORY_KEYS and key not in ("claude", "limits"):
                 self.warnings.append(f"{where}.{key}: unknown key, ignored (a typo?)")
         for key, checker in REPOSITORY_KEYS.items():
             if key in overrides:
@@ -522,24 +451,29 @@ class Config:
                                                                           " (or set github.base_repo_path)"))
             return None
         settings["claude"] = dict(claude)
-        settings["claude"].update(self._check_repository_claude(entry.get("claude", {}) if not single else {},
-                                                                where, errors))
+        settings["claude"].update(self._check_repository_section(entry.get("claude", {}) if not single else {},
+                                                                 where, "claude", REPOSITORY_CLAUDE_KEYS, errors))
+        settings["limits"] = self._check_repository_section(entry.get("limits", {}) if not single else {},
+                                                            where, "limits", tuple(SCHEMA["limits"]), errors)
         settings["where"] = where
         return settings
 
-    def _check_repository_claude(self, raw: Any, where: str, errors: List[str]) -> Dict[str, Any]:
+    def _check_repository_section(self, raw: Any, where: str, section: str, keys: Sequence[str],
+                                  errors: List[str]) -> Dict[str, Any]:
+        """A repository's own `claude` or `limits` object: the `keys` of that section a repository may
+        set, each checked as the global section's is."""
         if not isinstance(raw, dict):
-            errors.append(f"{where}.claude: must be an object, {got_kind(raw)}")
+            errors.append(f"{where}.{section}: must be an object, {got_kind(raw)}")
             return {}
         checked = {}
         for key, value in raw.items():
-            if key not in REPOSITORY_CLAUDE_KEYS:
-                self.warnings.append(f"{where}.claude.{key}: not a per-repository setting, ignored (these are:"
-                                     f" {', '.join(REPOSITORY_CLAUDE_KEYS)})")
+            if key not in keys:
+                self.warnings.append(f"{where}.{section}.{key}: not a per-repository setting, ignored (these are:"
+                                     f" {', '.join(keys)})")
                 continue
-            problem = SCHEMA["claude"][key][0](value)
+            problem = SCHEMA[section][key][0](value)
             if problem:
-                errors.append(f"{where}.claude.{key}: {problem}")
+                errors.append(f"{where}.{section}.{key}: {problem}")
             else:
                 checked[key] = value
         return checked
@@ -565,8 +499,11 @@ class Config:
             repo=entry["repo"], base_repo_path=self._resolve(folder, entry["base_repo_path"]),
             max_concurrent=entry["max_concurrent"], clone_url=entry["clone_url"], base_branch=entry["base_branch"],
             setup_command=entry["setup_command"], validate=list(entry["validate"] or []),
-            claude=ClaudeSettings(**{**entry["claude"], "prompt_template": template_path}))
+            claude=ClaudeSettings(**{**entry["claude"], "prompt_template": template_path}),
+            limits=Limits(**entry["limits"]))
             for entry in repositories]
+        self.limits = Limits(**values["limits"])
+        self.dashboard_token: Optional[str] = values["dashboard"]["token"] or None
         self.max_agents: int = top["max_agents"]
         first = self.repositories[0]
         # The seed's names, for the first (with one repository: the only) repository.
@@ -646,7 +583,8 @@ class Config:
     def secrets(self) -> List[str]:
         """Every token this config holds, for redaction."""
         passwords = [urlsplit(u).password for u in (self.executor.broker_url, self.executor.state_url) if u]
-        return [s for s in (self.github_token, self.telegram_bot_token, self.slack_bot_token, *passwords) if s]
+        return [s for s in (self.github_token, self.telegram_bot_token, self.slack_bot_token, self.dashboard_token,
+                            *passwords) if s]
 
     def get_repo_path(self, agent_index: int) -> Path:
         """Slot i of the first repository (the seed's call): `<base_repo_path>/<repo_name>_<i>`."""

@@ -23,6 +23,7 @@ EVENT_KINDS = {
     "resumed": ("▶️", "Resumed"),
     "paused": ("⏸️", "Paused"),
     "cancelled": ("⏹️", "Cancelled"),  # a human closed the issue or took claude-working off it
+    "spend_limit": ("💰", "Spend limit"),  # limits.daily_usd / monthly_usd reached: no new run until the period turns
     "test": ("🔔", "Test"),
 }
 
@@ -114,6 +115,8 @@ def summary(event: Event) -> str:
         "resumed": "Claude Code resumed the session with the answer from the issue.",
         "paused": f"Usage limit reached: no new launches until {event.until or 'the limit resets'}.",
         "cancelled": "Claude Code was stopped; the work so far is saved on the branch.",
+        "spend_limit": f"Spend limit reached: no new run starts until {event.until or 'the period turns'};"
+                       " runs already going finish.",
         "test": "Test message from the issue orchestrator: this notifier works.",
     }[event.kind]
 

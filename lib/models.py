@@ -219,6 +219,9 @@ class IssueState:
     #: each Claude invocation of this attempt: kind ("run", "resume", "fix-1", ...), cost_usd (the CLI's
     #: running total of the session), num_turns, duration_seconds
     invocations: List[Dict[str, Any]] = field(default_factory=list)
+    #: {"session_id", "cost_usd"}: the last running total the CLI reported for the session, kept across
+    #: runs and follow-ups (which resume it), so that an invocation's own cost is what it adds to it
+    session_spent: Dict[str, Any] = field(default_factory=dict)
     # Following the pull request it opened, until it is merged or closed:
     pr_number: Optional[int] = None
     following: bool = False

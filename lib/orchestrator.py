@@ -13,15 +13,19 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 from lib.comments import post_once, refused_model_comment
 from lib.config import Config, label_specs
 from lib.executors import executor_for
+from lib.costs import ceilings
+from lib.events import Event
 from lib.files import exclusive_lock, writable
 from lib.follow_up import look
 from lib.github_client import GitHubClient, GitHubError, RateLimitError, Trust
+from lib.ledger import RunHistory
 from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
+from lib.notifications import Notifications
 from lib.processes import end_session_processes, live_process, process_alive, terminate_tree
 from lib.repo_manager import NETWORK_TIMEOUT
 from lib.routing import label_names, model_choice, queue_order, rank, routing_labels
@@ -78,8 +82,10 @@ class IssueOrchestrator:
         self.dry_run = dry_run
         self.state = state or StateManager.for_config(config)
         self.executor = executor_for(config, self.state)
+        self.history = RunHistory.for_config(config)
         self._clients: Dict[str, GitHubClient] = {}
         self._trust: Dict[str, Trust] = {}
+        self.capped: Set[str] = set()  # repositories whose spend ceiling is reached: no new run this tick
 
     def github(self, repo: str) -> GitHubClient:
         """One client per repository; they share one poll cache file (its entries are per URL)."""
@@ -281,6 +287,7 @@ class IssueOrchestrator:
 
     def poll_and_claim(self, summary: TickSummary) -> None:
         polled = self.poll(summary)
+        self.capped = self.spend_ceilings()
         state = self.state.load_state()
         if self.config.follow_up.enabled and not state.paused_until():
             # A follow-up finishes work already started: it goes before any new issue.
@@ -305,7 +312,7 @@ class IssueOrchestrator:
             if known and known.is_active:
                 continue  # claimed earlier; the label swap did not land yet
             not_before = parse_iso(known.not_before) if known else None
-            if not_before and not_before > now:
+            if (not_before and not_before > now) or repo in self.capped:
                 summary.queued.append(self.ref(repo, issue["number"]))
                 continue
             queue.append((repo, issue, known))
@@ -369,12 +376,40 @@ class IssueOrchestrator:
                 post_once(self.github(entry.repo), entry.pr_number, "follow-bound",
                           f"Claude Code follows this pull request no more: {news.bound}.")
                 self.state.update(run_key(entry), following=False, follow_marks=news.marks)
-            elif news.work and self._room(self.state.load_state(), repository):
+            elif news.work and entry.repo not in self.capped and self._room(self.state.load_state(), repository):
                 self._claim_follow_up(entry, repository, news, summary)
             elif news.work:
                 summary.queued.append(ref)
             elif news.marks != entry.follow_marks:
                 self.state.update(run_key(entry), follow_marks=news.marks)
+
+    def spend_ceilings(self) -> Set[str]:
+        """The repositories whose new runs (follow-ups too) wait: their spend ceiling, or the global
+        one, is reached in its UTC day or month. Each reached ceiling is announced once per period."""
+        found = ceilings(self.config, self.history)
+        if not found:
+            return set()
+        every = {repository.repo for repository in self.config.repositories}
+        reached = [ceiling for ceiling in found if ceiling.reached]
+        capped: Set[str] = set()
+        for ceiling in reached:
+            capped |= every if ceiling.repo is None else {ceiling.repo}
+            log.warning("Spend ceiling: %s", ceiling.sentence())
+        if self.dry_run:
+            return capped
+        announced = self.state.load_state().meta.get("spend_announced") or []
+        fresh = [ceiling for ceiling in reached if ceiling.key not in announced]
+        # Keys of an earlier period go: the next time that ceiling is reached is announced again.
+        kept = [key for key in announced if key in {ceiling.key for ceiling in found}] + [c.key for c in fresh]
+        if kept != announced:
+            with self.state.transaction() as state:
+                state.meta["spend_announced"] = kept
+        if fresh:
+            notifications = Notifications.from_config(self.config)
+            for ceiling in fresh:
+                notifications.notify(Event(kind="spend_limit", repo=ceiling.repo or ", ".join(sorted(every)),
+                                           reason=ceiling.sentence(), until=ceiling.end.isoformat()))
+        return capped
 
     def _claim_follow_up(self, entry: IssueState, repository, news, summary: TickSummary) -> None:
         with self.state.transaction() as state:

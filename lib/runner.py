@@ -29,6 +29,7 @@ from lib.events import Event
 from lib.files import exclusive_lock, log_tail
 from lib.follow_up import addressed, follow_prompt, numbered_comments
 from lib.github_client import GitHubClient, Trust
+from lib.ledger import RunHistory
 from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
 from lib.notifications import Notifications
 from lib.outcomes import Outcome, classify
@@ -36,7 +37,7 @@ from lib.processes import RUN_MARKER_VAR, process_create_time
 from lib.prompts import build_prompt, build_reply
 from lib.redaction import configure_logging
 from lib.repo_manager import RepoManager, SlotInfo
-from lib.state_manager import Heartbeat, StateStore
+from lib.state_manager import StateStore
 from lib.transcripts import summarize_stream
 from lib.validation import fix_prompt, is_test_file, run_validation, summary_line
 
@@ -74,6 +75,7 @@ class IssueRunner:
         self.key = (self.repository.repo, self.number)
         # A runner waits out a restart of the shared state's Redis; a tick would say so at once.
         self.state = StateStore.for_config(config, patience=config.executor.lost_after_seconds / 2)
+        self.history = RunHistory.for_config(config)
         self.github = GitHubClient(config.github_token, self.repository.repo, config.api_url)
         self.trust = Trust(self.github, config.trusted_roles, config.allowed_users)
         self.notifications = Notifications.from_config(config)
@@ -358,10 +360,29 @@ class IssueRunner:
         return current
 
     def record_invocation(self, kind: str, outcome: Outcome) -> None:
-        """Each invocation's figures: the CLI's cost is the session's running total; turns and time add up."""
+        """Each invocation's figures: the CLI's cost is the session's running total; turns and time add up.
+        The run history gets its own cost: what it added to its session's total (kept across runs)."""
+        entry = self.entry
         figures = {"kind": kind, "cost_usd": outcome.cost_usd, "num_turns": outcome.num_turns,
                    "duration_seconds": outcome.duration_seconds, "ended": utc_now_iso()}
-        self.update(invocations=[*self.entry.invocations, figures])
+        own_cost, spent = None, entry.session_spent
+        if outcome.cost_usd is not None:
+            same_session = spent.get("session_id") == entry.session_id
+            before = spent.get("cost_usd", 0.0) if same_session else 0.0
+            # A total below the one before is not a running total (the CLI counted afresh): all its own.
+            own_cost = round(outcome.cost_usd - before if outcome.cost_usd >= before else outcome.cost_usd, 6)
+            spent = {"session_id": entry.session_id, "cost_usd": outcome.cost_usd}
+        self.update(invocations=[*entry.invocations, figures], session_spent=spent)
+        self.remember({"type": "invocation", "kind": kind, "attempt": entry.attempt, "session_id": entry.session_id,
+                       "session_cost_usd": outcome.cost_usd, "cost_usd": own_cost, "num_turns": outcome.num_turns,
+                       "duration_seconds": outcome.duration_seconds})
+
+    def remember(self, record: Dict[str, Any]) -> None:
+        """One line of the run history; a history that cannot be written costs a warning, never the run."""
+        try:
+            self.history.append({"repo": self.repository.repo, "issue": self.number, **record})
+        except (OSError, OrchestratorError) as exc:  # a full disk; Redis down in the Celery mode
+            log.warning("Issue %s: the run history %s was not written: %s", self.ref, self.history.path, exc)
 
     # --- validation ----------------------------------------------------------------------------
 
@@ -461,6 +482,9 @@ class IssueRunner:
         # `ready` stays when a human put it back during the run: the next tick starts a new attempt.
         self.swap_labels(add=end_label, remove=[labels.working, labels.needs_input])
         fault_point("after-labels")
+        # Before the state says finished: `--wait`, and whoever watches the state, may take that as the end.
+        self.remember({"type": "outcome", "attempt": entry.attempt, "status": outcome.status.value,
+                       "pr_url": pr_url, "duration_seconds": duration})
         entry = self.update(status=outcome.status, end_time=utc_now_iso(), error=outcome.reason,
                             cost_usd=outcome.cost_usd if outcome.cost_usd is not None else entry.cost_usd,
                             num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns,
@@ -618,8 +642,6 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m lib.runner
                         help="the issue's repository (default: the config's first, as runners of earlier versions)")
     parser.add_argument("--config", required=True)
     parser.add_argument("--reason", help="finalize: why (lost, cancelled, or a sentence that fails the issue)")
-    parser.add_argument("--dispatch", metavar="ID", help="the Celery mode: the task's dispatch id")
-    parser.add_argument("--attempt", type=int, help="the Celery mode: the attempt the task was sent for")
     args = parser.parse_args(argv)
     try:
         config = Config(Path(args.config))
@@ -635,40 +657,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m lib.runner
         if not mine:
             log.info("Issue %s: another runner works on it; this one leaves", ref)
             return 0
-        if not config.executor.celery:
-            return _run_mode(config, repository.repo, args)
-        return _run_task(config, repository.repo, args)
-
-
-def _run_task(config: Config, repo: str, args: argparse.Namespace) -> int:
-    """A Celery task's runner: take the dispatch (or leave, when another delivery or a newer claim
-    has it), then beat in the shared state while the mode runs."""
-    executor = config.executor
-    key = (repo, args.issue)
-    state = StateStore.for_config(config, patience=executor.lost_after_seconds / 2)
-    try:
-        taken = state.take_dispatch(key, args.dispatch, args.attempt, executor.host)
-    except OrchestratorError as exc:
-        log.error("Issue %s#%s: %s", repo, args.issue, exc)
-        return 1
-    if taken is None:
-        log.info("Issue %s#%s: task %s is not its current dispatch; nothing to do", repo, args.issue, args.dispatch)
-        return 0
-    if taken.adopted_from:  # the slot and the session were that host's: a new session, told the whole thread
-        log.warning("Issue %s#%s: host %s is gone; %s takes the run over", repo, args.issue, taken.adopted_from,
-                    executor.host)
-        args.mode = RUN if args.mode == RESUME else args.mode
-    beat = Heartbeat(f"heartbeat of {repo}#{args.issue}",
-                     lambda: state.beat(key, executor.host, executor.lost_after_seconds), executor.heartbeat_seconds)
-    beat.start()
-    try:
-        return _run_mode(config, repo, args)
-    finally:
-        beat.stop()
-        try:
-            state.end_beat(key, executor.host)
-        except OrchestratorError:
-            pass  # it expires by itself
+        return _run_mode(config, repository.repo, args)
 
 
 def _run_mode(config: Config, repo: str, args: argparse.Namespace) -> int:

@@ -265,3 +265,31 @@ def test_a_worker_that_starts_ends_what_a_killed_worker_of_its_host_left(celery_
     cw.start_worker("host-a")
     cw.world.wait_for(lambda: not alive(tool), timeout=30, what="the restarted worker to end the tool")
     assert "which no runner of this host owns" in cw.worker_logs()
+
+
+def test_costs_and_the_dashboard_count_the_runs_of_every_host(celery_world):
+    cw = celery_world
+    for host in cw.HOSTS:
+        cw.start_worker(host)
+    for i in range(2):
+        cw.world.add_issue(title=f"Task {i}", body=f"Work {i}. {scenario('slow', '1')}")
+    entries = drive(cw, all_finished(2))
+    assert {e.host for e in entries.values()} <= set(cw.HOSTS)
+    costs = subprocess.run([sys.executable, str(PROJECT / "claude_monitor.py"), "--config", str(cw.world.config_path),
+                            "costs", "--by", "issue", "--format", "json"], env={**cw.world.env, "ORCHESTRATOR_HOST":
+                                                                                    "tick-host"},
+                           capture_output=True, text=True, timeout=60)
+    assert costs.returncode == 0, costs.stderr
+    report = json.loads(costs.stdout)
+    assert report["total"]["invocations"] == 2 and report["total"]["outcomes"] == {"completed": 2}
+    assert report["total"]["cost_usd"] > 0
+    assert not (cw.world.config_path.parent / "state" / "run-history.jsonl").exists()  # it is in Redis
+
+    from lib.claude_monitor import ClaudeMonitor
+    from lib.config import Config
+    from lib.dashboard import DashboardData
+
+    data = DashboardData(ClaudeMonitor(Config(cw.world.config_path, env={"ORCHESTRATOR_HOST": "tick-host"}),
+                                       cpu_interval=0))
+    overview = json.loads(json.dumps(data.overview()))
+    assert "Task 0" in json.dumps(overview) and "Task 1" in json.dumps(overview)

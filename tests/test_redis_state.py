@@ -113,3 +113,19 @@ def test_the_config_chooses_the_store_and_the_host(tmp_path, redis_server):
     assert on_box2.executor.host == "box-2" and on_box2.executor.slots == 5
     assert on_box2.repositories[0].slot_path(0) == tmp_path / "box2" / "widgets_0"
     assert on_box2.executor.host_queue("box-2") == "claude-orchestrator.host.box-2"
+
+
+def test_the_run_history_in_redis_is_bounded_and_read_from_its_end(redis_server):
+    from datetime import datetime, timedelta, timezone
+
+    from lib.ledger import RedisRunHistory
+
+    store = RedisStateStore(redis_server.url, namespace="ledger")
+    history = RedisRunHistory(store, max_records=5)
+    history.CHUNK = 2  # several chunks, read backwards
+    for number in range(8):
+        history.append({"type": "invocation", "issue": number, "cost_usd": 0.01})
+    assert [r["issue"] for r in history.read()] == [3, 4, 5, 6, 7]
+    assert history.read(datetime.now(timezone.utc) + timedelta(minutes=1)) == []
+    redis_server.cli("RPUSH", "orchestrator:ledger:history", "{torn")
+    assert [r["issue"] for r in history.read(datetime.now(timezone.utc) - timedelta(minutes=1))] == [3, 4, 5, 6, 7]

@@ -1,0 +1,128 @@
+"""The settings a Config is made of: frozen dataclasses, one per section or repository, with their
+defaults. `lib.config` validates the file and builds them (and exports them under its own name too).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from lib import processes
+
+DEFAULT_LABELS = {
+    "ready": "ready-for-claude",
+    "working": "claude-working",
+    "completed": "claude-completed",
+    "failed": "claude-failed",
+    "needs_input": "claude-needs-input",
+}
+
+DEFAULT_PRIORITIES = {"priority:high": 1, "priority:low": -1}
+
+
+@dataclass(frozen=True)
+class Labels:
+    ready: str = DEFAULT_LABELS["ready"]
+    working: str = DEFAULT_LABELS["working"]
+    completed: str = DEFAULT_LABELS["completed"]
+    failed: str = DEFAULT_LABELS["failed"]
+    needs_input: Optional[str] = DEFAULT_LABELS["needs_input"]  # None: no needs-input label
+    model_prefix: Optional[str] = "claude-model:"  # `claude-model:opus` runs with --model opus; None: off
+    #: label -> rank: a higher rank is launched first, unlabeled issues rank 0, then oldest first
+    priorities: Dict[str, int] = field(default_factory=lambda: dict(DEFAULT_PRIORITIES))
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """Following the pull requests the orchestrator opened, until they are merged or closed."""
+
+    enabled: bool = True
+    trigger: str = "any"  # "any": every trusted review or comment; "mention": only those starting with a mention
+    mentions: List[str] = field(default_factory=lambda: ["@claude", "/claude"])
+    max_rounds: int = 5  # follow-ups for reviews and comments, per pull request
+    max_ci_fixes: int = 2  # follow-ups for failing checks, per pull request (one per head commit)
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Where runners run: `local` (detached processes, processing-state.json) or `celery` (tasks on a
+    Redis broker, workers on any number of hosts, the state in Redis)."""
+
+    type: str = "local"
+    broker_url: Optional[str] = None
+    state_url: Optional[str] = None  # None: the broker's Redis
+    queue: str = "claude-orchestrator"
+    host: str = ""  # this host's name: ORCHESTRATOR_HOST, executor.host, else the machine's name
+    slots: int = 1  # agents this host's worker runs at once
+    heartbeat_seconds: float = 10
+    lost_after_seconds: float = 60  # a runner whose heartbeat is older is lost (Redis's clock)
+    connect_timeout_seconds: float = 5
+    visibility_timeout_seconds: float = 0  # set from the longest run when not given
+
+    @property
+    def celery(self) -> bool:
+        return self.type == "celery"
+
+    def host_queue(self, host: str) -> str:
+        """Resumes go to the host holding the session's transcript and slot."""
+        return f"{self.queue}.host.{host}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """A spend ceiling: no new launch once this much (USD) is spent in the UTC day or month; None: none."""
+
+    daily_usd: Optional[float] = None
+    monthly_usd: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class ClaudeSettings:
+    """How Claude Code runs: the `claude` section, with a repository's overrides applied."""
+
+    executable: str = "claude"
+    timeout_seconds: float = 3600
+    check_interval: float = 5
+    model: Optional[str] = None
+    max_turns: Optional[int] = None
+    max_budget_usd: Optional[float] = None
+    permission_mode: Optional[str] = None
+    allowed_tools: List[str] = field(default_factory=list)
+    disallowed_tools: List[str] = field(default_factory=list)
+    extra_args: List[str] = field(default_factory=list)
+    prompt_template: Optional[Path] = None
+    idle_timeout_seconds: Optional[float] = None
+    append_system_prompt: Optional[str] = None
+    input_wait_hours: float = 72
+    max_retries: int = 1
+    inherit_tokens: bool = False
+    kill_grace_seconds: float = processes.KILL_GRACE_SECONDS
+    result_grace_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Repository:
+    """One repository the install serves: its slots, caps, setup and Claude settings."""
+
+    repo: str  # "owner/name"
+    base_repo_path: Path
+    max_concurrent: int
+    claude: ClaudeSettings
+    clone_url: Optional[str] = None
+    base_branch: Optional[str] = None  # None: the repository's default branch
+    setup_command: Optional[str] = None  # None: the clone's own setup.sh, if it has one
+    validate: List[Dict[str, Any]] = field(default_factory=list)  # the checks run before work is done
+    limits: Limits = Limits()  # this repository's own spend ceiling (the global one bounds them all)
+
+    @property
+    def owner(self) -> str:
+        return self.repo.split("/")[0]
+
+    @property
+    def name(self) -> str:
+        return self.repo.split("/")[1]
+
+    def slot_path(self, agent_index: int) -> Path:
+        """Slot i is its own working tree: `<base_repo_path>/<repo_name>_<i>`."""
+        return self.base_repo_path / f"{self.name}_{agent_index}"
