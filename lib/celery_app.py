@@ -24,7 +24,7 @@ from lib.config import PROJECT_DIR, Config
 from lib.models import OrchestratorError
 from lib.processes import marked_processes, process_alive, running_markers, start, terminate_tree
 from lib.runner import RESUME, RUN
-from lib.state_manager import Heartbeat, RedisStateStore, StateStore, masked_url
+from lib.state_manager import REDIS_RESTART_SECONDS, Heartbeat, RedisStateStore, StateStore, masked_url
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _run_issue_task(config: Config):
         """Take the dispatch (or leave: another delivery or a newer claim has it), then run the runner
         and beat in the shared state while it runs."""
         key, ref = (repo, number), f"{repo}#{number}"
-        state = StateStore.for_config(config, patience=executor.lost_after_seconds / 2)
+        state = StateStore.for_config(config, patience=REDIS_RESTART_SECONDS)
         try:
             taken = state.take_dispatch(key, dispatch_id, attempt, executor.host)
         except OrchestratorError as exc:
@@ -105,8 +105,8 @@ def _run_issue_task(config: Config):
         if taken.adopted_from:  # the slot and the session were that host's: a new session, told the whole thread
             log.warning("Issue %s: host %s is gone; %s takes the run over", ref, taken.adopted_from, executor.host)
             mode = RUN if mode == RESUME else mode
-        beat = Heartbeat(f"heartbeat of {ref}", lambda: state.beat(key, executor.host, executor.lost_after_seconds),
-                         executor.heartbeat_seconds)
+        beat = Heartbeat(f"heartbeat of {ref}", lambda: state.beat(key, executor.host, executor.lost_after_seconds,
+                                                                  dispatch_id), executor.heartbeat_seconds)
         beat.start()
         try:
             issue_dir = config.issue_dir(repo, number)
@@ -119,7 +119,7 @@ def _run_issue_task(config: Config):
         finally:
             beat.stop()
             try:
-                state.end_beat(key, executor.host)
+                state.end_beat(key, executor.host, dispatch_id)
             except OrchestratorError:
                 pass  # it expires by itself
 
@@ -153,7 +153,7 @@ def run_worker(config: Config, *, loglevel: str = "INFO") -> int:
     executor = config.executor
     if not executor.celery:
         raise OrchestratorError(f"{config.path}: executor.type is {executor.type!r}; a worker needs \"celery\".")
-    state = StateStore.for_config(config, patience=executor.lost_after_seconds / 2)
+    state = StateStore.for_config(config, patience=REDIS_RESTART_SECONDS)
     state.verify()
     app = make_app(config)
     check_broker(app, config)

@@ -123,20 +123,15 @@ class DashboardData:
                     "unknown_cost": figures.unknown_cost, "page": run_page_path(entry.repo, entry.issue_number)}
 
         slots = []
-        for repository in self.monitor.config.repositories:
-            if self.monitor.repo is not None and repository.repo != self.monitor.repo:
-                continue
-            for index in range(repository.max_concurrent):
-                holder = next((e for e in states.values() if e.repo == repository.repo and e.agent_index == index
-                               and e.status in ACTIVE_STATUSES), None)
-                slot: Dict[str, Any] = {"repo": repository.repo, "slot": index,
-                                        "cwd": str(repository.slot_path(index)), "run": None}
-                if holder is not None:
-                    instance = instances.get((holder.repo, holder.issue_number))
-                    slot["run"] = {**run(holder), "status": str(instance.status if instance else holder.status),
-                                   "runtime_seconds": instance.runtime_seconds if instance else None,
-                                   "last_activity": instance.last_activity if instance else holder.last_activity}
-                slots.append(slot)
+        for repository, index, host, holder in self.slot_holders(states):
+            slot: Dict[str, Any] = {"repo": repository.repo, "slot": index, "host": host,
+                                    "cwd": None if host else str(repository.slot_path(index)), "run": None}
+            if holder is not None:
+                instance = instances.get((holder.repo, holder.issue_number))
+                slot["run"] = {**run(holder), "status": str(instance.status if instance else holder.status),
+                               "runtime_seconds": instance.runtime_seconds if instance else None,
+                               "last_activity": instance.last_activity if instance else holder.last_activity}
+            slots.append(slot)
         waiting = sorted((e for e in states.values() if e.status == ProcessStatus.WAITING),
                          key=lambda e: e.not_before or "")
         queue = [{**run(e), "not_before": e.not_before, "reason": e.error} for e in waiting]
@@ -147,6 +142,20 @@ class DashboardData:
                   for entry in finished]
         return {"generated": utc_now_iso(), "slots": slots, "queue": queue, "questions": questions,
                 "recent": recent}
+
+    def slot_holders(self, states: Dict[Any, IssueState]):
+        """(repository, slot index, host, the active entry or None): every slot of this machine; in the
+        Celery mode the slots of every host that hold a run (each host has its own slot 0)."""
+        repositories = [r for r in self.monitor.config.repositories
+                        if self.monitor.repo is None or r.repo == self.monitor.repo]
+        active = [e for e in states.values() if e.status in ACTIVE_STATUSES and e.agent_index is not None]
+        if self.monitor.config.executor.celery:
+            by_name = {r.repo: r for r in repositories}
+            return [(by_name[e.repo], e.agent_index, e.host, e) for e in
+                    sorted(active, key=lambda e: (e.host or "", e.repo or "", e.agent_index)) if e.repo in by_name]
+        return [(repository, index, None, next((e for e in active if e.repo == repository.repo
+                                                 and e.agent_index == index), None))
+                for repository in repositories for index in range(repository.max_concurrent)]
 
     def costs(self, since: str = f"{CHART_DAYS}d") -> CostReport:
         now = datetime.now(timezone.utc)
@@ -239,7 +248,7 @@ def days_of(costs: CostReport) -> List[Tuple[str, float, str, str]]:
 
 
 def overview_html(data: Dict[str, Any], costs: CostReport) -> str:
-    slots = [[show(f'{s["repo"]} slot {s["slot"]}'),
+    slots = [[show(f'{s["repo"]} slot {s["slot"]}' + (f' on {s["host"]}' if s.get("host") else "")),
               _link(s["run"]) if s["run"] else '<span class="muted">free</span>',
               show(s["run"]["title"]) if s["run"] else "", show(s["run"]["status"]) if s["run"] else "",
               show(format_duration(s["run"]["runtime_seconds"])) if s["run"] and s["run"]["runtime_seconds"] is not None

@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from lib.files import exclusive_lock, iter_lines_reversed
 from lib.models import parse_iso
-from lib.state_manager import RedisStateStore, StateStore
+from lib.state_manager import REDIS_RESTART_SECONDS, RedisStateStore, StateStore
 
 #: The file is rotated when an append would take it past this size.
 MAX_BYTES = 16 * 1024 * 1024
@@ -60,7 +60,7 @@ class RunHistory(ABC):
     @staticmethod
     def for_config(config) -> "RunHistory":
         if config.executor.celery:
-            return RedisRunHistory(StateStore.for_config(config, patience=config.executor.lost_after_seconds / 2))
+            return RedisRunHistory(StateStore.for_config(config, patience=REDIS_RESTART_SECONDS))
         return FileRunHistory(config.state_file.parent / HISTORY_FILE_NAME)
 
 

@@ -579,7 +579,7 @@ class IssueOrchestrator:
                  f"pid {recorded['runner_pid']}" if recorded else "a Celery task")
 
     def wait_for_runners(self, poll_seconds: float = 0.25, out=None) -> None:
-        """Block until no runner of an active issue lives, printing each status change (--wait)."""
+        """Block until no runner of the issues active at the start lives, printing each status change (--wait)."""
         out = out or sys.stdout
         watched = sorted(run_key(entry) for entry in self.state.load_state().active())
         last_status: Dict[tuple, str] = {}
@@ -596,7 +596,8 @@ class IssueOrchestrator:
                     detail = f": {entry.error}" if entry.error and not entry.is_active else ""
                     pr = f" {entry.pr_url}" if entry.pr_url else ""
                     print(f"{self.ref(*key)}: {entry.status}{detail}{pr}", file=out, flush=True)
-                live_runner = live_runner or (entry.is_active and self.executor.alive(entry))
+                # A runner still ending (its notifications) is waited for, whatever the entry says already.
+                live_runner = live_runner or self.executor.alive(entry)
             if not live_runner and not self.executor.children:
                 return
             time.sleep(poll_seconds)

@@ -30,14 +30,15 @@ from lib.files import exclusive_lock, log_tail
 from lib.follow_up import addressed, follow_prompt, numbered_comments
 from lib.github_client import GitHubClient, Trust
 from lib.ledger import RunHistory
-from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
+from lib.models import (IssueState, OrchestratorError, ProcessStatus, StateUnreachable, fault_point, parse_iso,
+                        utc_now_iso)
 from lib.notifications import Notifications
 from lib.outcomes import Outcome, classify
 from lib.processes import RUN_MARKER_VAR, process_create_time
 from lib.prompts import build_prompt, build_reply
 from lib.redaction import configure_logging
 from lib.repo_manager import RepoManager, SlotInfo
-from lib.state_manager import StateStore
+from lib.state_manager import REDIS_RESTART_SECONDS, StateStore
 from lib.transcripts import summarize_stream
 from lib.validation import fix_prompt, is_test_file, run_validation, summary_line
 
@@ -73,8 +74,8 @@ class IssueRunner:
         self.repository = config.repository(repo)
         self.number = int(issue_number)
         self.key = (self.repository.repo, self.number)
-        # A runner waits out a restart of the shared state's Redis; a tick would say so at once.
-        self.state = StateStore.for_config(config, patience=config.executor.lost_after_seconds / 2)
+        # A runner waits out a restart of the shared state's Redis; a tick says so at once.
+        self.state = StateStore.for_config(config, patience=REDIS_RESTART_SECONDS)
         self.history = RunHistory.for_config(config)
         self.github = GitHubClient(config.github_token, self.repository.repo, config.api_url)
         self.trust = Trust(self.github, config.trusted_roles, config.allowed_users)
@@ -144,10 +145,19 @@ class IssueRunner:
 
     def should_stop(self) -> Optional[str]:
         """Polled by the watcher: a tick asked to cancel (issue closed, label removed) or a SIGTERM."""
-        reason = self.entry.cancel_reason
+        reason = self.while_watching(lambda: self.entry.cancel_reason)
         if reason:
             return reason
         return "the runner was asked to stop (SIGTERM)" if self.signalled else None
+
+    def while_watching(self, step):
+        """A state call of the watch: a shared state that stays unreachable (Redis down) is a warning,
+        never the end of a running agent; the next poll tries again."""
+        try:
+            return step()
+        except StateUnreachable as exc:
+            log.warning("Issue %s: %s; the agent goes on", self.ref, exc)
+            return None
 
     def stopped_between_steps(self) -> Optional[int]:
         """The exit code when the run must not go on: a tick's cancel finishes the issue as
@@ -315,8 +325,9 @@ class IssueRunner:
             agent = self.processor.run(
                 prompt, cwd=cwd, session_id=session_id, stream_path=stream_path,
                 stderr_path=self.log_path(entry.attempt, "stderr.log"), resume=resume, on_started=on_started,
-                on_session_id=lambda sid: self.update(session_id=sid),
-                on_progress=lambda count, when: self.update(message_count=count, last_activity=when),
+                on_session_id=lambda sid: self.while_watching(lambda: self.update(session_id=sid)),
+                on_progress=lambda count, when: self.while_watching(
+                    lambda: self.update(message_count=count, last_activity=when)),
                 should_stop=self.should_stop,
                 has_changes=lambda: self.has_changes(cwd, head_at_launch))
         except ClaudeLaunchError as exc:

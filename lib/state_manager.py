@@ -284,6 +284,8 @@ redis.call('INCR', KEYS[4])
 return 1
 """
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+#: How long runners and workers retry a Redis that does not answer (a restart) before they give up.
+REDIS_RESTART_SECONDS = 30
 #: A transaction's lock expires after this long: a writer that died holding it blocks no one for longer.
 LOCK_SECONDS = 30
 LOCK_WAIT_SECONDS = 60
@@ -463,20 +465,23 @@ class RedisStateStore(StateStore):
 
     # --- heartbeats --------------------------------------------------------------------------
 
-    def beat(self, key: RunKey, host: str, ttl_seconds: float) -> None:
-        """The runner of `key` lives on `host`, for the next `ttl_seconds` (by Redis's clock)."""
+    def beat(self, key: RunKey, host: str, ttl_seconds: float, token: str = "") -> None:
+        """The runner of `key` lives on `host`, for the next `ttl_seconds` (by Redis's clock). `token`
+        tells this beat from another runner's of the same run on the same host."""
         with self.reachable():
-            self.client.set(self.name(f"hb:{key_text(key)}"), host, px=int(ttl_seconds * 1000))
+            self.client.set(self.name(f"hb:{key_text(key)}"), f"{host} {token}", px=int(ttl_seconds * 1000))
 
-    def end_beat(self, key: RunKey, host: str) -> None:
+    def end_beat(self, key: RunKey, host: str, token: str = "") -> None:
+        """End this beat, and only this one (a later runner of the run may beat now)."""
         with self.reachable():
-            if self.client.get(self.name(f"hb:{key_text(key)}")) == host:
+            if self.client.get(self.name(f"hb:{key_text(key)}")) == f"{host} {token}":
                 self.client.delete(self.name(f"hb:{key_text(key)}"))
 
     def beating(self, key: RunKey) -> Optional[str]:
         """The host whose runner of `key` beats, or None: there is no live runner of it anywhere."""
         with self.reachable():
-            return self.client.get(self.name(f"hb:{key_text(key)}"))
+            value = self.client.get(self.name(f"hb:{key_text(key)}"))
+        return value.split(" ", 1)[0] if value else None
 
     def worker_beat(self, host: str, slots: int, ttl_seconds: float) -> None:
         with self.reachable():

@@ -272,7 +272,17 @@ def test_costs_and_the_dashboard_count_the_runs_of_every_host(celery_world):
     for host in cw.HOSTS:
         cw.start_worker(host)
     for i in range(2):
-        cw.world.add_issue(title=f"Task {i}", body=f"Work {i}. {scenario('slow', '1')}")
+        cw.world.add_issue(title=f"Task {i}", body=f"Work {i}. {scenario('slow', '3')}")
+    from lib.claude_monitor import ClaudeMonitor
+    from lib.config import Config
+    from lib.dashboard import DashboardData
+
+    data = DashboardData(ClaudeMonitor(Config(cw.world.config_path, env={"ORCHESTRATOR_HOST": "tick-host"}),
+                                       cpu_interval=0))
+    running = drive(cw, lambda entries: any(e.status.value == "running" for e in entries.values()))
+    slots = data.overview()["slots"]
+    assert {(s["host"], s["slot"]) for s in slots} <= {(e.host, e.agent_index) for e in running.values()}
+    assert any(s["run"]["status"] == "running" for s in slots) and all(s["host"] in cw.HOSTS for s in slots)
     entries = drive(cw, all_finished(2))
     assert {e.host for e in entries.values()} <= set(cw.HOSTS)
     costs = subprocess.run([sys.executable, str(PROJECT / "claude_monitor.py"), "--config", str(cw.world.config_path),
@@ -285,11 +295,5 @@ def test_costs_and_the_dashboard_count_the_runs_of_every_host(celery_world):
     assert report["total"]["cost_usd"] > 0
     assert not (cw.world.config_path.parent / "state" / "run-history.jsonl").exists()  # it is in Redis
 
-    from lib.claude_monitor import ClaudeMonitor
-    from lib.config import Config
-    from lib.dashboard import DashboardData
-
-    data = DashboardData(ClaudeMonitor(Config(cw.world.config_path, env={"ORCHESTRATOR_HOST": "tick-host"}),
-                                       cpu_interval=0))
     overview = json.loads(json.dumps(data.overview()))
     assert "Task 0" in json.dumps(overview) and "Task 1" in json.dumps(overview)
