@@ -26,12 +26,13 @@ The Redis list keeps the newest MAX_RECORDS lines (about 30 MB): some four month
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from abc import ABC, abstractmethod
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from lib.files import exclusive_lock, iter_lines_reversed
 from lib.models import parse_iso
@@ -96,18 +97,9 @@ class FileRunHistory(RunHistory):
 
     def read(self, since: Optional[datetime] = None) -> List[Record]:
         """Read from the end backwards, so that a recent `since` costs only the recent lines."""
-        found: List[Record] = []
-        for path in (self.path, self.rotated):
-            if not path.is_file():
-                continue
-            for line in iter_lines_reversed(path, budget=2 * self.max_bytes):
-                record, at = _parse(line)
-                if record is None:
-                    continue
-                if since is not None and at < since:
-                    return found[::-1]
-                found.append(record)
-        return found[::-1]
+        return _back_to(itertools.chain.from_iterable(
+            iter_lines_reversed(path, budget=2 * self.max_bytes) for path in (self.path, self.rotated)
+            if path.is_file()), since)
 
 
 class RedisRunHistory(RunHistory):
@@ -130,21 +122,30 @@ class RedisRunHistory(RunHistory):
 
     def read(self, since: Optional[datetime] = None) -> List[Record]:
         """From the end backwards, a chunk at a time, until a record older than `since`."""
-        found: List[Record] = []
-        end = -1
         with self.store.reachable():
-            while True:
-                chunk = self.store.client.lrange(self.key, end - self.CHUNK + 1, end)
-                for line in reversed(chunk):
-                    record, at = _parse(line)
-                    if record is None:
-                        continue
-                    if since is not None and at < since:
-                        return found[::-1]
-                    found.append(record)
-                if len(chunk) < self.CHUNK:
-                    return found[::-1]
-                end -= self.CHUNK
+            return _back_to(self._newest_first(), since)
+
+    def _newest_first(self) -> Iterator[str]:
+        end = -1
+        while True:
+            chunk = self.store.client.lrange(self.key, end - self.CHUNK + 1, end)
+            yield from reversed(chunk)
+            if len(chunk) < self.CHUNK:
+                return
+            end -= self.CHUNK
+
+
+def _back_to(lines: Iterable, since: Optional[datetime]) -> List[Record]:
+    """The records of `lines` (newest first) back to the first older than `since`, oldest first."""
+    found: List[Record] = []
+    for line in lines:
+        record, at = _parse(line)
+        if record is None:
+            continue
+        if since is not None and at < since:
+            break
+        found.append(record)
+    return found[::-1]
 
 
 def _parse(line: bytes) -> Tuple[Optional[Record], Optional[datetime]]:

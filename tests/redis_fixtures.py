@@ -113,6 +113,10 @@ class CeleryWorld:
         self.world.wait_for(lambda: self.worker_ready(host), timeout=60, what=f"the worker of {host}")
         return worker
 
+    def start_workers(self) -> None:
+        for host in self.HOSTS:
+            self.start_worker(host)
+
     def worker_ready(self, host: str) -> bool:
         text = (self.world.root / f"worker-{host}.log").read_text(errors="replace")
         if self.workers[host].poll() is not None:

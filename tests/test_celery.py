@@ -72,8 +72,7 @@ class Sampler:
 def test_six_issues_on_two_hosts_run_once_each_within_the_global_cap(celery_world):
     cw = celery_world
     cw.world.write_config(max_agents=3)
-    for host in cw.HOSTS:
-        cw.start_worker(host)
+    cw.start_workers()
     numbers = [cw.world.add_issue(title=f"Task {i}", body=f"Work {i}. {scenario('slow', '2')}") for i in range(6)]
     sampler = Sampler(cw)
     entries = drive(cw, all_finished(6), watch=sampler)
@@ -92,8 +91,7 @@ def test_six_issues_on_two_hosts_run_once_each_within_the_global_cap(celery_worl
 
 def test_a_worker_killed_mid_run_takes_its_agent_along_and_another_host_finishes_the_issue(celery_world):
     cw = celery_world
-    for host in cw.HOSTS:
-        cw.start_worker(host)
+    cw.start_workers()
     number = cw.world.add_issue(title="Long task", body=f"Work. {scenario('slow', '8')}")
     sampler = Sampler(cw)
     running = drive(cw, lambda entries: number in entries and entries[number].status.value == "running"
@@ -120,8 +118,7 @@ def test_a_worker_killed_mid_run_takes_its_agent_along_and_another_host_finishes
 @pytest.mark.parametrize("kill", [False, True], ids=["shutdown", "kill-9"])
 def test_a_restart_of_redis_while_agents_run_loses_nothing(celery_world, kill):
     cw = celery_world
-    for host in cw.HOSTS:
-        cw.start_worker(host)
+    cw.start_workers()
     numbers = [cw.world.add_issue(title=f"Task {i}", body=f"Work {i}. {scenario('slow', '4')}") for i in range(3)]
     drive(cw, lambda entries: sum(e.status.value == "running" for e in entries.values()) >= 2)
     cw.redis.restart(kill=kill)
@@ -155,8 +152,7 @@ def test_a_broker_that_is_down_is_one_line_and_no_half_claim(celery_world):
 
 def test_many_ticks_at_once_claim_each_issue_once(celery_world):
     cw = celery_world
-    for host in cw.HOSTS:
-        cw.start_worker(host)
+    cw.start_workers()
     for i in range(4):
         cw.world.add_issue(title=f"Task {i}", body=f"Work {i}. {scenario('slow', '1')}")
     ticks = [cw.world.start_tick() for _ in range(8)]
@@ -213,8 +209,7 @@ def test_the_monitor_reads_the_shared_state_and_names_the_host_of_a_run(celery_w
 
 def test_an_answer_resumes_the_session_on_the_host_that_holds_it(celery_world):
     cw = celery_world
-    for host in cw.HOSTS:
-        cw.start_worker(host)
+    cw.start_workers()
     number = cw.world.add_issue(title="Pick an API", body=f"Which API? {scenario('ask-once')}")
     asked = drive(cw, lambda entries: number in entries and entries[number].status.value == "needs_input")[number]
     cw.world.github.add_comment(number, "ANSWER: the v2 API", user=MAINTAINER)
@@ -227,8 +222,7 @@ def test_an_answer_resumes_the_session_on_the_host_that_holds_it(celery_world):
 
 def test_an_answer_to_a_host_that_is_gone_starts_a_new_session_elsewhere_with_the_whole_thread(celery_world):
     cw = celery_world
-    for host in cw.HOSTS:
-        cw.start_worker(host)
+    cw.start_workers()
     number = cw.world.add_issue(title="Pick an API", body=f"Which API? {scenario('ask-once')}")
     asked = drive(cw, lambda entries: number in entries and entries[number].status.value == "needs_input")[number]
     cw.kill_worker(asked.host)
@@ -269,8 +263,7 @@ def test_a_worker_that_starts_ends_what_a_killed_worker_of_its_host_left(celery_
 
 def test_costs_and_the_dashboard_count_the_runs_of_every_host(celery_world):
     cw = celery_world
-    for host in cw.HOSTS:
-        cw.start_worker(host)
+    cw.start_workers()
     for i in range(2):
         cw.world.add_issue(title=f"Task {i}", body=f"Work {i}. {scenario('slow', '3')}")
     from lib.claude_monitor import ClaudeMonitor
