@@ -14,12 +14,13 @@ import sys
 from pathlib import Path
 from typing import Optional
 
+from lib import celery_app
 from lib.config import Config, gh_auth_token, label_specs
 from lib.files import writable
 from lib.github_client import GitHubClient, GitHubError
 from lib.models import ConfigError, OrchestratorError
 from lib.notifications import Notifications
-from lib.state_manager import StateManager
+from lib.state_manager import StateManager, StateStore, masked_url
 
 from lib.redaction import register_secret
 
@@ -153,11 +154,33 @@ def check_folders(config: Config, report: Report) -> None:
                          ("log_dir", config.log_dir)):
         ok, text = writable(folder)
         report(ok, item, text)
+    if config.executor.celery:
+        check_shared_state(config, report)
+        return
     try:
         StateManager(config.state_file).load()
         report(True, "state file", f"{config.state_file} readable")
     except OrchestratorError as exc:
         report(False, "state file", str(exc))
+
+
+def check_shared_state(config: Config, report: Report) -> None:
+    """The Celery mode: the shared state's Redis, the broker, and the workers that beat."""
+    store = StateStore.for_config(config)
+    try:
+        store.load_state()
+        report(True, "shared state", f"{store.where} answers")
+        workers = store.live_workers()
+        report(True if workers else None, "workers",
+               ", ".join(f"{host} ({slots} slot{'s' * (slots != 1)})" for host, slots in sorted(workers.items()))
+               or "none beats yet: start `run_orchestrator.py --worker` on each worker host")
+    except OrchestratorError as exc:
+        report(False, "shared state", str(exc))
+    try:
+        celery_app.check_broker(celery_app.make_app(config), config)
+        report(True, "broker", f"{masked_url(config.executor.broker_url)} answers")
+    except OrchestratorError as exc:
+        report(False, "broker", str(exc))
 
 
 def check_notifications(config: Config, report: Report, notify_test: bool) -> None:

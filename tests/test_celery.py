@@ -290,3 +290,31 @@ def test_costs_and_the_dashboard_count_the_runs_of_every_host(celery_world):
 
     overview = json.loads(json.dumps(data.overview()))
     assert "Task 0" in json.dumps(overview) and "Task 1" in json.dumps(overview)
+
+
+def test_check_reports_the_shared_state_the_broker_and_the_workers(celery_world):
+    cw = celery_world
+    check = cw.world.tick("--check", wait=False)
+    assert "  ok  shared state: redis://:***@127.0.0.1" in check.stdout, check.stdout
+    assert "  ok  broker: redis://:***@127.0.0.1" in check.stdout
+    assert "warn  workers: none beats yet" in check.stdout
+    cw.start_worker("host-a")
+    assert "  ok  workers: host-a (2 slots)" in cw.world.tick("--check", wait=False).stdout
+    dead = cw.redis.url.replace(str(cw.redis.port), str(cw.redis.port + 1))
+    cw.world.write_config(executor={"broker_url": dead, "state_url": cw.redis.url})
+    check = cw.world.tick("--check", wait=False)
+    assert check.returncode == 1 and "FAIL  broker: Cannot reach the Celery broker at redis://:***@" in check.stdout
+    assert PASSWORD not in check.stdout + check.stderr
+
+
+def test_a_tick_killed_between_claim_and_dispatch_is_finished_by_the_next(celery_world):
+    cw = celery_world
+    cw.start_worker("host-a")
+    number = cw.world.add_issue(title="Claimed", body=f"Work. {scenario('slow', '1')}")
+    crashed = cw.world.tick(wait=False, env={"ORCHESTRATOR_FAULT": "after-claim"})
+    assert crashed.returncode != 0
+    assert cw.entries()[number].dispatch_id is None and cw.entries()[number].host is None
+    entry = drive(cw, all_finished(1))[number]
+    assert entry.status.value == "completed" and entry.attempt == 1
+    assert len(cw.world.standin.invocations()) == 1
+    assert "claimed but its runner never started" in cw.world.log_text()
