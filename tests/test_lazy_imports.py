@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
-THIRD_PARTY = ("telegram", "slack_sdk", "psutil", "requests", "httpx")
+THIRD_PARTY = ("telegram", "slack_sdk", "psutil", "requests", "httpx", "celery", "kombu", "redis")
 
 
 def python(code: str) -> str:
@@ -23,9 +23,10 @@ def test_import_lib_loads_no_third_party_package():
     assert loaded == "[]"
 
 
-def test_a_tick_loads_no_chat_library_until_it_notifies():
-    loaded = python("import lib, sys; lib.Config, lib.IssueOrchestrator;"
-                    " print(sorted(m for m in sys.modules if m.split('.')[0] in ('telegram', 'slack_sdk')))")
+def test_a_tick_loads_no_chat_library_until_it_notifies_nor_celery_in_the_local_mode():
+    loaded = python("import lib, sys, lib.cli; lib.Config, lib.IssueOrchestrator;"
+                    " print(sorted(m for m in sys.modules if m.split('.')[0] in"
+                    " ('telegram', 'slack_sdk', 'celery', 'kombu', 'redis')))")
     assert loaded == "[]"
 
 
