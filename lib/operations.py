@@ -13,7 +13,7 @@ from lib.config import Config
 from lib.github_client import GitHubClient
 from lib.models import IssueState, OrchestratorError, ProcessStatus, UsageError, parse_iso, utc_now_iso
 from lib.processes import end_session_processes, live_process, process_alive, terminate_tree
-from lib.state_manager import StateManager, key_text, parse_key, run_key
+from lib.state_manager import StateStore, key_text, parse_key, run_key
 
 #: A pause with no end: until --unpause.
 FOREVER = datetime(9999, 12, 31, tzinfo=timezone.utc)
@@ -22,7 +22,7 @@ FOREVER = datetime(9999, 12, 31, tzinfo=timezone.utc)
 class Operations:
     def __init__(self, config: Config):
         self.config = config
-        self.state = StateManager.for_config(config)
+        self.state = StateStore.for_config(config)
 
     def _ref(self, entry: IssueState) -> str:
         return key_text(run_key(entry)) if self.config.multi_repo else f"#{entry.issue_number}"

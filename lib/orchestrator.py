@@ -30,7 +30,7 @@ from lib.processes import end_session_processes, live_process, process_alive, te
 from lib.repo_manager import NETWORK_TIMEOUT
 from lib.routing import label_names, model_choice, queue_order, rank, routing_labels
 from lib.runner import FINALIZE, FOLLOW, RESUME, RUN
-from lib.state_manager import State, StateManager, key_text, run_key
+from lib.state_manager import State, StateStore, key_text, run_key
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,10 @@ class TickSummary:
 class IssueOrchestrator:
     """One tick of the orchestrator. `IssueOrchestrator(config).run()` as cron calls it."""
 
-    def __init__(self, config: Config, *, state: Optional[StateManager] = None, dry_run: bool = False):
+    def __init__(self, config: Config, *, state: Optional[StateStore] = None, dry_run: bool = False):
         self.config = config
         self.dry_run = dry_run
-        self.state = state or StateManager.for_config(config)
+        self.state = state or StateStore.for_config(config)
         self.executor = executor_for(config, self.state)
         self.history = RunHistory.for_config(config)
         self._clients: Dict[str, GitHubClient] = {}

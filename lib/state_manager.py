@@ -161,7 +161,7 @@ class StateStore(ABC):
 
 class StateManager(StateStore):
     """processing-state.json. `StateManager()` uses the file in the current folder, as in the seed
-    README; the orchestrator uses `StateManager.for_config(config)`.
+    README; the orchestrator uses `StateStore.for_config(config)`, which picks this or Redis.
 
     `default_repo` is the repository of entries an earlier version wrote without one; with
     `qualified_keys` (several repositories) the keys written are `owner/name#N`.
