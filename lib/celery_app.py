@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from typing import List, Optional
 
-from lib.config import PROJECT_DIR, Config
+from lib.config import Config
 from lib.models import OrchestratorError
-from lib.processes import marked_processes, process_alive, running_markers, start, terminate_tree
-from lib.runner import RESUME, RUN
+from lib.processes import end_session_processes, process_alive, running_markers
+from lib.runner import RESUME, RUN, launch_runner
 from lib.state_manager import REDIS_RESTART_SECONDS, Heartbeat, RedisStateStore, StateStore, masked_url
 
 log = logging.getLogger(__name__)
@@ -79,12 +78,6 @@ def send(app, config: Config, queue: str, args: List) -> None:
         raise broker_error(config, exc) from None
 
 
-def runner_command(config: Config, repo: str, number: int, mode: str, reason: Optional[str]) -> List[str]:
-    command = [sys.executable, "-m", "lib.runner", mode, "--issue", str(number), "--repo", repo,
-               "--config", str(config.path)]
-    return command + (["--reason", reason] if reason else [])
-
-
 def _run_issue_task(config: Config):
     executor = config.executor
 
@@ -109,13 +102,8 @@ def _run_issue_task(config: Config):
                                                                   dispatch_id), executor.heartbeat_seconds)
         beat.start()
         try:
-            issue_dir = config.issue_dir(repo, number)
-            issue_dir.mkdir(parents=True, exist_ok=True)
-            env = {**os.environ, "ORCHESTRATOR_HOST": executor.host}
-            with open(issue_dir / f"{attempt}.runner.log", "ab") as runner_log:
-                child = start(runner_command(config, repo, number, mode, reason), cwd=PROJECT_DIR, env=env,
-                              stdout=runner_log, own_session=False)
-            return child.wait()
+            return launch_runner(config, repo, number, attempt, mode, reason, own_session=False,
+                                 env={**os.environ, "ORCHESTRATOR_HOST": executor.host}).wait()
         finally:
             beat.stop()
             try:
@@ -136,16 +124,11 @@ def end_unowned_agents(config: Config, state: RedisStateStore) -> int:
     owned = {entry.session_id for entry in state.load().values()
              if entry.session_id and entry.host == config.executor.host and entry.is_active
              and process_alive(entry.runner_pid, entry.runner_create_time)}
-    ended = 0
-    for marker in running_markers(config.executor.host) - owned:
-        processes = marked_processes(marker)
-        if processes:
-            log.warning("Ending %d process(es) of session %s, which no runner of this host owns",
-                        len(processes), marker)
-            for process in processes:
-                terminate_tree(process, grace_seconds=config.claude.kill_grace_seconds)
-            ended += 1
-    return ended
+    unowned = running_markers(config.executor.host) - owned
+    if unowned:
+        log.warning("Ending what is left of session(s) %s, which no runner of this host owns",
+                    ", ".join(sorted(unowned)))
+    return sum(end_session_processes(marker, config.claude.kill_grace_seconds) > 0 for marker in unowned)
 
 
 def run_worker(config: Config, *, loglevel: str = "INFO") -> int:

@@ -59,7 +59,6 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -80,8 +79,8 @@ from lib.models import (
     UsageError,
     instance_lines,
     local_time,
-    parse_iso,
     report_to_text,
+    seconds_between,
     utc_now_iso,
 )
 from lib.processes import live_process
@@ -216,16 +215,6 @@ def _sample_cpu(pairs: List[Tuple[ClaudeInstance, psutil.Process]], interval: fl
             instance.cpu_percent = round(process.cpu_percent(None), 1)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
-
-
-def _seconds_between(start: Optional[str], end: Optional[str]) -> Optional[float]:
-    try:
-        started, ended = parse_iso(start), parse_iso(end) if end else datetime.now(timezone.utc)
-    except ValueError:
-        return None
-    if started is None or ended is None:
-        return None
-    return round(max(0.0, (ended - started).total_seconds()), 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -425,7 +414,8 @@ class ClaudeMonitor:
         if process is not None:
             _describe_process(instance, process)
         else:
-            instance.runtime_seconds = _seconds_between(entry.start_time, entry.end_time)
+            runtime = seconds_between(entry.start_time, entry.end_time)
+            instance.runtime_seconds = round(runtime, 1) if runtime is not None else None
 
         # A finished run's counts, as its runner recorded them, spare reading its whole transcript.
         recorded = entry.is_finished and entry.message_count is not None and entry.last_activity

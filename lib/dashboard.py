@@ -37,7 +37,7 @@ from lib.claude_monitor import ClaudeMonitor, message_to_text
 from lib.costs import CostFigures, CostReport, parse_since
 from lib.ledger import Record, RunHistory
 from lib.models import (ACTIVE_STATUSES, IssueState, Message, OrchestratorError, ProcessStatus, StateError, UsageError,
-                        clock, format_cost, format_duration, parse_iso, utc_now_iso)
+                        clock, format_cost, format_duration, parse_iso, seconds_between, utc_now_iso)
 from lib.redaction import redact
 
 REFRESH_SECONDS = 10
@@ -74,12 +74,6 @@ def is_loopback(host: str) -> bool:
 def session_value(token: str) -> str:
     """What the login cookie holds: proof of the token, not the token."""
     return hmac.new(token.encode("utf-8"), b"claude-monitor dashboard session", hashlib.sha256).hexdigest()
-
-
-def _age(start: Optional[str], end: Optional[str]) -> Optional[float]:
-    started = parse_iso(start)
-    ended = parse_iso(end) if end else datetime.now(timezone.utc)
-    return max(0.0, (ended - started).total_seconds()) if started and ended else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -138,7 +132,7 @@ class DashboardData:
         questions = [{**run(e), "question": e.question, "asked": e.end_time}
                      for e in states.values() if e.status == ProcessStatus.NEEDS_INPUT]
         recent = [{**run(entry), "pr_url": entry.pr_url, "ended": entry.end_time,
-                   "duration_seconds": _age(entry.start_time, entry.end_time), "error": entry.error}
+                   "duration_seconds": seconds_between(entry.start_time, entry.end_time), "error": entry.error}
                   for entry in finished]
         return {"generated": utc_now_iso(), "slots": slots, "queue": queue, "questions": questions,
                 "recent": recent}

@@ -13,24 +13,22 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import sys
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
 from lib import celery_app
-from lib.config import PROJECT_DIR, Config
+from lib.config import Config
 from lib.models import IssueState, OrchestratorError, parse_iso, utc_now_iso
-from lib.processes import process_alive, process_create_time, start
-from lib.runner import MODES, RUN
+from lib.processes import process_alive, process_create_time
+from lib.runner import MODES, RUN, launch_runner
 from lib.state_manager import RedisStateStore, run_key
 
 log = logging.getLogger(__name__)
 
 
 class LocalExecutor:
-    """Starts `python -m lib.runner <mode> --issue N --repo OWNER/NAME --config PATH`, output to
-    `<attempt>.runner.log`."""
+    """Starts the runner (`runner.launch_runner`) as a detached process of this machine."""
 
     local = True
 
@@ -43,16 +41,7 @@ class LocalExecutor:
 
     def dispatch(self, entry: IssueState, mode: str, reason: Optional[str] = None) -> Dict[str, Any]:
         """Start the runner; returns its pid and create time, by which a later tick knows it."""
-        if mode not in MODES:
-            raise ValueError(f"unknown runner mode {mode!r}")
-        issue_dir = self.config.issue_dir(entry.repo, entry.issue_number)
-        issue_dir.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "lib.runner", mode, "--issue", str(entry.issue_number),
-                   "--repo", self.config.repository(entry.repo).repo, "--config", str(self.config.path)]
-        if reason:
-            command += ["--reason", reason]
-        with open(issue_dir / f"{entry.attempt}.runner.log", "ab") as runner_log:
-            child = start(command, cwd=PROJECT_DIR, stdout=runner_log)
+        child = launch_runner(self.config, entry.repo, entry.issue_number, entry.attempt, mode, reason)
         self.children[child.pid] = child
         return {"runner_pid": child.pid, "runner_create_time": process_create_time(child.pid)}
 

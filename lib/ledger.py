@@ -65,6 +65,18 @@ class RunHistory(ABC):
         return FileRunHistory(config.state_file.parent / HISTORY_FILE_NAME)
 
 
+def own_cost(total: Optional[float], spent: Dict[str, Any],
+             session_id: Optional[str]) -> Tuple[Optional[float], Dict[str, Any]]:
+    """(what an invocation added to its session's cost, the session's total to remember for the next
+    one): the CLI reports `total` as the session's running total; `spent` is what was remembered
+    after the session's last invocation. None and `spent` unchanged when the CLI gave no figure."""
+    if total is None:
+        return None, spent
+    before = spent.get("cost_usd", 0.0) if spent.get("session_id") == session_id else 0.0
+    # A total below the one before is not a running total (the CLI counted afresh): all its own.
+    return round(total - before if total >= before else total, 6), {"session_id": session_id, "cost_usd": total}
+
+
 def _stamped(record: Record) -> str:
     stamped = {"at": None, **record}
     stamped["at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")  # now, whatever `record` said

@@ -172,6 +172,16 @@ def parse_iso(value: Optional[str]) -> Optional[datetime]:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
+def seconds_between(start: Optional[str], end: Optional[str] = None) -> Optional[float]:
+    """Seconds from the ISO time `start` to `end` (now when None), never below 0; None when `start` is
+    missing or either one is not a time."""
+    try:
+        started, ended = parse_iso(start), parse_iso(end) if end else datetime.now(timezone.utc)
+    except ValueError:
+        return None
+    return max(0.0, (ended - started).total_seconds()) if started and ended else None
+
+
 # --------------------------------------------------------------------------------------------
 # State of one issue
 # --------------------------------------------------------------------------------------------

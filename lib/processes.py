@@ -201,26 +201,19 @@ def marked_processes(session_id: str) -> List[psutil.Process]:
 def running_markers(host: str) -> Set[str]:
     """The run markers of live processes (other than ourselves) that carry RUN_HOST_VAR=host."""
     ourselves = _ourselves()
-    markers = set()
-    for process in psutil.process_iter():
-        try:
-            env = process.environ() if process.pid not in ourselves else {}
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            continue
-        if env.get(RUN_MARKER_VAR) and env.get(RUN_HOST_VAR) == host:
-            markers.add(env[RUN_MARKER_VAR])
-    return markers
+    return _run_markers((p for p in psutil.process_iter() if p.pid not in ourselves), host=host)
 
 
-def _run_markers(processes: Iterable[psutil.Process]) -> Set[str]:
+def _run_markers(processes: Iterable[psutil.Process], host: Optional[str] = None) -> Set[str]:
+    """The run markers `processes` carry (of those that also carry RUN_HOST_VAR=host, when given)."""
     markers = set()
     for process in processes:
         try:
-            marker = process.environ().get(RUN_MARKER_VAR)
+            env = process.environ()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
-        if marker:
-            markers.add(marker)
+        if env.get(RUN_MARKER_VAR) and (host is None or env.get(RUN_HOST_VAR) == host):
+            markers.add(env[RUN_MARKER_VAR])
     return markers
 
 

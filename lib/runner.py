@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import signal
+import subprocess
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,17 +25,17 @@ from typing import Any, Dict, Optional, Sequence
 
 from lib import comments
 from lib.claude_processor import AgentProcess, ClaudeLaunchError, ClaudeProcessor, new_session_id
-from lib.config import Config, print_error
+from lib.config import PROJECT_DIR, Config, print_error
 from lib.events import Event
 from lib.files import exclusive_lock, log_tail
 from lib.follow_up import addressed, follow_prompt, numbered_comments
 from lib.github_client import GitHubClient, Trust
-from lib.ledger import RunHistory
-from lib.models import (IssueState, OrchestratorError, ProcessStatus, StateUnreachable, fault_point, parse_iso,
-                        utc_now_iso)
+from lib.ledger import RunHistory, own_cost
+from lib.models import (IssueState, OrchestratorError, ProcessStatus, StateUnreachable, fault_point,
+                        seconds_between, utc_now_iso)
 from lib.notifications import Notifications
 from lib.outcomes import Outcome, classify
-from lib.processes import RUN_MARKER_VAR, process_create_time
+from lib.processes import RUN_MARKER_VAR, process_create_time, start
 from lib.prompts import build_prompt, build_reply
 from lib.redaction import configure_logging
 from lib.repo_manager import RepoManager, SlotInfo
@@ -55,19 +56,9 @@ END_LABEL = {ProcessStatus.COMPLETED: "completed", ProcessStatus.FAILED: "failed
 END_EVENT = {ProcessStatus.COMPLETED: "completed", ProcessStatus.FAILED: "error", ProcessStatus.CANCELLED: "cancelled"}
 
 
-def _seconds_since(timestamp: Optional[str]) -> Optional[float]:
-    moment = parse_iso(timestamp)
-    return max(0.0, (datetime.now(timezone.utc) - moment).total_seconds()) if moment else None
-
-
 class IssueRunner:
-    """Prepares the slot, runs Claude Code and finalizes the issue the moment the agent ends.
-
-    Modes: `run` (a claimed issue: slot, prompt, agent), `resume` (a trusted human answered the
-    question: the same session goes on in the same slot) and `finalize` (the tick found the runner
-    gone, an unanswered question expired or a stop was asked for: finish from what the stream
-    log shows). Every GitHub write is made once: comments carry a key, pull requests are reused.
-    """
+    """Prepares the slot, runs Claude Code and finalizes the issue the moment the agent ends (the
+    modes are the module's)."""
 
     def __init__(self, config: Config, issue_number: int, repo: Optional[str] = None):
         self.config = config
@@ -376,16 +367,10 @@ class IssueRunner:
         entry = self.entry
         figures = {"kind": kind, "cost_usd": outcome.cost_usd, "num_turns": outcome.num_turns,
                    "duration_seconds": outcome.duration_seconds, "ended": utc_now_iso()}
-        own_cost, spent = None, entry.session_spent
-        if outcome.cost_usd is not None:
-            same_session = spent.get("session_id") == entry.session_id
-            before = spent.get("cost_usd", 0.0) if same_session else 0.0
-            # A total below the one before is not a running total (the CLI counted afresh): all its own.
-            own_cost = round(outcome.cost_usd - before if outcome.cost_usd >= before else outcome.cost_usd, 6)
-            spent = {"session_id": entry.session_id, "cost_usd": outcome.cost_usd}
+        cost, spent = own_cost(outcome.cost_usd, entry.session_spent, entry.session_id)
         self.update(invocations=[*entry.invocations, figures], session_spent=spent)
         self.remember({"type": "invocation", "kind": kind, "attempt": entry.attempt, "session_id": entry.session_id,
-                       "session_cost_usd": outcome.cost_usd, "cost_usd": own_cost, "num_turns": outcome.num_turns,
+                       "session_cost_usd": outcome.cost_usd, "cost_usd": cost, "num_turns": outcome.num_turns,
                        "duration_seconds": outcome.duration_seconds})
 
     def remember(self, record: Dict[str, Any]) -> None:
@@ -464,7 +449,7 @@ class IssueRunner:
         """Save the work, tell GitHub and the notifiers, record the end and free the slot."""
         self.issue()
         duration = outcome.duration_seconds if outcome.duration_seconds is not None else \
-            _seconds_since(entry.start_time)
+            seconds_between(entry.start_time)
         if len(entry.invocations) > 1:  # the session's figures: its last running total, its turns and time added up
             outcome.num_turns = sum(i.get("num_turns") or 0 for i in entry.invocations) or outcome.num_turns
             duration = sum(i.get("duration_seconds") or 0 for i in entry.invocations) or duration
@@ -641,6 +626,22 @@ class IssueRunner:
             if tail:
                 return tail
         return None
+
+
+def launch_runner(config: Config, repo: str, number: int, attempt: int, mode: str, reason: Optional[str] = None,
+                  *, env: Optional[Dict[str, str]] = None, own_session: bool = True) -> subprocess.Popen:
+    """Start `python -m lib.runner <mode> --issue N --repo OWNER/NAME --config PATH [--reason R]`,
+    its output to `<attempt>.runner.log`: how the local tick and a Celery task both run a runner."""
+    if mode not in MODES:
+        raise ValueError(f"unknown runner mode {mode!r}")
+    issue_dir = config.issue_dir(repo, number)
+    issue_dir.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "lib.runner", mode, "--issue", str(number),
+               "--repo", config.repository(repo).repo, "--config", str(config.path)]
+    if reason:
+        command += ["--reason", reason]
+    with open(issue_dir / f"{attempt}.runner.log", "ab") as runner_log:
+        return start(command, cwd=PROJECT_DIR, env=env, stdout=runner_log, own_session=own_session)
 
 
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m lib.runner") -> int:
