@@ -59,9 +59,11 @@ class RunHistory(ABC):
         """The records whose `at` is `since` or later (all when None), oldest first."""
 
     @staticmethod
-    def for_config(config) -> "RunHistory":
+    def for_config(config, store: Optional[StateStore] = None) -> "RunHistory":
+        """The config's history; in the Celery mode beside the shared state of `store` (its Redis
+        connection and its patience), else of a store of its own."""
         if config.executor.celery:
-            return RedisRunHistory(StateStore.for_config(config, patience=REDIS_RESTART_SECONDS))
+            return RedisRunHistory(store or StateStore.for_config(config, patience=REDIS_RESTART_SECONDS))
         return FileRunHistory(config.state_file.parent / HISTORY_FILE_NAME)
 
 

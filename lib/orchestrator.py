@@ -82,7 +82,7 @@ class IssueOrchestrator:
         self.dry_run = dry_run
         self.state = state or StateStore.for_config(config)
         self.executor = executor_for(config, self.state)
-        self.history = RunHistory.for_config(config)
+        self.history = RunHistory.for_config(config, self.state)
         self._clients: Dict[str, GitHubClient] = {}
         self._trust: Dict[str, Trust] = {}
         self.capped: Set[str] = set()  # repositories whose spend ceiling is reached: no new run this tick

@@ -67,7 +67,7 @@ class IssueRunner:
         self.key = (self.repository.repo, self.number)
         # A runner waits out a restart of the shared state's Redis; a tick says so at once.
         self.state = StateStore.for_config(config, patience=REDIS_RESTART_SECONDS)
-        self.history = RunHistory.for_config(config)
+        self.history = RunHistory.for_config(config, self.state)
         self.github = GitHubClient(config.github_token, self.repository.repo, config.api_url)
         self.trust = Trust(self.github, config.trusted_roles, config.allowed_users)
         self.notifications = Notifications.from_config(config)
