@@ -23,6 +23,7 @@ from lib.config import Config
 from lib.models import OrchestratorError
 from lib.processes import end_session_processes, process_alive, running_markers
 from lib.runner import RESUME, RUN, launch_runner
+from lib.sandbox import unavailable
 from lib.state_manager import REDIS_RESTART_SECONDS, Heartbeat, RedisStateStore, StateStore, masked_url
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,11 @@ def run_worker(config: Config, *, loglevel: str = "INFO") -> int:
     executor = config.executor
     if not executor.celery:
         raise OrchestratorError(f"{config.path}: executor.type is {executor.type!r}; a worker needs \"celery\".")
+    refused = unavailable(config.sandbox)
+    if refused:  # fail closed: a host that cannot wall its agents in takes no task
+        raise OrchestratorError(f"This host cannot run agents: {refused}")
+    if not config.sandbox.enabled:
+        log.warning("Worker %s: the sandbox is off (sandbox.mode): agents run unsandboxed", executor.host)
     state = StateStore.for_config(config, patience=REDIS_RESTART_SECONDS)
     state.verify()
     app = make_app(config)

@@ -20,6 +20,7 @@ from lib.files import writable
 from lib.github_client import GitHubClient, GitHubError
 from lib.models import ConfigError, OrchestratorError
 from lib.notifications import Notifications
+from lib.sandbox import model_hosts, unavailable
 from lib.state_manager import StateManager, StateStore, masked_url
 
 from lib.redaction import register_secret
@@ -70,6 +71,7 @@ def run_checks(path: Path, *, notify_test: bool = False, out=None) -> int:
     for warning in config.warnings:
         report(None, "config", warning)
     check_tools(config.claude.executable, report)
+    check_sandbox(config, report)
     token_ok = check_token(config, report)
     if token_ok:
         check_github(config, report)
@@ -105,6 +107,21 @@ def check_tools(executable: str, report: Report) -> None:
     claude = shutil.which(executable)
     report(bool(claude), "claude", claude or f"{executable!r} not found or not executable; "
            + PATH_HINT.format(key="claude.executable", name="claude"))
+
+
+def check_sandbox(config: Config, report: Report) -> None:
+    """Whether agents can start here: a real wall is built around `true` (fail closed)."""
+    if not config.sandbox.enabled:
+        report(None, "sandbox", 'off (sandbox.mode is "off"): agents run unsandboxed, with this user\'s files,'
+                                " processes and network within their reach")
+        return
+    why = unavailable(config.sandbox)
+    if why:
+        report(False, "sandbox", f"{why} Until then no agent starts; issues stay queued.")
+        return
+    hosts = ", ".join(model_hosts(config.sandbox, os.environ))
+    reach = "; ".join(f"{r.repo}: {', '.join(r.agent.allowed_hosts) or 'no other host'}" for r in config.repositories)
+    report(True, "sandbox", f"bubblewrap works; agents reach {hosts} and, per repository, {reach}")
 
 
 def check_token(config: Config, report: Report) -> bool:

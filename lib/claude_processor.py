@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import time
 import uuid
@@ -30,8 +31,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 from lib.files import tail_lines
 from lib.models import OrchestratorError, utc_now_iso
 from lib.outcomes import Outcome, classify, ends_with_question, needs_input_question
-from lib.processes import RUN_HOST_VAR, RUN_MARKER_VAR, end_leftovers, process_create_time, start, terminate_tree
+from lib.processes import RUN_HOST_VAR, RUN_MARKER_VAR, end_leftovers, process_create_time, terminate_tree
 from lib.redaction import redact, without_tokens
+from lib.sandbox import CLAUDE_SETTINGS_PATH, Wall, launch
 from lib.transcripts import StreamTracker, iter_records, read_complete_lines, read_last_line
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,10 @@ log = logging.getLogger(__name__)
 ALWAYS_DISALLOWED_TOOLS = ("AskUserQuestion",)
 #: Longest pause between two reads of the stream log (check_interval may be longer).
 READ_INTERVAL_SECONDS = 0.25
+#: The tools a sandboxed session may use when claude.allowed_tools names none: with its environment
+#: scrubbed (CLAUDE_CODE_SUBPROCESS_ENV_SCRUB) Claude Code asks for every tool not named here.
+SANDBOXED_TOOLS = ("Bash", "Edit", "Write", "MultiEdit", "Read", "Glob", "Grep", "NotebookEdit", "TodoWrite", "Task",
+                   "WebFetch", "WebSearch")
 
 
 class ClaudeLaunchError(OrchestratorError):
@@ -135,10 +141,11 @@ class ClaudeProcessor:
 
     # --- command line and environment -----------------------------------------------------------
 
-    def build_command(self, session_id: str, *, resume: bool = False) -> List[str]:
+    def build_command(self, session_id: str, *, resume: bool = False, sandboxed: bool = False) -> List[str]:
         """argv for one invocation: a new session with `session_id`, or `--resume` of it. Never run
         through a shell. The prompt is not an argument: `-p` without one makes Claude Code read it
-        from stdin, and start() gives it the prompt file."""
+        from stdin, and start() gives it the prompt file. `sandboxed`: in a wall, with the settings
+        the wall shows and, unless configured, the tools a scrubbed session needs named."""
         try:
             uuid.UUID(session_id)
         except (TypeError, ValueError, AttributeError):
@@ -147,8 +154,9 @@ class ClaudeProcessor:
         # No prompt argument: -p reads it from stdin, whatever its size or its first character.
         command = [str(settings.executable), "-p"]
         # The variadic tool lists come before a known option, so they never swallow a later argument.
-        if settings.allowed_tools:
-            command += ["--allowedTools", *settings.allowed_tools]
+        tools = settings.allowed_tools or (SANDBOXED_TOOLS if sandboxed else ())
+        if tools:
+            command += ["--allowedTools", *tools]
         disallowed = list(ALWAYS_DISALLOWED_TOOLS) + [t for t in settings.disallowed_tools
                                                       if t not in ALWAYS_DISALLOWED_TOOLS]
         command += ["--disallowedTools", *disallowed]
@@ -164,6 +172,8 @@ class ClaudeProcessor:
             command += ["--permission-mode", str(settings.permission_mode)]
         if settings.append_system_prompt:
             command += ["--append-system-prompt", settings.append_system_prompt]
+        if sandboxed:
+            command += ["--settings", CLAUDE_SETTINGS_PATH]
         command += [str(arg) for arg in settings.extra_args]
         if any(redact(arg) != arg for arg in command):
             raise ClaudeLaunchError("The Claude Code command line would hold a configured token"
@@ -183,12 +193,15 @@ class ClaudeProcessor:
 
     def start(self, prompt: str, *, cwd: Union[str, os.PathLike], session_id: str,
               stream_path: Union[str, os.PathLike], stderr_path: Union[str, os.PathLike], resume: bool = False,
-              tmpdir: Optional[Path] = None) -> AgentProcess:
-        """Launch Claude Code in `cwd` and return at once. The prompt (on a resume: the reply) is
-        saved to a new file beside the stream log and is the process's stdin; stdout is appended
-        to `stream_path`; TMPDIR is `tmpdir`, by default a `tmp` folder beside the stream log."""
+              tmpdir: Optional[Path] = None, wall: Optional[Wall] = None) -> AgentProcess:
+        """Launch Claude Code in `cwd` and return at once, inside `wall` when given (lib.walls). The
+        prompt (on a resume: the reply) is saved to a new file beside the stream log and is the
+        process's stdin; stdout is appended to `stream_path`; TMPDIR is `tmpdir`, by default a `tmp`
+        folder beside the stream log (in a wall: its /tmp)."""
         stream_path, stderr_path = Path(stream_path), Path(stderr_path)
-        command = self.build_command(session_id, resume=resume)
+        command = self.build_command(session_id, resume=resume, sandboxed=wall is not None)
+        if wall is not None:  # run by its real path: the folder a link of it lies in may be hidden
+            command[0] = os.path.realpath(shutil.which(command[0]) or command[0])
         stream_path.parent.mkdir(parents=True, exist_ok=True)
         tmpdir = Path(tmpdir) if tmpdir is not None else stream_path.parent / "tmp"
         tmpdir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -206,15 +219,15 @@ class ClaudeProcessor:
             start_offset = out.tell()
             try:
                 # In the Celery mode the agent dies with its runner: see processes.start.
-                popen = start(command, cwd=cwd, env=env, stdin=prompt_in, stdout=out, stderr=err,
-                              die_with_parent=self.config.executor.celery)
+                popen = launch(command, wall=wall, cwd=cwd, env=env, stdin=prompt_in, stdout=out, stderr=err,
+                               die_with_parent=self.config.executor.celery)
             except FileNotFoundError:
                 raise ClaudeLaunchError(f"Claude Code was not found: {command[0]!r} (install it, or set"
                                         f" claude.executable).") from None
             except PermissionError:
                 raise ClaudeLaunchError(f"Claude Code cannot be run: {command[0]!r} is not executable.") from None
-        log.info("Started Claude Code (pid %s, session %s%s) in %s", popen.pid, session_id,
-                 ", resumed" if resume else "", cwd)
+        log.info("Started Claude Code (pid %s, session %s%s) in %s%s", popen.pid, session_id,
+                 ", resumed" if resume else "", cwd, "" if wall is not None else ", without a sandbox")
         return AgentProcess(popen=popen, session_id=session_id, resume=resume, stream_path=stream_path,
                             stderr_path=stderr_path, start_offset=start_offset, started=time.monotonic(),
                             create_time=process_create_time(popen.pid), prompt_path=prompt_path)
@@ -266,11 +279,11 @@ class ClaudeProcessor:
     def run(self, prompt: str, *, cwd: Union[str, os.PathLike], session_id: str,
             stream_path: Union[str, os.PathLike], stderr_path: Union[str, os.PathLike], resume: bool = False,
             tmpdir: Optional[Path] = None, on_started: Optional[Callable[[AgentProcess], Any]] = None,
-            **callbacks: Any) -> AgentRun:
+            wall: Optional[Wall] = None, **callbacks: Any) -> AgentRun:
         """start + watch. on_started(agent) runs right after launch (record pid and create time there);
         the other callbacks are watch's."""
         agent = self.start(prompt, cwd=cwd, session_id=session_id, stream_path=stream_path,
-                           stderr_path=stderr_path, resume=resume, tmpdir=tmpdir)
+                           stderr_path=stderr_path, resume=resume, tmpdir=tmpdir, wall=wall)
         try:
             if on_started:
                 on_started(agent)

@@ -24,8 +24,10 @@ from lib.schema import (
     boolean,
     branch,
     chat_id,
+    env_names,
     check_list,
     got_kind,
+    host_list,
     host_overrides,
     int_at_least,
     label,
@@ -44,13 +46,16 @@ from lib.schema import (
 from lib.settings import (
     DEFAULT_LABELS,
     DEFAULT_PRIORITIES,
+    Agent,
     ClaudeSettings,
     Executor,
     FollowUp,
     Labels,
     Limits,
     Repository,
+    Sandbox,
 )
+from lib.redaction import TOKEN_ENV_VARS
 
 #: Folder holding run_orchestrator.py, claude_monitor.py and config.example.json.
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -158,6 +163,16 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
     "dashboard": {
         "token": (unset_or(string), None),
     },
+    "sandbox": {
+        "mode": (one_of(("bwrap", "off")), "bwrap"),
+        "read_only_paths": (string_list, []),
+        "writable_paths": (string_list, []),
+        "model_hosts": (host_list, []),
+    },
+    "agent": {
+        "env": (env_names, []),
+        "allowed_hosts": (host_list, []),
+    },
     "pull_request": {
         "create": (boolean, True),
         "draft": (boolean, True),
@@ -194,7 +209,10 @@ PLACEHOLDER_HINTS = {"repo": "set it to the repository to work on (owner/name)",
 #: Keys holding a token: a config file with one must not be readable by other users.
 TOKEN_KEYS = (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"), ("dashboard", "token"))
 OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request", "follow_up", "executor", "limits",
-                     "dashboard"}
+                     "dashboard", "sandbox", "agent"}
+#: A repository's own objects that override the global section of the same name, key by key.
+REPOSITORY_SECTIONS = {"claude": REPOSITORY_CLAUDE_KEYS, "limits": ("daily_usd", "monthly_usd"),
+                       "agent": ("env", "allowed_hosts")}
 
 
 def default_config_path(env: Optional[Mapping[str, str]] = None) -> Path:
@@ -259,6 +277,14 @@ def _reported(errors: List[str], *prefixes: str) -> bool:
     return any(error.startswith(prefixes) for error in errors)
 
 
+def _refuse_token_vars(where: str, names: Any, errors: List[str]) -> None:
+    tokens = [name for name in names or () if name in TOKEN_ENV_VARS] if isinstance(names, list) else []
+    if tokens:
+        what = "holds the orchestrator's token, which never enters" if len(tokens) == 1 else \
+            "hold the orchestrator's tokens, which never enter"
+        errors.append(f"{where}: {', '.join(tokens)} {what} the sandbox; remove {'it' if len(tokens) == 1 else 'them'}")
+
+
 def _cross_checks(values: Dict[str, Dict[str, Any]], errors: List[str]) -> List[str]:
     """Problems no single key has: a notifier half configured, two lifecycle labels alike."""
     found = []
@@ -271,6 +297,10 @@ def _cross_checks(values: Dict[str, Dict[str, Any]], errors: List[str]) -> List[
     executor = values["executor"]
     if executor.get("type") == "celery" and not executor.get("broker_url") and not _reported(errors, "executor."):
         found.append("executor.broker_url: is required when executor.type is celery (redis://host:6379/0)")
+    _refuse_token_vars("agent.env", values["agent"].get("env"), found)
+    if values["sandbox"].get("mode") != "off" and values["claude"].get("inherit_tokens"):
+        found.append("claude.inherit_tokens: cannot be true while the sandbox is on (the agent never gets the"
+                     ' orchestrator\'s tokens); remove it, or set "sandbox": {"mode": "off"}')
     labels = values["labels"]
     names = [labels[k] for k in DEFAULT_LABELS if isinstance(labels.get(k), str)]
     if len(set(names)) != len(names):
@@ -413,7 +443,7 @@ class Config:
             if isinstance(data.get("github"), dict) and "repo" in data["github"]:
                 errors.append("github.repo: give either github.repo or a repositories list, not both")
             entries = [(entry, f"repositories[{i}]") for i, entry in enumerate(raw)]
-        found = [self._check_repository(entry, where, github, values["claude"], top.get("validate") or [], errors)
+        found = [self._check_repository(entry, where, github, values, top.get("validate") or [], errors)
                  for entry, where in entries]
         found = [entry for entry in found if entry is not None]
         _check_slot_folders(found, folder, errors)
@@ -421,7 +451,7 @@ class Config:
             top["max_agents"] = sum(entry["max_concurrent"] or 0 for entry in found) or 1
         return found
 
-    def _check_repository(self, entry: Any, where: str, github: Dict[str, Any], claude: Dict[str, Any],
+    def _check_repository(self, entry: Any, where: str, github: Dict[str, Any], sections: Dict[str, Dict[str, Any]],
                           validate: List[Dict[str, Any]], errors: List[str]) -> Optional[Dict[str, Any]]:
         if not isinstance(entry, dict):
             errors.append(f"{where}: must be an object with at least \"repo\", {got_kind(entry)}")
@@ -431,7 +461,7 @@ class Config:
         settings["validate"] = validate
         overrides = {} if single else entry
         for key in entry if not single else ():
-            if key not in REPOSITORY_KEYS and key not in ("claude", "limits"):
+            if key not in REPOSITORY_KEYS and key not in REPOSITORY_SECTIONS:
                 self.warnings.append(f"{where}.{key}: unknown key, ignored (a typo?)")
         for key, checker in REPOSITORY_KEYS.items():
             if key in overrides:
@@ -450,17 +480,18 @@ class Config:
                 errors.append(f"{where}.base_repo_path: is required" + ("" if single else
                                                                           " (or set github.base_repo_path)"))
             return None
-        settings["claude"] = dict(claude)
-        settings["claude"].update(self._check_repository_section(entry.get("claude", {}) if not single else {},
-                                                                 where, "claude", REPOSITORY_CLAUDE_KEYS, errors))
-        settings["limits"] = self._check_repository_section(entry.get("limits", {}) if not single else {},
-                                                            where, "limits", tuple(SCHEMA["limits"]), errors)
+        for section, keys in REPOSITORY_SECTIONS.items():  # the global section, then the repository's own keys
+            settings[section] = {**(sections[section] if section != "limits" else {}),
+                                 **self._check_repository_section(entry.get(section, {}) if not single else {},
+                                                                  where, section, keys, errors)}
+        own_env = entry.get("agent", {}).get("env") if not single and isinstance(entry.get("agent"), dict) else None
+        _refuse_token_vars(f"{where}.agent.env", own_env, errors)
         settings["where"] = where
         return settings
 
     def _check_repository_section(self, raw: Any, where: str, section: str, keys: Sequence[str],
                                   errors: List[str]) -> Dict[str, Any]:
-        """A repository's own `claude` or `limits` object: the `keys` of that section a repository may
+        """A repository's own `claude`, `limits` or `agent` object: the `keys` of that section a repository may
         set, each checked as the global section's is."""
         if not isinstance(raw, dict):
             errors.append(f"{where}.{section}: must be an object, {got_kind(raw)}")
@@ -500,8 +531,12 @@ class Config:
             max_concurrent=entry["max_concurrent"], clone_url=entry["clone_url"], base_branch=entry["base_branch"],
             setup_command=entry["setup_command"], validate=list(entry["validate"] or []),
             claude=ClaudeSettings(**{**entry["claude"], "prompt_template": template_path}),
-            limits=Limits(**entry["limits"]))
+            limits=Limits(**entry["limits"]), agent=Agent(**entry["agent"]))
             for entry in repositories]
+        sandbox = values["sandbox"]
+        self.sandbox = Sandbox(mode=sandbox["mode"], model_hosts=list(sandbox["model_hosts"]),
+                               read_only_paths=[self._resolve(folder, p) for p in sandbox["read_only_paths"]],
+                               writable_paths=[self._resolve(folder, p) for p in sandbox["writable_paths"]])
         self.limits = Limits(**values["limits"])
         self.dashboard_token: Optional[str] = values["dashboard"]["token"] or None
         self.max_agents: int = top["max_agents"]

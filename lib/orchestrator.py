@@ -30,6 +30,7 @@ from lib.processes import end_session_processes, live_process, process_alive, te
 from lib.repo_manager import NETWORK_TIMEOUT
 from lib.routing import label_names, model_choice, queue_order, rank, routing_labels
 from lib.runner import FINALIZE, FOLLOW, RESUME, RUN
+from lib.sandbox import unavailable
 from lib.state_manager import State, StateStore, key_text, run_key
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class IssueOrchestrator:
         self._clients: Dict[str, GitHubClient] = {}
         self._trust: Dict[str, Trust] = {}
         self.capped: Set[str] = set()  # repositories whose spend ceiling is reached: no new run this tick
+        self._no_sandbox: Optional[str] = None  # why no agent may start here, once asked
 
     def github(self, repo: str) -> GitHubClient:
         """One client per repository; they share one poll cache file (its entries are per URL)."""
@@ -202,6 +204,8 @@ class IssueOrchestrator:
         if paused_until:
             log.info("Issue %s: a trusted reply waits until launches resume at %s", ref,
                      paused_until.astimezone().strftime("%H:%M"))
+        elif reply and self.agents_refused(summary):
+            log.info("Issue %s: a trusted reply waits until the sandbox can start", ref)
         elif reply:
             log.info("Issue %s: a trusted reply came; resuming session %s", ref, entry.session_id)
             self._spawn(entry, RESUME, summary.resumed)
@@ -289,6 +293,11 @@ class IssueOrchestrator:
         polled = self.poll(summary)
         self.capped = self.spend_ceilings()
         state = self.state.load_state()
+        waiting = [(repo, issue) for repo, issues in polled.items() for issue in issues]
+        followed = any(entry.following for entry in state.issues.values())
+        if (waiting or followed) and self.agents_refused(summary):
+            summary.queued.extend(self.ref(repo, issue["number"]) for repo, issue in waiting)
+            return
         if self.config.follow_up.enabled and not state.paused_until():
             # A follow-up finishes work already started: it goes before any new issue.
             self.follow_pull_requests(state, summary)
@@ -297,7 +306,6 @@ class IssueOrchestrator:
             labeled = {issue["number"] for issue in issues}
             self._withdraw_waiting(state, repo, labeled, summary)
             self._forget_untrusted_verdicts(state, repo, labeled)
-        waiting = [(repo, issue) for repo, issues in polled.items() for issue in issues]
         paused_until = state.paused_until()
         if paused_until:
             if waiting:
@@ -320,6 +328,16 @@ class IssueOrchestrator:
         if summary.queued:
             log.info("%d issue(s) wait for a free slot or their retry time: %s", len(summary.queued),
                      ", ".join(summary.queued))
+
+    def agents_refused(self, summary: TickSummary) -> bool:
+        """Fail closed: where no sandbox can be built no agent starts; the tick says why once (with the
+        fix) and counts it as its error. Asked at most once a tick, and only when an agent would start."""
+        if self._no_sandbox is None:
+            self._no_sandbox = unavailable(self.config.sandbox) or ""
+            if self._no_sandbox:
+                log.error("No agent starts: %s", self._no_sandbox)
+                summary.errors.append(self._no_sandbox)
+        return bool(self._no_sandbox)
 
     def _claim_in_order(self, queue: list, state: State, summary: TickSummary) -> None:
         """Claim by rank, then age, within each repository's cap and the machine's max_agents. Who

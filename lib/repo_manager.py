@@ -36,11 +36,12 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
-from lib import processes
+from lib import processes, store_view
 from lib.files import log_tail
 from lib.models import OrchestratorError, fault_point
 from lib.object_store import ObjectStore
 from lib.redaction import redact, register_secret, without_tokens
+from lib.sandbox import StoreView, Wall, launch
 
 log = logging.getLogger(__name__)
 
@@ -184,12 +185,14 @@ class RepoManager:
     # --- the slot ------------------------------------------------------------------------------
 
     def prepare_slot(self, agent_index: int, issue_number: int, *, base_branch: str, clone_url: str,
-                     setup_log: Path, should_stop: Optional[Callable[[], Optional[str]]] = None) -> SlotInfo:
+                     setup_log: Path, should_stop: Optional[Callable[[], Optional[str]]] = None,
+                     wall_for: Optional[Callable[[Path], Optional[Wall]]] = None) -> SlotInfo:
         """Make slot `agent_index` a clean checkout of `issue-<N>`, with setup.sh run, for the agent.
 
         Cleaning keeps ignored files (the environments setup.sh made) and every unpushed commit;
         see the module docstring. `should_stop()` (a reason, or None) is polled while setup.sh
-        runs and ends it. Raises GitError or SetupError with a sentence.
+        runs and ends it; `wall_for(slot)` is the sandbox setup.sh runs in (None: none). Raises
+        GitError or SetupError with a sentence.
         """
         branch = issue_branch(issue_number)
         path = self.repo_path(agent_index)
@@ -198,7 +201,7 @@ class RepoManager:
         store = self.store(clone_url)
         if not store.path.exists():
             fault_point("during-clone")
-        warnings: List[str] = []
+        warnings: List[str] = self.collect_sandbox_work(path)  # a killed run's commits first
         try:
             continued = self._make_ready(path, store, branch, base_branch, warnings)
         except GitError:
@@ -210,7 +213,8 @@ class RepoManager:
                                " run in it; it is set aside and made anew once none does.") from None
             store.set_aside()  # objects lost: a new store, fetched anew, and the slot made again
             continued = self._make_ready(path, store, branch, base_branch, warnings)
-        self._run_setup(path, Path(setup_log), should_stop)
+        self._run_setup(path, Path(setup_log), should_stop, wall_for(path) if wall_for else None)
+        warnings += self.collect_sandbox_work(path)
         current = self.git(["symbolic-ref", "--quiet", "--short", "HEAD"], path, check=False).stdout.strip()
         if current != branch:
             raise GitError(f"{path} is on {current or 'a detached HEAD'} after setup.sh, not on {branch}")
@@ -239,8 +243,7 @@ class RepoManager:
 
     def store(self, clone_url: str) -> ObjectStore:
         """The repository's object store: `<base_repo_path>/<repo_name>.store.git`."""
-        path = self.repository.base_repo_path / f"{self.repository.name}.store.git"
-        return ObjectStore(path, clone_url, self.git)
+        return ObjectStore(self._store_path(), clone_url, self.git)
 
     def _make_ready(self, path: Path, store: ObjectStore, branch: str, base_branch: str,
                     warnings: List[str]) -> bool:
@@ -417,9 +420,10 @@ class RepoManager:
             shebang = head.read(2) == b"#!"
         return [str(script)] if shebang and os.access(script, os.X_OK) else ["bash", str(script)]
 
-    def _run_setup(self, path: Path, setup_log: Path, should_stop: Optional[Callable[[], Optional[str]]]) -> None:
-        """Run the setup (setup_command, or the repository's setup.sh) in its own process group,
-        output to `setup_log`."""
+    def _run_setup(self, path: Path, setup_log: Path, should_stop: Optional[Callable[[], Optional[str]]],
+                   wall: Optional[Wall]) -> None:
+        """Run the setup (setup_command, or the repository's setup.sh) in its own process group, in
+        `wall` when given, output to `setup_log`."""
         command = self._setup_command(path)
         if command is None:
             return
@@ -432,7 +436,7 @@ class RepoManager:
             out.write(f"--- {what} in {path}, {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
             out.flush()
             try:
-                process = processes.start(command, cwd=path, env=self.tool_env(), stdout=out)
+                process = launch(command, wall=wall, cwd=path, env=self.tool_env(), stdout=out)
             except OSError as exc:  # e.g. the interpreter its #! line names is not installed
                 raise SetupError(f"{what} could not be started ({exc.strerror})") from None
             deadline = time.monotonic() + timeout
@@ -456,6 +460,30 @@ class RepoManager:
         env = without_tokens(os.environ if self.env is None else self.env)
         env["GIT_TERMINAL_PROMPT"] = "0"
         return env
+
+    def identity(self) -> Dict[str, str]:
+        """The commit identity git has (else the orchestrator's), as the variables a sandbox passes on:
+        the agent's sandbox shows no git config of the user's."""
+        name, email = (self.git(["config", "--get", key], "/", check=False).stdout.strip()
+                       for key in ("user.name", "user.email"))  # git_env sets IDENTITY where git has none
+        return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+                "GIT_COMMITTER_EMAIL": email}
+
+    # --- the sandbox -----------------------------------------------------------------------------
+
+    def sandbox_view(self, path: os.PathLike, branch: str) -> StoreView:
+        """The store as a sandbox around slot `path` sees it (lib.store_view)."""
+        path = Path(path)
+        self.collect_sandbox_work(path)
+        return store_view.make_view(self.git, self._store_path(), path, branch)
+
+    def collect_sandbox_work(self, path: os.PathLike) -> List[str]:
+        """After a sandboxed command in slot `path`: its commits into the store, and nothing left that
+        git outside would run (lib.store_view). Notes for the slot, in words."""
+        return store_view.collect(self.git, self._store_path(), Path(path))
+
+    def _store_path(self) -> Path:
+        return self.repository.base_repo_path / f"{self.repository.name}.store.git"
 
     # --- after the run ---------------------------------------------------------------------------
 

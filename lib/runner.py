@@ -38,10 +38,12 @@ from lib.outcomes import Outcome, classify
 from lib.processes import RUN_MARKER_VAR, process_create_time, start
 from lib.prompts import build_prompt, build_reply
 from lib.redaction import configure_logging
-from lib.repo_manager import RepoManager, SlotInfo
+from lib.repo_manager import GitError, RepoManager, SlotInfo
+from lib.sandbox import unavailable
 from lib.state_manager import REDIS_RESTART_SECONDS, StateStore
 from lib.transcripts import summarize_stream
 from lib.validation import fix_prompt, is_test_file, run_validation, summary_line
+from lib.walls import Walls
 
 log = logging.getLogger("lib.runner")  # also when run as `python -m lib.runner` (__main__)
 
@@ -78,6 +80,7 @@ class IssueRunner:
             settings = dataclasses.replace(settings, model=entry.model)
         self.processor = ClaudeProcessor(config, settings=settings)
         self.issue_dir = config.issue_dir(self.repository.repo, self.number)
+        self.walls = Walls(config, self.repository, self.repos, self.issue_dir, self.number)
         self.signalled = False
         self._issue: Optional[Dict[str, Any]] = None
         self._repository: Optional[Dict[str, Any]] = None
@@ -169,8 +172,28 @@ class IssueRunner:
     def has_changes(self, path: Path, since: Optional[str]) -> bool:
         """Did this invocation change anything: edits left, or commits made since HEAD was `since`?
         (Not "ahead of the base": a re-run or a resume starts on a branch with earlier work.)"""
+        self.collect(path)
         dirty = self.repos.git(["status", "--porcelain"], cwd=path, check=False).stdout.strip()
         return bool(dirty) or self._head(path) != since
+
+    def collect(self, path: Optional[Path]) -> None:
+        """After a sandboxed command: its commits into the store, the slot safe for git outside."""
+        if path is not None and (path / ".git").exists():
+            notes = self.repos.collect_sandbox_work(path)
+            if notes:
+                self.update(slot_notes=[*self.entry.slot_notes, *notes])
+
+    def refused_unsandboxed(self, entry: IssueState) -> Optional[int]:
+        """Fail closed: where no sandbox can be built the issue goes back to the queue (the exit code);
+        None: go on (with a warning in the log when the config turned the sandbox off)."""
+        why = unavailable(self.config.sandbox)
+        if why is None:
+            if not self.walls.enabled:
+                log.warning("Issue %s: the sandbox is off (sandbox.mode): the agent runs with this user's rights",
+                            self.ref)
+            return None
+        log.error("Issue %s: no agent starts: %s", self.ref, why)
+        return self.requeue(entry, Outcome(status=ProcessStatus.WAITING, reason=why))
 
     def _head(self, path: Path) -> str:
         return self.repos.git(["rev-parse", "--verify", "--quiet", "HEAD"], path, check=False).stdout.strip()
@@ -184,7 +207,7 @@ class IssueRunner:
             return self.repos.prepare_slot(entry.agent_index, self.number, base_branch=self.base_branch(),
                                            clone_url=self.repository.clone_url or self._clone_url(),
                                            setup_log=self.log_path(entry.attempt, "setup.log"),
-                                           should_stop=self.should_stop)
+                                           should_stop=self.should_stop, wall_for=self.walls.for_tools)
         except OrchestratorError as exc:
             stopped = self.stopped_between_steps()  # setup.sh ends early when asked to stop
             if stopped is not None:
@@ -193,6 +216,9 @@ class IssueRunner:
 
     def run(self) -> int:
         """A claimed issue: labels, slot, prompt, Claude, finalize."""
+        refused = self.refused_unsandboxed(self.entry)
+        if refused is not None:
+            return refused
         entry = self.update(status=ProcessStatus.PREPARING, error=None, end_time=None, pr_url=None,
                             question=None, question_comment_id=None, slot_notes=[], runner_pid=os.getpid(),
                             runner_create_time=process_create_time(os.getpid()), validation_round=0, checks=[],
@@ -224,6 +250,9 @@ class IssueRunner:
     def follow(self) -> int:
         """A follow-up on the pull request: its branch from origin as it is now (a human's commits
         kept), the same session told of the reviews or the failing checks, then finished as any run."""
+        refused = self.refused_unsandboxed(self.entry)
+        if refused is not None:
+            return refused
         entry = self.update(status=ProcessStatus.PREPARING, runner_pid=os.getpid(), error=None, end_time=None,
                             runner_create_time=process_create_time(os.getpid()), question=None, slot_notes=[],
                             validation_round=0, checks=[], invocations=[])
@@ -251,6 +280,9 @@ class IssueRunner:
         if not replies:
             log.info("Issue %s: no trusted reply after the question yet", self.ref)
             return 0
+        if unavailable(self.config.sandbox):  # the question stays open; the tick says why it waits
+            log.error("Issue %s: no agent starts: %s", self.ref, unavailable(self.config.sandbox))
+            return 1
         slot = self.slot_path(entry)
         if slot is None or not (slot / ".git").exists():
             return self.finish(Outcome(status=ProcessStatus.FAILED,
@@ -315,14 +347,16 @@ class IssueRunner:
         try:
             agent = self.processor.run(
                 prompt, cwd=cwd, session_id=session_id, stream_path=stream_path,
+                wall=self.walls.for_agent(cwd, self.processor.settings.executable),
                 stderr_path=self.log_path(entry.attempt, "stderr.log"), resume=resume, on_started=on_started,
                 on_session_id=lambda sid: self.while_watching(lambda: self.update(session_id=sid)),
                 on_progress=lambda count, when: self.while_watching(
                     lambda: self.update(message_count=count, last_activity=when)),
                 should_stop=self.should_stop,
                 has_changes=lambda: self.has_changes(cwd, head_at_launch))
-        except ClaudeLaunchError as exc:
+        except (ClaudeLaunchError, GitError) as exc:
             return self.finish(Outcome(status=ProcessStatus.FAILED, reason=str(exc)), self.entry)
+        self.collect(cwd)
         self.update(message_count=agent.message_count, last_activity=agent.last_activity)
         outcome = agent.outcome
         self.record_invocation(kind or ("resume" if resume else "run"), outcome)
@@ -402,7 +436,9 @@ class IssueRunner:
         env = {**self.repos.tool_env(), RUN_MARKER_VAR: entry.session_id or ""}
         results = run_validation(self.repository.validate, cwd=cwd, env=env, should_stop=self.should_stop,
                                  log_path=self.log_path(entry.attempt, f"validate-{round_number}.log"),
-                                 grace_seconds=self.repository.claude.kill_grace_seconds)
+                                 grace_seconds=self.repository.claude.kill_grace_seconds,
+                                 wall=self.walls.for_tools(cwd))
+        self.collect(cwd)
         checks = [result.to_dict() for result in results]
         entry = self.update(checks=checks)
         log.info("Issue %s: checks after round %s: %s", self.ref, round_number, summary_line(checks))
@@ -532,6 +568,7 @@ class IssueRunner:
         if path is None or not (path / ".git").exists():
             return False, entry.pr_url, None
         try:
+            self.collect(path)  # a lost runner's agent may have committed in its wall
             base = self.base_branch()
             if self.repos.commit_all(path, f"Work on #{self.number} left uncommitted by Claude Code"):
                 log.info("Issue %s: committed changes the agent left uncommitted", self.ref)

@@ -18,6 +18,9 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 _URL_RE = re.compile(r"^https?://[^\s/]+(/\S*)?$")
 # git check-ref-format in short: no spaces, control characters, "..", or the special characters.
 _BAD_REF_RE = re.compile(r"[\s~^:?*\[\\\x00-\x1f\x7f]|\.\.|@\{|^[-/.]|[/.]$|\.lock$|//")
+# A host the sandbox may reach: a name (a leading "*." for its subdomains) or an IP, and an optional port.
+_HOST_RE = re.compile(r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 #: A checker: the value -> what is wrong with it, or None.
 Checker = Callable[[Any], Optional[str]]
@@ -160,4 +163,22 @@ def check_list(value: Any) -> Optional[str]:
         names.append(check["name"])
     if len(set(names)) != len(names):
         return f"must give each check its own name, got {', '.join(names)}"
+    return None
+
+
+def host_list(value: Any) -> Optional[str]:
+    """`["pypi.org", "*.pythonhosted.org", "registry.internal:8443"]`: the hosts the sandbox lets through."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        return f'must be a list of host names (e.g. ["pypi.org", "*.pythonhosted.org"]), {got(value)}'
+    for item in value:
+        port = item.rpartition(":")[2] if ":" in item and not item.endswith("]") else None
+        if not _HOST_RE.match(item) or (port is not None and not 0 < int(port) < 65536):
+            return f"must hold host names with an optional :port (e.g. pypi.org, *.npmjs.org), got {item!r}"
+    return None
+
+
+def env_names(value: Any) -> Optional[str]:
+    """`["NPM_CONFIG_REGISTRY", ...]`: environment variables passed into the sandbox by name."""
+    if not isinstance(value, list) or not all(isinstance(item, str) and _ENV_NAME_RE.match(item) for item in value):
+        return f"must be a list of environment variable names, {got(value)}"
     return None

@@ -78,6 +78,29 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Sandbox:
+    """The OS sandbox every agent process runs in (lib.sandbox): `bwrap`, or `off` only when asked."""
+
+    mode: str = "bwrap"
+    read_only_paths: List[Path] = field(default_factory=list)  # toolchains outside the system folders
+    writable_paths: List[Path] = field(default_factory=list)  # e.g. a package cache shared by every run
+    model_hosts: List[str] = field(default_factory=list)  # what Claude Code itself reaches: the model API
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "off"
+
+
+@dataclass(frozen=True)
+class Agent:
+    """What a repository lets into its sandbox: environment variables by name, and hosts its tools,
+    setup.sh and checks may reach (a package registry)."""
+
+    env: List[str] = field(default_factory=list)
+    allowed_hosts: List[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class ClaudeSettings:
     """How Claude Code runs: the `claude` section, with a repository's overrides applied."""
 
@@ -114,6 +137,7 @@ class Repository:
     setup_command: Optional[str] = None  # None: the clone's own setup.sh, if it has one
     validate: List[Dict[str, Any]] = field(default_factory=list)  # the checks run before work is done
     limits: Limits = Limits()  # this repository's own spend ceiling (the global one bounds them all)
+    agent: Agent = Agent()  # what its sandbox lets in
 
     @property
     def owner(self) -> str:

@@ -2,9 +2,10 @@
 
 The commands come from the orchestrator's config only (`validate`, globally or per repository),
 never from the issue or from a file the agent can edit on its branch. Each runs in the slot, in a
-session of its own, with the token-free environment setup.sh gets plus the run marker (so a tick
-that finds the runner dead finds and ends a check too), within its timeout (its whole tree is
-ended at it), its output appended to `<attempt>.validate-<round>.log`.
+session of its own and in the agent's sandbox (they run the repository's code, as untrusted as the
+agent), with the token-free environment setup.sh gets plus the run marker (so a tick that finds the
+runner dead finds and ends a check too), within its timeout (its whole tree is ended at it), its
+output appended to `<attempt>.validate-<round>.log`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from lib.files import tail_lines
 from lib.models import format_duration
-from lib.processes import start, terminate_tree
+from lib.processes import terminate_tree
 from lib.prompts import clean_issue_text
+from lib.sandbox import Wall, launch
 
 #: Default timeout of one check.
 CHECK_TIMEOUT_SECONDS = 900
@@ -43,20 +45,21 @@ class CheckResult:
 
 
 def run_validation(checks: Sequence[Mapping[str, Any]], *, cwd: Path, log_path: Path, env: Mapping[str, str],
-                   grace_seconds: float, should_stop: Optional[Callable[[], Optional[str]]] = None) -> List[CheckResult]:
-    """Run every check in order (all of them, so a report names each failure); stops early only
-    when `should_stop()` names a reason."""
+                   grace_seconds: float, should_stop: Optional[Callable[[], Optional[str]]] = None,
+                   wall: Optional[Wall] = None) -> List[CheckResult]:
+    """Run every check in order (all of them, so a report names each failure), in `wall` when given;
+    stops early only when `should_stop()` names a reason."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for check in checks:
-        results.append(_run_one(check, cwd, log_path, env, grace_seconds, should_stop))
+        results.append(_run_one(check, cwd, log_path, env, grace_seconds, should_stop, wall))
         if should_stop and should_stop():
             break
     return results
 
 
 def _run_one(check: Mapping[str, Any], cwd: Path, log_path: Path, env: Mapping[str, str], grace_seconds: float,
-             should_stop: Optional[Callable[[], Optional[str]]]) -> CheckResult:
+             should_stop: Optional[Callable[[], Optional[str]]], wall: Optional[Wall]) -> CheckResult:
     name, command = str(check["name"]), str(check["run"])
     timeout = float(check.get("timeout_seconds") or CHECK_TIMEOUT_SECONDS)
     with open(log_path, "ab") as out:
@@ -65,7 +68,7 @@ def _run_one(check: Mapping[str, Any], cwd: Path, log_path: Path, env: Mapping[s
         out.flush()
         started = time.monotonic()
         try:
-            process = start(["bash", "-c", command], cwd=cwd, env=env, stdout=out)
+            process = launch(["bash", "-c", command], wall=wall, cwd=cwd, env=env, stdout=out)
         except OSError as exc:
             return CheckResult(name, False, 0.0, f"could not start ({exc.strerror})")
         reason = _wait(process, started + timeout, timeout, grace_seconds, should_stop)

@@ -109,6 +109,18 @@ class Standin:
         return json.loads(Path(self.env["CLAUDE_STANDIN_ARGV_FILE"]).read_text(encoding="utf-8"))
 
 
+#: The stand-in's own variables: a sandboxed agent gets them only when agent.env names them.
+STANDIN_ENV = ("CLAUDE_STANDIN_LOG", "CLAUDE_STANDIN_PIDFILE", "CLAUDE_STANDIN_ENV_FILE", "CLAUDE_STANDIN_ARGV_FILE",
+               "CLAUDE_STANDIN_HUNT")
+
+
+def sandbox_settings(standin_root: Path) -> Dict[str, object]:
+    """The `sandbox` section that lets the stand-in run in the real sandbox: this project (the stand-in
+    and the virtualenv) and the Python installation it runs on read-only, its log folder writable."""
+    return {"read_only_paths": [str(STANDIN.parent.parent.parent), sys.base_prefix, sys.prefix],
+            "writable_paths": [str(standin_root)]}
+
+
 def standin_env(root: Path) -> Dict[str, str]:
     """Environment for the stand-in: nothing it writes leaves `root`, and no token of this machine."""
     (root / "home").mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from chat_standins import SLACK_CHANNEL_ID, SLACK_TOKEN, TELEGRAM_CHAT_ID, TELEGRAM_TOKEN
-from claude_standin import STANDIN, Standin, alive, standin_env
+from claude_standin import STANDIN, STANDIN_ENV, Standin, alive, sandbox_settings, standin_env
 from git_fixtures import git_env, make_origin, read_file
 from github_emulator import REPO, TOKEN, GitHubEmulator
 
@@ -50,6 +50,10 @@ class World:
             "notification_timeout_seconds": 2,
             "state_file": "state/processing-state.json",
             "log_dir": "logs",
+            # The real sandbox: the stand-in (a Python script of this project's) and the interpreter it
+            # runs on are shown read-only; it logs its invocations to its own folder.
+            "sandbox": sandbox_settings(root / "standin"),
+            "agent": {"env": sorted(STANDIN_ENV)},
         }
         self.env = {**self.standin.env, **git_env(root / "gitconfig")}
         for name in ("PYTHONPATH", "VIRTUAL_ENV", "TMPDIR", "LC_ALL"):
