@@ -22,6 +22,20 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
+# The agent sandbox (bubblewrap, socat): installed where this user can, else named; --check says whether it works.
+missing=""
+for tool in bwrap socat; do command -v "$tool" >/dev/null || missing="$missing $tool"; done
+if [ -n "$missing" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "Installing bubblewrap and socat (the agent sandbox) ..."
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap socat >/dev/null) \
+            || echo "setup.sh: could not install bubblewrap and socat; agents will not start until they are" >&2
+    else
+        echo "setup.sh: the agent sandbox needs bubblewrap and socat (missing:$missing); install them," \
+             "e.g. sudo apt-get install bubblewrap socat (agents do not start without them)" >&2
+    fi
+fi
+
 echo "Setup done. Next, write config.json (mode 0600) and check it:"
 echo "    ./venv/bin/python run_orchestrator.py --init --repo OWNER/NAME --base-repo-path DIR"
 echo "then add the tick to cron, with the line that prints:"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Claim-to-agent-start latency, local mode and Celery mode, in one run.
+"""Claim-to-agent-start latency: local mode with and without the agent sandbox, and Celery mode, in one run.
 
-    ./venv/bin/python bench/bench_latency.py [--runs 5] [--modes local,celery]
+    ./venv/bin/python bench/bench_latency.py [--runs 5] [--modes local,local-unsandboxed,celery]
 
 For each mode it builds the test suite's world (GitHub emulator on 127.0.0.1, a bare origin, the
 stand-in `claude`; for celery also a real redis-server and one worker), then `--runs` times: opens an
@@ -9,7 +9,9 @@ issue, runs one tick as a real process, and measures from the tick's claim (the 
 receives its `claude-working` label request, which follows the state entry's write) to the start of
 the agent (a wrapper around the stand-in notes the time it was exec'd). Each run waits for the issue
 to finish before the next, so every run starts from an idle install; the first run of each mode also
-makes the repository's object store. Needs redis-server for the celery mode. Not part of the suite.
+makes the repository's object store. `local` and `celery` start the agent in its sandbox (the
+default); `local-unsandboxed` is `local` with `"sandbox": {"mode": "off"}`, so the two show what the
+sandbox adds to an agent's start. Needs redis-server for the celery mode. Not part of the suite.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from world import World  # noqa: E402
 
 WRAPPER = """#!/usr/bin/env python3
 import os, sys, time
-with open(os.path.join({starts!r}, str(os.getpid())), "w") as handle:
+with open(os.path.join({starts!r}, f"{{time.time_ns()}}-{{os.getpid()}}"), "w") as handle:
     handle.write(repr(time.time()))
 os.execv({standin!r}, [{standin!r}, *sys.argv[1:]])
 """
@@ -56,9 +58,15 @@ def measure(mode: str, runs: int, root: Path) -> list:
     wrapper.write_text(WRAPPER.format(starts=str(starts), standin=str(STANDIN)))
     wrapper.chmod(0o755)
     world.write_config(claude={"executable": str(wrapper)})
+    if mode.endswith("-unsandboxed"):
+        world.write_config(sandbox={"mode": "off"})
+    else:  # the wrapper is read inside the sandbox, and notes its start where the sandbox may write
+        sandbox = world.settings["sandbox"]
+        world.write_config(sandbox={"read_only_paths": [*sandbox["read_only_paths"], str(wrapper)],
+                                    "writable_paths": [*sandbox["writable_paths"], str(starts)]})
     redis = cw = None
     try:
-        if mode == "celery":
+        if mode.startswith("celery"):
             redis = RedisServer(root / "redis").start()
             cw = CeleryWorld(world, redis)
             cw.start_worker("host-a")
@@ -89,7 +97,7 @@ def measure(mode: str, runs: int, root: Path) -> list:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--modes", default="local,celery")
+    parser.add_argument("--modes", default="local,local-unsandboxed,celery")
     args = parser.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     if "celery" in modes and shutil.which("redis-server") is None:
@@ -104,6 +112,9 @@ def main() -> int:
         later = latencies[1:] or latencies
         print(f"{mode}: first {latencies[0]:.3f} s (makes the object store); later runs median "
               f"{statistics.median(later):.3f} s, min {min(later):.3f} s, max {max(later):.3f} s")
+    if "local" in results and "local-unsandboxed" in results:
+        added = [statistics.median(results[m][1:] or results[m]) for m in ("local", "local-unsandboxed")]
+        print(f"the sandbox adds {added[0] - added[1]:.3f} s to an agent's start (median against median)")
     return 0
 
 

@@ -5,7 +5,7 @@ queue (a new run) or to a host's own queue (`<queue>.host.<host>`: a resume, a f
 goes where the session's transcript and slot are). The task takes its dispatch (a repeated delivery
 does nothing), keeps the run's heartbeat, and runs the runner as the local mode does,
 `python -m lib.runner ...`, but in the worker's own process group, so that a worker that dies takes
-its runners along (and their agents: see `processes.start(die_with_parent=...)`).
+its runners along (and their agents: see `spawn.start(die_with_parent=...)`).
 
 The messages carry the repository, the number and ids; never a token: each host reads its own.
 Broker settings that matter: `acks_late` with prefetch 1 (a task is taken only by a free slot and a

@@ -93,6 +93,7 @@ from lib.transcripts import (
     parse_line,
     project_dir_name,
     read_first_record,
+    session_config_dir,
 )
 
 OUTPUT_FORMATS = ("text", "json")
@@ -334,7 +335,9 @@ class ClaudeMonitor:
         slot = self.slot_path(entry)
         if slot is not None:
             cwds.append(os.path.realpath(slot))
-        transcript = find_transcript(session_id, dict.fromkeys(cwds), self.claude_config_dir, extra_dirs)
+        # A sandboxed session's config dir is its issue's own; an unsandboxed one used this machine's.
+        transcript = (find_transcript(session_id, dict.fromkeys(cwds), session_config_dir(log_path.parent))
+                      or find_transcript(session_id, dict.fromkeys(cwds), self.claude_config_dir, extra_dirs))
         if transcript is not None:
             return session_id, ConversationSource(transcript, "transcript")
         if log_path.is_file():

@@ -218,7 +218,7 @@ class ClaudeProcessor:
                     out.write(b"\n")
             start_offset = out.tell()
             try:
-                # In the Celery mode the agent dies with its runner: see processes.start.
+                # In the Celery mode the agent dies with its runner: see spawn.start.
                 popen = launch(command, wall=wall, cwd=cwd, env=env, stdin=prompt_in, stdout=out, stderr=err,
                                die_with_parent=self.config.executor.celery)
             except FileNotFoundError:

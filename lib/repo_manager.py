@@ -107,6 +107,7 @@ class RepoManager:
             register_secret(self.token, self._basic_auth())  # the header git sends holds the token so
         self.env = env
         self._git_env: Optional[Dict[str, str]] = None  # made on first use: it asks git for an identity
+        self._identity: Optional[Dict[str, str]] = None
 
     def repo_path(self, agent_index: int) -> Path:
         return self.repository.slot_path(agent_index)
@@ -463,11 +464,13 @@ class RepoManager:
 
     def identity(self) -> Dict[str, str]:
         """The commit identity git has (else the orchestrator's), as the variables a sandbox passes on:
-        the agent's sandbox shows no git config of the user's."""
-        name, email = (self.git(["config", "--get", key], "/", check=False).stdout.strip()
-                       for key in ("user.name", "user.email"))  # git_env sets IDENTITY where git has none
-        return {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
-                "GIT_COMMITTER_EMAIL": email}
+        the agent's sandbox shows no git config of the user's. Asked of git once."""
+        if self._identity is None:
+            name, email = (self.git(["config", "--get", key], "/", check=False).stdout.strip()
+                           for key in ("user.name", "user.email"))  # git_env sets IDENTITY where git has none
+            self._identity = {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email, "GIT_COMMITTER_NAME": name,
+                              "GIT_COMMITTER_EMAIL": email}
+        return self._identity
 
     # --- the sandbox -----------------------------------------------------------------------------
 

@@ -35,7 +35,8 @@ from lib.models import (IssueState, OrchestratorError, ProcessStatus, StateUnrea
                         seconds_between, utc_now_iso)
 from lib.notifications import Notifications
 from lib.outcomes import Outcome, classify
-from lib.processes import RUN_MARKER_VAR, process_create_time, start
+from lib.processes import RUN_MARKER_VAR, process_create_time
+from lib.spawn import start
 from lib.prompts import build_prompt, build_reply
 from lib.redaction import configure_logging
 from lib.repo_manager import GitError, RepoManager, SlotInfo

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
-from lib import processes
+from lib import processes, spawn
 from lib.models import OrchestratorError
 from lib.redaction import TOKEN_ENV_VARS, redact
 from lib.settings import Agent, Sandbox
@@ -290,9 +290,9 @@ def launch(command: Sequence[str], *, wall: Optional[Wall], cwd: os.PathLike, en
            **start_args) -> subprocess.Popen:
     """Start `command` inside `wall` through the launcher (inside, the wall's environment replaces
     `env`, keeping only the run marker), or as it is when `wall` is None. `start_args` are
-    processes.start's."""
+    spawn.start's."""
     if wall is None:
-        return processes.start(command, cwd=cwd, env=env, **start_args)
+        return spawn.start(command, cwd=cwd, env=env, **start_args)
     marker = {name: env[name] for name in (processes.RUN_MARKER_VAR, processes.RUN_HOST_VAR) if name in env}
     data = json.dumps(plan(wall.with_env(**marker), command)).encode()
     read_end, write_end = os.pipe()
@@ -303,7 +303,7 @@ def launch(command: Sequence[str], *, wall: Optional[Wall], cwd: os.PathLike, en
         os.close(write_end)
         write_end = -1
         launcher_env = {"PATH": env.get("PATH", os.defpath), "LANG": env.get("LANG", "C.UTF-8"), **marker}
-        return processes.start([sys.executable, "-E", "-s", "-m", "lib.sandbox_launcher", str(read_end)],
+        return spawn.start([sys.executable, "-E", "-s", "-m", "lib.sandbox_launcher", str(read_end)],
                                cwd=PROJECT_DIR, env=launcher_env, pass_fds=(read_end,), **start_args)
     finally:
         os.close(read_end)

@@ -5,20 +5,19 @@ the allow-list) as JSON from the pipe FD, so no environment value shows in any c
 the egress proxy (lib.egress) on a socket in the plan's runtime folder, which the wall shows at
 /run/orchestrator; starts the wall, which dies with it; and exits as the wall's command did. A signal
 to the process group reaches the command inside as well: the launcher lets it end and then ends
-too. It imports only the standard library, lib.egress and lib.processes, so it starts fast.
+too. It imports only the standard library, lib.egress and lib.spawn, so it starts fast.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import sys
 from typing import Optional
 
 from lib.egress import EgressProxy
-from lib.processes import start
+from lib.spawn import start
 
 
 def _read_plan(fd: int) -> dict:
@@ -55,8 +54,12 @@ def main(argv: list) -> int:
     finally:
         if proxy is not None:
             proxy.close()
-        if runtime:
-            shutil.rmtree(runtime, ignore_errors=True)
+        if runtime:  # the folder holds the socket only
+            for remove, path in ((os.remove, os.path.join(runtime, "egress.sock")), (os.rmdir, runtime)):
+                try:
+                    remove(path)
+                except OSError:
+                    pass
 
 
 if __name__ == "__main__":

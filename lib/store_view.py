@@ -58,7 +58,7 @@ def make_view(git: Callable, store: Path, slot: Path, branch: str) -> StoreView:
     folder = views_folder(store) / slot.name
     root = folder / "view"
     shutil.rmtree(folder, ignore_errors=True)
-    git_dir = Path(git(["rev-parse", "--absolute-git-dir"], slot).stdout.strip())
+    git_dir = worktree_git_dir(slot)
     for sub in ("objects", f"worktrees/{git_dir.name}", "refs/heads", "refs/tags", "logs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     wanted = ["refs/remotes/origin/", "refs/tags/", f"refs/heads/{branch}"]
@@ -66,18 +66,31 @@ def make_view(git: Callable, store: Path, slot: Path, branch: str) -> StoreView:
     (root / "packed-refs").write_text("# pack-refs with: sorted \n" + "".join(
         f"{line}\n" for line in sorted(listing, key=lambda line: line.split(" ", 1)[-1])))
     (root / "HEAD").write_bytes((store / "HEAD").read_bytes())
-    version = git(["config", "--file", str(store / "config"), "--default", "0", "core.repositoryformatversion"],
-                  store).stdout.strip()
-    extensions = git(["config", "--file", str(store / "config"), "--get-regexp", r"^extensions\."], store,
-                     check=False).stdout.splitlines()
-    kept = "".join(f"\t{line.split(' ', 1)[0].split('.', 1)[1]} = {line.split(' ', 1)[1]}\n" for line in extensions
-                   if " " in line and line.split(" ", 1)[0].lower() != "extensions.worktreeconfig")
-    (root / "config").write_text(MINIMAL_CONFIG.format(version=version or "0",
-                                                       extensions=f"[extensions]\n{kept}" if kept else ""))
+    (root / "config").write_text(_minimal_config(git(["config", "--file", str(store / "config"), "--list"],
+                                                     store).stdout))
     start = next((line.split(" ")[0] for line in listing if line.endswith(f" refs/heads/{branch}")), "-")
     absent = [name for name in CLAUDE_MASK_NAMES if not os.path.lexists(slot / name)]
     (folder / "launched").write_text(f"{branch} {start}\n{' '.join(absent)}\n")  # outside the view: not the agent's
     return StoreView(store=store, root=root, worktree_git_dir=git_dir)
+
+
+def worktree_git_dir(slot: Path) -> Path:
+    """The slot's worktree metadata folder, from its `.git` pointer (which its walls keep read-only)."""
+    pointer = (slot / ".git").read_text(encoding="utf-8", errors="replace").strip()
+    if not pointer.startswith("gitdir: "):
+        raise ValueError(f"{slot}/.git is not a worktree's pointer")
+    target = Path(pointer[len("gitdir: "):])
+    return target if target.is_absolute() else (slot / target).resolve()
+
+
+def _minimal_config(listing: str) -> str:
+    """The view's config: the store's format version and extensions (git needs them to read the
+    objects), nothing else."""
+    settings = dict(line.partition("=")[::2] for line in listing.splitlines())
+    extensions = "".join(f"\t{key.split('.', 1)[1]} = {value}\n" for key, value in settings.items()
+                         if key.startswith("extensions.") and key != "extensions.worktreeconfig")
+    return MINIMAL_CONFIG.format(version=settings.get("core.repositoryformatversion", "0"),
+                                 extensions=f"[extensions]\n{extensions}" if extensions else "")
 
 
 def collect(git: Callable, store: Path, slot: Path) -> List[str]:
@@ -136,7 +149,7 @@ def _is_commit(git: Callable, store: Path, sha: str) -> bool:
 def _follow_head(git: Callable, slot: Path, root: Path, branch: str, notes: List[str]) -> None:
     """A HEAD the agent moved to another branch of its view points at nothing outside: detach it at that
     commit (bring_branch_to_head then decides), or leave it when that is no commit."""
-    head_file = Path(git(["rev-parse", "--absolute-git-dir"], slot).stdout.strip()) / "HEAD"
+    head_file = worktree_git_dir(slot) / "HEAD"
     head = (_read_bounded(head_file) or b"").strip()
     if not head.startswith(b"ref: ") or head == f"ref: refs/heads/{branch}".encode():
         return

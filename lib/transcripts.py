@@ -88,6 +88,12 @@ def default_claude_config_dir(env: Optional[Mapping[str, str]] = None) -> Path:
     return Path(configured).expanduser() if configured else Path.home() / ".claude"
 
 
+def session_config_dir(issue_dir: Path) -> Path:
+    """The Claude Code config dir of a sandboxed issue's sessions, in its log folder: their transcripts
+    are under its `projects/` (lib.walls shows it to the agent as ~/.claude)."""
+    return issue_dir / "claude"
+
+
 def find_transcript(session_id: Optional[str], cwds: Iterable[str], config_dir: Path,
                     extra_dirs: Iterable[Path] = ()) -> Optional[Path]:
     """The transcript of `session_id`: in the project folder of one of `cwds` (physical paths),

@@ -24,7 +24,7 @@ from lib import sandbox
 from lib.config import Config
 from lib.repo_manager import RepoManager, issue_branch
 from lib.settings import Repository
-from lib.transcripts import default_claude_config_dir
+from lib.transcripts import default_claude_config_dir, session_config_dir
 
 #: The variables Claude Code is given inside its wall on top of the tools' environment.
 AGENT_ENV = {"CLAUDE_CONFIG_DIR": sandbox.CLAUDE_CONFIG_DIR, "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB": "1",
@@ -42,11 +42,6 @@ def hidden_paths(config: Config) -> List[Path]:
     """Never visible in a wall, even under a path the config shows: the private paths and every
     repository's slot folder (a wall shows its own slot again)."""
     return [*private_paths(config), *(repository.base_repo_path for repository in config.repositories)]
-
-
-def session_config_dir(issue_dir: Path) -> Path:
-    """The Claude Code config dir of an issue's sessions (their transcripts), in its log folder."""
-    return issue_dir / "claude"
 
 
 class Walls:

@@ -19,10 +19,11 @@ import psutil
 import pytest
 
 from claude_standin import BRANCH, FIXTURES, ISSUE_NUMBER, STANDIN, alive, git, make_repo, replay, scenario
-from lib.claude_processor import (ALWAYS_DISALLOWED_TOOLS, ClaudeLaunchError, ClaudeProcessor, new_session_id,
-                                  write_prompt_file)
+from lib.claude_processor import (ALWAYS_DISALLOWED_TOOLS, SANDBOXED_TOOLS, ClaudeLaunchError, ClaudeProcessor,
+                                  new_session_id, write_prompt_file)
 from lib.config import Config
 from lib.outcomes import classify
+from lib.sandbox import CLAUDE_SETTINGS_PATH
 from lib.processes import RUN_MARKER_VAR, end_session_processes, terminate_tree
 from lib.prompts import build_prompt
 from lib.transcripts import find_transcript, project_dir_name, summarize_stream
@@ -515,6 +516,20 @@ def test_minimal_command_line_still_refuses_ask_user_question(tmp_path, claude_s
     assert processor.build_command(session_id) == [
         str(STANDIN), "-p", "--disallowedTools", *ALWAYS_DISALLOWED_TOOLS,
         "--output-format", "stream-json", "--verbose", "--session-id", session_id]
+
+
+def test_a_sandboxed_session_gets_its_settings_and_the_tools_a_scrubbed_environment_needs(tmp_path, claude_standin):
+    """In a wall Claude Code runs with its own sandbox's settings; with CLAUDE_CODE_SUBPROCESS_ENV_SCRUB
+    it asks for every tool not named, so the usual ones are named unless the config names its own."""
+    session_id = new_session_id()
+    command = make_processor(tmp_path, claude_standin).build_command(session_id, sandboxed=True)
+
+    assert command[command.index("--settings") + 1] == CLAUDE_SETTINGS_PATH
+    tools = command[command.index("--allowedTools") + 1:command.index("--disallowedTools")]
+    assert tools == list(SANDBOXED_TOOLS) and "Bash" in tools
+    configured = make_processor(tmp_path, claude_standin, allowed_tools=["Edit"]).build_command(session_id, sandboxed=True)
+    assert configured[configured.index("--allowedTools") + 1:configured.index("--disallowedTools")] == ["Edit"]
+    assert "--settings" not in make_processor(tmp_path, claude_standin).build_command(session_id)
 
 
 def test_the_stand_in_reads_the_command_line_as_the_cli_would(tmp_path, claude_standin, slot_repo):

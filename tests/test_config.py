@@ -140,6 +140,16 @@ BROKEN = [
     (dict(claude=[]), "claude: must be an object, got a list"),
     (dict(labels=True), "labels: must be an object, got true"),
     (dict(pull_request="yes"), "pull_request: must be an object, got 'yes'"),
+    # The sandbox and what a repository lets into it.
+    (dict(sandbox={"mode": "on"}), "sandbox.mode: must be one of bwrap, off"),
+    (dict(sandbox={"read_only_paths": "/opt/tools"}), "sandbox.read_only_paths"),
+    (dict(sandbox={"writable_paths": [""]}), "sandbox.writable_paths"),
+    (dict(sandbox={"model_hosts": ["https://api.anthropic.com"]}), "sandbox.model_hosts"),
+    (dict(sandbox="off"), "sandbox: must be an object, got 'off'"),
+    (dict(agent={"env": ["NPM TOKEN"]}), "agent.env: must be a list of environment variable names"),
+    (dict(agent={"env": ["GITHUB_TOKEN"]}), "agent.env: GITHUB_TOKEN holds the orchestrator's token"),
+    (dict(agent={"allowed_hosts": ["pypi.org:99999"]}), "agent.allowed_hosts"),
+    (dict(claude={"inherit_tokens": True}), "claude.inherit_tokens: cannot be true while the sandbox is on"),
 ]
 
 
@@ -335,3 +345,28 @@ def test_executor_mistakes_each_get_a_line_with_the_password_masked():
 def test_the_local_executor_is_the_default():
     config = Config.from_dict(MINIMAL, "/tmp")
     assert config.executor.type == "local" and not config.executor.celery
+
+
+def test_the_sandbox_is_on_unless_turned_off_and_a_repository_overrides_what_it_lets_in(tmp_path):
+    data = {"github": {"token": "ghp_abcdef123456", "base_repo_path": "slots"},
+            "sandbox": {"read_only_paths": ["tools"], "writable_paths": ["/var/cache/pip"]},
+            "agent": {"env": ["PIP_INDEX_URL"], "allowed_hosts": ["pypi.org", "*.pythonhosted.org"]},
+            "repositories": [{"repo": "octo/widgets"},
+                             {"repo": "octo/site", "agent": {"allowed_hosts": ["registry.npmjs.org"]}}]}
+    config = Config.from_dict(data, tmp_path)
+
+    assert config.sandbox.enabled and config.sandbox.mode == "bwrap"
+    assert config.sandbox.read_only_paths == [tmp_path / "tools"]
+    assert config.sandbox.writable_paths == [Path("/var/cache/pip")]
+    widgets, site = config.repositories
+    assert widgets.agent.allowed_hosts == ["pypi.org", "*.pythonhosted.org"] and widgets.agent.env == ["PIP_INDEX_URL"]
+    assert site.agent.allowed_hosts == ["registry.npmjs.org"] and site.agent.env == ["PIP_INDEX_URL"]
+    off = Config.from_dict(with_changes(sandbox={"mode": "off"}, claude={"inherit_tokens": True}), tmp_path)
+    assert not off.sandbox.enabled and off.claude.inherit_tokens
+
+
+def test_a_repositorys_agent_env_naming_a_token_is_one_line_with_its_path():
+    data = {"github": {"token": "ghp_abcdef123456", "base_repo_path": "slots"},
+            "repositories": [{"repo": "octo/widgets", "agent": {"env": ["SLACK_BOT_TOKEN", "GH_TOKEN"]}}]}
+    assert errors_of(data) == ["repositories[0].agent.env: SLACK_BOT_TOKEN, GH_TOKEN hold the orchestrator's"
+                               " tokens, which never enter the sandbox; remove them"]

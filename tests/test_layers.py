@@ -42,6 +42,7 @@ LAYERS = [
     ["config", "sandbox"],
     ["settings", "schema", "sandbox_launcher"],
     ["processes"],
+    ["spawn"],
     ["files"],
     ["redaction"],
     ["models", "egress"],
@@ -128,7 +129,7 @@ def test_modules_stay_small(module):
 
 #: What may be used in one module only, so that there is one copy of it: the call -> its home.
 ONE_HOME = {
-    "subprocess.Popen": "processes",  # every subprocess starts in processes.start
+    "subprocess.Popen": "spawn",  # every subprocess starts in spawn.start
     "subprocess.run": "processes",
     "subprocess.check_output": "processes",
     "fcntl.flock": "files",  # the one exclusive lock

@@ -180,3 +180,29 @@ def test_sandbox_off_runs_unsandboxed_and_says_so(world):
                            cwd=Path(__file__).resolve().parent.parent, env=world.env, capture_output=True, text=True,
                            timeout=60)
     assert any(line.startswith("warn  sandbox: off") for line in check.stdout.splitlines())
+
+
+def test_the_agent_runs_with_its_own_sandbox_settings_a_scrubbed_environment_and_its_own_config_dir(world):
+    """Claude Code's own layer on top of the wall: its settings (sandbox required, no retry outside,
+    reads and edits of the orchestrator's files refused), CLAUDE_CODE_SUBPROCESS_ENV_SCRUB, a HOME and
+    a config dir of the session's own, the proxy, and no token of the orchestrator's."""
+    number = world.add_issue("Add a greeting", f"Please. {scenario('env-dump')}")
+
+    world.tick(env={"GITHUB_TOKEN": TOKEN, "ANTHROPIC_API_KEY": MODEL_KEY})
+
+    assert world.entry(number)["status"] == "completed"
+    [call] = world.standin.invocations()
+    assert call["argv"][call["argv"].index("--settings") + 1] == "/run/claude-settings.json"
+    env = world.standin.env_dump()
+    assert env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] == "1" and env["ANTHROPIC_API_KEY"] == MODEL_KEY
+    assert env["HOME"] == "/home/agent" and env["CLAUDE_CONFIG_DIR"] == "/home/agent/.claude"
+    assert env["HTTPS_PROXY"] == "http://127.0.0.1:3128" and "GITHUB_TOKEN" not in env
+    assert not any(TOKEN in value for value in env.values())
+    issue_dir = world.log_dir / f"issue-{number}"
+    settings = json.loads((issue_dir / "claude-settings.json").read_text())
+    assert settings["sandbox"]["enabled"] and settings["sandbox"]["failIfUnavailable"]
+    assert settings["sandbox"]["allowUnsandboxedCommands"] is False
+    assert f"Read(/{world.config_path.parent}/**)" in settings["permissions"]["deny"]
+    assert f"Edit(/{world.slots / 'widgets_1'}/**)" in settings["permissions"]["deny"]
+    # The transcript is the session's, in the issue's log folder; the user's own ~/.claude is untouched.
+    assert list((issue_dir / "claude" / "projects").glob(f"*/{world.entry(number)['session_id']}.jsonl"))
