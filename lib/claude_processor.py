@@ -202,6 +202,11 @@ class ClaudeProcessor:
         command = self.build_command(session_id, resume=resume, sandboxed=wall is not None)
         if wall is not None:  # run by its real path: the folder a link of it lies in may be hidden
             command[0] = os.path.realpath(shutil.which(command[0]) or command[0])
+            if not os.path.isfile(command[0]):  # said here: inside the wall it would be bubblewrap's words
+                raise ClaudeLaunchError(f"Claude Code was not found: {self.settings.executable!r} (install it,"
+                                        " or set claude.executable).")
+            if not os.access(command[0], os.X_OK):
+                raise ClaudeLaunchError(f"Claude Code cannot be run: {command[0]!r} is not executable.")
         stream_path.parent.mkdir(parents=True, exist_ok=True)
         tmpdir = Path(tmpdir) if tmpdir is not None else stream_path.parent / "tmp"
         tmpdir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -36,6 +36,25 @@ def replay(fixture: str, exit_code: int) -> str:
     return scenario("replay", f"{exit_code}:{FIXTURES / fixture}")
 
 
+def tagged_process(pidfile: str) -> int:
+    """The pid of the live process tagged CLAUDE_STANDIN_GRANDCHILD=`pidfile`, else 0."""
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("CLAUDE_STANDIN_GRANDCHILD") == pidfile and alive(process.pid):
+                return process.pid
+        except (psutil.Error, OSError):
+            continue
+    return 0
+
+
+def end_grandchild(standin: "Standin") -> None:
+    """Kill what the grandchild scenario left, if it still runs."""
+    if standin.pidfile.exists():
+        pid = tagged_process(str(standin.pidfile))
+        if pid:
+            psutil.Process(pid).kill()
+
+
 def alive(pid: Optional[int]) -> bool:
     """True while `pid` runs. A zombie counts as gone: orphans here are reparented to a PID 1 that
     does not reap them."""
@@ -94,13 +113,15 @@ class Standin:
         return found[0] if found else None
 
     def grandchild_pid(self, timeout: float = 10.0) -> int:
-        """The pid the grandchild scenario wrote (it writes the file atomically)."""
+        """The host pid of the process the grandchild scenario left, 0 once it is gone. It writes its pid
+        file when the process runs; the pid in it is its namespace's in a sandbox, so the process is
+        found by the tag in its environment instead."""
         deadline = time.monotonic() + timeout
         while not self.pidfile.exists():
             if time.monotonic() > deadline:
                 raise AssertionError(f"the stand-in wrote no pid file at {self.pidfile}")
             time.sleep(0.02)
-        return int(self.pidfile.read_text())
+        return tagged_process(str(self.pidfile))
 
     def env_dump(self) -> Dict[str, str]:
         return json.loads(Path(self.env["CLAUDE_STANDIN_ENV_FILE"]).read_text(encoding="utf-8"))
@@ -143,10 +164,7 @@ def claude_standin(tmp_path: Path):
     root = tmp_path / "standin"
     standin = Standin(path=STANDIN, root=root, env=standin_env(root))
     yield standin
-    if standin.pidfile.exists():
-        pid = int(standin.pidfile.read_text())
-        if alive(pid):
-            psutil.Process(pid).kill()
+    end_grandchild(standin)
 
 
 @pytest.fixture

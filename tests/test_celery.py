@@ -248,7 +248,9 @@ def test_closing_the_issue_stops_its_agent_on_the_worker_host(celery_world):
 
 
 def test_a_worker_that_starts_ends_what_a_killed_worker_of_its_host_left(celery_world):
+    """Without the sandbox (a sandbox ends whole with its agent, test_walls)."""
     cw = celery_world
+    cw.world.write_config(sandbox={"mode": "off"})
     cw.start_worker("host-a")
     number = cw.world.add_issue(title="Leaves a tool", body=f"Work. {scenario('grandchild')}")
     drive(cw, lambda entries: number in entries and entries[number].status.value == "running")

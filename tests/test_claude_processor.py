@@ -37,7 +37,7 @@ QUESTION_SESSION = "d4e36535-7fb3-4ea9-a3c8-4018f155a1be"  # stream-question.jso
 NOON = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)
 
 
-def make_config(tmp_path: Path, **claude) -> Config:
+def make_config(tmp_path: Path, sandbox=None, **claude) -> Config:
     settings = {"executable": str(STANDIN), "check_interval": 0.05, "timeout_seconds": 60,
                 "kill_grace_seconds": 0.5, "result_grace_seconds": 0.3}
     settings.update(claude)
@@ -47,6 +47,7 @@ def make_config(tmp_path: Path, **claude) -> Config:
         "slack": {"bot_token": SLACK_TOKEN, "channel_id": "C123"},
         "claude": settings,
         "log_dir": str(tmp_path / "logs"),
+        "sandbox": sandbox or {},
     }
     return Config.from_dict(data, folder=tmp_path)
 
@@ -606,7 +607,8 @@ def test_agent_env_has_no_tokens(tmp_path, claude_standin, slot_repo):
 
 
 def test_inherit_tokens_keeps_them(tmp_path, claude_standin):
-    processor = ClaudeProcessor(make_config(tmp_path, inherit_tokens=True), env=base_env_with_tokens())
+    config = make_config(tmp_path, inherit_tokens=True, sandbox={"mode": "off"})  # only ever unsandboxed
+    processor = ClaudeProcessor(config, env=base_env_with_tokens())
     env = processor.agent_env(tmpdir=tmp_path / "tmp")
 
     assert env["GITHUB_TOKEN"] == GITHUB_TOKEN and env["SLACK_BOT_TOKEN"] == SLACK_TOKEN

@@ -64,8 +64,8 @@ def test_a_resume_whose_session_is_gone_starts_a_fresh_one_with_the_whole_thread
     world.tick()
     asked = world.entry(number)
     assert asked["status"] == "needs_input"
-    for transcript in (world.standin.root / "claude-config").rglob("*.jsonl"):
-        transcript.unlink()  # Claude Code's own history of the session is gone
+    for transcript in (world.log_dir / f"issue-{number}" / "claude").rglob("*.jsonl"):
+        transcript.unlink()  # Claude Code's own history of the session (the sandboxed session's) is gone
     world.github.add_comment(number, "ANSWER: the v2 API", user=MAINTAINER)
 
     world.tick()
@@ -111,6 +111,7 @@ def test_an_unanswered_question_expires_pushes_the_work_and_frees_the_slot(world
 
 
 def test_a_permission_denial_becomes_a_question_that_names_the_tool(world):
+    world.write_config(claude={"allowed_tools": ["Read"]})  # Write is not among them
     number = world.add_issue("Write it", scenario("permission-denied"))
 
     world.tick()
@@ -229,8 +230,8 @@ def test_closing_the_issue_mid_run_ends_the_agent_and_its_children_within_one_ti
     assert "1 cancelled" in tick.stdout, tick.stdout
     entry = world.entry(number)
     assert entry["status"] == "cancelled" and entry["error"] == "the issue was closed"
-    assert not alive(grandchild) and not alive(entry["claude_pid"] or 0)
-    assert world.processes() == []
+    assert grandchild and not alive(grandchild) and not alive(entry["claude_pid"] or 0)
+    assert world.processes() == [] and world.leftovers() == []
     assert "Stopped: the issue was closed" in world.comments(number)[-1]
     assert COMPLETED not in world.labels(number) and FAILED not in world.labels(number)
     [stopped] = [m for m in slack_api.messages if m["text"].startswith("⏹️")]
@@ -239,13 +240,12 @@ def test_closing_the_issue_mid_run_ends_the_agent_and_its_children_within_one_ti
 
 
 def test_closing_the_issue_during_a_long_setup_ends_it_within_one_tick(world):
-    pidfile = world.root / "setup-child.pid"
-    commit_to(world.origin, "trunk", {"setup.sh": f"sleep 120 &\necho $! > {pidfile}\necho installing\nwait\n"},
-              "A slow setup")
+    commit_to(world.origin, "trunk", {"setup.sh": "sleep 120 &\necho installing\nwait\n"}, "A slow setup")
     number = world.add_issue("Slow setup")
     world.tick(wait=False)
     setup_log = world.log_dir / f"issue-{number}" / "1.setup.log"
     world.wait_for(lambda: setup_log.exists() and "installing" in setup_log.read_text(), what="setup.sh")
+    assert [process.name() for process in world.leftovers()].count("sleep") == 1
     world.github.close_issue(number, actor=MAINTAINER)
 
     world.tick()
@@ -253,7 +253,7 @@ def test_closing_the_issue_during_a_long_setup_ends_it_within_one_tick(world):
     entry = world.entry(number)
     assert entry["status"] == "cancelled" and entry["error"] == "the issue was closed", entry
     assert world.standin.invocations() == [] and world.processes() == []
-    assert not alive(int(pidfile.read_text()))  # what setup.sh started ended with it
+    assert world.leftovers() == []  # what setup.sh started ended with it
 
 
 def test_taking_the_working_label_off_stops_the_agent_and_pushes_the_work(world):

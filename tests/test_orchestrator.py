@@ -122,8 +122,9 @@ def test_kill_9_of_a_runner_fails_the_issue_on_the_next_tick_and_frees_the_slot(
 
 def test_a_tool_left_by_a_claude_killed_with_its_runner_is_ended_by_the_next_tick(world):
     """kill -9 of the runner and of Claude leaves Claude's tool running in a session of its own,
-    reparented away from both: the tick finds it by the run marker it inherited and ends it."""
-    world.write_config(claude={"max_retries": 0})
+    reparented away from both: the tick finds it by the run marker it inherited and ends it. (Without
+    the sandbox: a sandbox ends whole with its agent, test_walls.)"""
+    world.write_config(claude={"max_retries": 0}, sandbox={"mode": "off"})
     pidfile = world.root / "grandchild.pid"
     number = world.add_issue("Leaves a tool", scenario("grandchild"))
     world.tick(wait=False, env={"CLAUDE_STANDIN_PIDFILE": str(pidfile)})
@@ -166,9 +167,8 @@ def test_a_timeout_ends_claude_and_the_grandchild_it_left(world):
 
     entry = world.entry(number)
     assert entry["status"] == "failed" and "timed out after 2 s (claude.timeout_seconds)" in entry["error"]
-    grandchild = world.standin.grandchild_pid()
-    assert not alive(grandchild)
-    assert world.processes() == []
+    assert not alive(world.standin.grandchild_pid())
+    assert world.processes() == [] and world.leftovers() == []
     assert "timed out after 2 s" in world.comments(number)[-1]
 
 

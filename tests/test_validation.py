@@ -195,15 +195,14 @@ def test_no_pull_request_for_failing_checks_when_configured(world):
     assert world.origin_file(f"issue-{number}", f"fix_issue_{number}.txt") is not None  # still pushed
 
 
-def test_a_runner_killed_during_validation_is_finalized_and_leaves_no_check_behind(world, tmp_path):
-    marker = tmp_path / "validated-once"
-    pidfile = tmp_path / "check.pid"
-    world.write_config(validate=[check("tests", f"[ -f {marker} ] || {{ touch {marker}; echo $$ > {pidfile};"
-                                                " sleep 300; }")])
+def test_a_runner_killed_during_validation_is_finalized_and_leaves_no_check_behind(world):
+    marker = world.standin.root / "validated-once"  # where the check's sandbox may write
+    world.write_config(validate=[check("tests", f"[ -f {marker} ] || {{ touch {marker}; sleep 300; }}")])
     number = world.add_issue()
     world.tick(wait=False)
-    world.wait_for(lambda: pidfile.exists() and world.entry(number).get("status") == "validating", what="the check")
-    check_pid = int(pidfile.read_text())
+    world.wait_for(lambda: any(p.name() == "sleep" for p in world.leftovers())
+                   and world.entry(number).get("status") == "validating", what="the check")
+    [check_pid] = [p.pid for p in world.leftovers() if p.name() == "sleep"]
 
     psutil.Process(world.entry(number)["runner_pid"]).kill()
     world.wait_for(lambda: not alive(world.entry(number)["runner_pid"]), what="the runner to die")

@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from chat_standins import SLACK_CHANNEL_ID, SLACK_TOKEN, TELEGRAM_CHAT_ID, TELEGRAM_TOKEN
-from claude_standin import STANDIN, STANDIN_ENV, Standin, alive, sandbox_settings, standin_env
+from claude_standin import STANDIN, STANDIN_ENV, Standin, end_grandchild, sandbox_settings, standin_env
 from git_fixtures import git_env, make_origin, read_file
 from github_emulator import REPO, TOKEN, GitHubEmulator
 
@@ -175,16 +175,23 @@ class World:
                 found.append(process)
         return found
 
+    def leftovers(self) -> List[psutil.Process]:
+        """Any live process working in a slot: what an agent, setup.sh or a check started and left."""
+        found = []
+        for process in psutil.process_iter(["status"]):
+            if process.info["status"] != psutil.STATUS_ZOMBIE and _cwd(process).startswith(f"{self.slots}/"):
+                found.append(process)
+        return found
+
     def cleanup(self) -> None:
         for process in self.processes():
             try:
                 process.kill()
             except psutil.NoSuchProcess:
                 pass
-        if self.standin.pidfile.exists():
-            pid = int(self.standin.pidfile.read_text())
-            if alive(pid):
-                psutil.Process(pid).kill()
+        for process in self.leftovers():
+            process.kill()
+        end_grandchild(self.standin)
 
 
 def _cwd(process: psutil.Process) -> str:
