@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from lib.answers import (SERVICE_NAMES, answered, chat_answer_comment, chat_answer_to_open_question, is_open,
                          replies_to_question)
 from lib.comments import post_once
-from lib.events import ChatMessage, clip, one_line
+from lib.events import ChatMessage, NotifierError, clip, one_line
 from lib.github_client import GitHubError, RateLimitError
 from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point
 from lib.notifications import Notifications, within
@@ -110,6 +110,7 @@ class ChatInbox:
                 self._telegram(found)
             else:
                 self._slack(*found)
+        fault_point("before-chat-replies")
         self._say_all(chats)
 
     # --- the two chats --------------------------------------------------------------------------
@@ -270,12 +271,22 @@ class ChatInbox:
         self.replies.append(_Reply(message.service, message.chat, to, text, link))
 
     def _say_all(self, chats: Dict[str, Any]) -> None:
-        """Every reply, in parallel within the timeout, once what they say is recorded."""
-        calls = [(SERVICE_NAMES[r.service], lambda r=r: chats[r.service].reply(r.chat, r.to, r.text, r.link))
-                 for r in self.replies]
-        for _, _, error in within(self.config.notification_timeout_seconds, calls):
-            if error is not None:
-                log.warning("%s; a reply in the chat was not sent", error)
+        """Every reply, once what they say is recorded: in order in each chat, the chats in parallel,
+        all within the timeout."""
+        def say(service: str) -> List[str]:
+            failed = []
+            for reply in (r for r in self.replies if r.service == service):
+                try:
+                    chats[service].reply(reply.chat, reply.to, reply.text, reply.link)
+                except NotifierError as exc:
+                    failed.append(str(exc))
+            return failed
+
+        services = sorted({reply.service for reply in self.replies})
+        for _, failed, error in within(self.config.notification_timeout_seconds,
+                                       [(SERVICE_NAMES[service], lambda s=service: say(s)) for service in services]):
+            for problem in [error] if error else failed:
+                log.warning("%s; a reply in the chat was not sent", one_line(problem))
         self.replies = []
 
 
