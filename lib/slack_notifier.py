@@ -278,8 +278,8 @@ class SlackNotifier(Notifier):
             found.append(ChatMessage(
                 service="slack", chat=chat, id=str(message["ts"]), user=str(message["user"]),
                 name=profile.get("display_name") or profile.get("real_name") or str(message["user"]),
-                text=plain_text(message.get("text") or ""), reply_to=thread_ts, reply_to_bot=True,
-                edited=bool(message.get("edited"))))
+                # A reply is read once, after `after`: an edit made before that is simply its text.
+                text=plain_text(message.get("text") or ""), reply_to=thread_ts, reply_to_bot=True))
         return found
 
     def _call(self, request):

@@ -28,7 +28,7 @@ from lib.notifications import Notifications
 from lib.orchestrator import IssueOrchestrator
 from lib.prompts import build_reply
 from lib.slack_notifier import plain_text
-from lib.state_manager import run_key
+from lib.state_manager import RedisStateStore, run_key
 
 OTHER = "octo/gadgets"
 ALICE = telegram_user(111, "Alice", "alice")
@@ -42,8 +42,9 @@ class Desk:
     """An installation without runners: a state file, the GitHub emulator, both chat stand-ins and a
     config tying them. `ask` asks a question as a runner does; `read` reads the chats as a tick does."""
 
-    def __init__(self, root: Path, github, telegram, slack, repos=(REPO,), telegram_ids=(111,), slack_ids=(BOB,)):
-        self.github, self.telegram, self.slack = github, telegram, slack
+    def __init__(self, root: Path, github, telegram, slack, repos=(REPO,), telegram_ids=(111,), slack_ids=(BOB,),
+                 store=None):
+        self.github, self.telegram, self.slack, self.store = github, telegram, slack, store
         github.set_role(MAINTAINER, "maintain")
         for repo in repos[1:]:
             github.add_repo(repo)
@@ -62,7 +63,7 @@ class Desk:
         for section, values in changes.items():
             self.settings[section].update(values)
         self.config = Config.from_dict(self.settings, self.root)
-        self.tick = IssueOrchestrator(self.config)
+        self.tick = IssueOrchestrator(self.config, state=self.store)  # None: the config's state file
 
     @property
     def state(self):
@@ -257,6 +258,17 @@ def test_an_edit_read_with_its_message_is_the_answer_and_a_later_edit_is_told(de
     assert [a["body"] for a in desk.answers(asked)] == ["Blue"]
 
 
+def test_a_slack_reply_edited_before_the_tick_read_it_is_taken_as_it_reads_now(desk):
+    asked = desk.ask()
+    thread = desk.message_of(asked, "slack")
+    reply = desk.slack.user_reply(thread, BOB, "Bleu")
+    desk.slack.edit_reply(thread, reply, "Blue")
+
+    desk.read()
+
+    assert [a["body"] for a in desk.answers(asked)] == ["Blue"]
+
+
 def test_a_photo_is_not_an_answer(desk):
     asked = desk.ask()
     desk.telegram.user_message(ALICE, None, reply_to=int(desk.message_of(asked, "telegram")))
@@ -325,10 +337,13 @@ def test_commands_from_the_chat_map_onto_the_operator_commands(desk):
     desk.telegram.user_message(ALICE, "/cancel")
     desk.telegram.user_message(ALICE, "/retry octo/widgets#1")
     desk.telegram.user_message(ALICE, "/cancel 77")
+    desk.telegram.user_message(ALICE, "/unknown")  # not a command of ours: nothing
+    desk.telegram.user_message(ALICE, "/status", chat_id=str(ALICE["id"]))  # to the bot, in a private chat
 
     desk.read()
 
-    status, paused, one, cancel_usage, retry, unknown = desk.told("telegram")
+    status, paused, one, cancel_usage, retry, unknown, private = desk.told("telegram")
+    assert desk.telegram.messages[-1]["chat_id"] == "111" and private.startswith("Launches are paused until")
     assert status.startswith("Launches are on.\nocto/widgets#1: needs_input")
     assert paused.startswith("Launches paused until") and desk.state.load_state().paused_until() is not None
     assert one.startswith("octo/widgets#1: needs_input") and "Question: Red or blue?" in one
@@ -417,6 +432,22 @@ def test_the_offset_moves_past_each_update_once(desk):
     assert desk.state.load_state().meta[OFFSET] == last + 1
     assert desk.telegram.offsets == [None, last + 1]  # the second read confirmed them: Telegram forgot them
     assert desk.telegram.updates == [] and len(desk.comments(asked)) == 2
+
+
+def test_the_redis_store_keeps_the_offset_and_the_answers_too(tmp_path, github_emulator, telegram_api, slack_api,
+                                                               redis_server):
+    store = RedisStateStore(redis_server.url, namespace="chat", default_repo=REPO)
+    desk = Desk(tmp_path, github_emulator, telegram_api, slack_api, store=store)
+    asked = desk.ask()
+    desk.telegram.user_message(ALICE, "Blue.", reply_to=int(desk.message_of(asked, "telegram")))
+
+    desk.read()
+    desk.read()
+
+    fresh = RedisStateStore(redis_server.url, namespace="chat", default_repo=REPO).load_state()
+    assert fresh.meta[OFFSET] == desk.telegram.offsets[-1] and desk.telegram.updates == []
+    assert [a["service"] for a in fresh.issues[run_key(asked)].chat_answers] == ["telegram"]
+    assert [a["body"] for a in desk.answers(asked)] == ["Blue."] and len(desk.comments(asked)) == 2
 
 
 def test_a_chat_answer_is_read_back_exactly_and_always_fits(tmp_path):
