@@ -101,11 +101,13 @@ class ChatInbox:
                 if question["service"] == "slack" and is_open(entry, question):
                     calls.append((f"Slack ({key_text(run_key(entry))})", lambda e=entry, q=question: (
                         e, q, chats["slack"].thread_replies(q["chat"], q["id"], q.get("seen")))))
+        warned = set()  # a revoked token fails every thread alike: one line says it
         for name, found, error in within(self.config.notification_timeout_seconds, calls):
             if error is not None:
-                service = name.split(" ")[0]
-                log.warning("%s; answers and commands from %s are not read this tick (answers on GitHub work as ever)",
-                            error, service)
+                if error not in warned:
+                    log.warning("%s; answers and commands from %s are not read this tick (answers on GitHub work"
+                                " as ever)", error, name.split(" ")[0])
+                warned.add(error)
             elif name == "Telegram":
                 self._telegram(found)
             else:
@@ -239,6 +241,7 @@ class ChatInbox:
         return record
 
     def _command(self, message: ChatMessage, name: str, argument: str) -> Change:
+        """Run an operator command (lib/operations.py) and say in the chat what it said."""
         operations = Operations(self.config, state=self.state)
         try:
             if name in ("cancel", "retry") and not argument:

@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
-
 import pytest
 
-from chat_standins import (SLACK_CHANNEL_ID, SLACK_TOKEN, TELEGRAM_CHAT_ID, TELEGRAM_TOKEN, SilentServer,
-                           slack_typed, telegram_user)
+from chat_desk import BOB, MAINTAINER, Desk
+from chat_standins import SLACK_TOKEN, TELEGRAM_TOKEN, SilentServer, slack_typed, telegram_user
 from claude_standin import scenario
 from github_emulator import MAX_COMMENT_CHARS, REPO, TOKEN
-from lib.answers import GITHUB_COMMENT_CHARS, answer_text, asked_in_chat, chat_answer_comment, replies_to_question
-from lib.chat_inbox import OFFSET, ChatInbox
+from lib.answers import GITHUB_COMMENT_CHARS, answer_text, chat_answer_comment
+from lib.chat_inbox import OFFSET
 from lib.checks import run_checks
-from lib.comments import keyed, post_once
+from lib.comments import keyed
 from lib.config import Config
 from lib.events import Event
-from lib.models import ConfigError, IssueState, ProcessStatus, utc_now_iso
+from lib.models import ConfigError, ProcessStatus
 from lib.notifications import Notifications
-from lib.orchestrator import IssueOrchestrator
 from lib.prompts import build_reply
 from lib.slack_notifier import plain_text
 from lib.state_manager import RedisStateStore, run_key
@@ -33,78 +30,7 @@ from lib.state_manager import RedisStateStore, run_key
 OTHER = "octo/gadgets"
 ALICE = telegram_user(111, "Alice", "alice")
 EVE = telegram_user(999, "Eve", "eve")
-BOB = "U0BOB1234"  # a Slack member listed in slack.allowed_user_ids
-MALLORY = "U0MALLORY"  # a Slack member who is not
-MAINTAINER = "maintainer"
-
-
-class Desk:
-    """An installation without runners: a state file, the GitHub emulator, both chat stand-ins and a
-    config tying them. `ask` asks a question as a runner does; `read` reads the chats as a tick does."""
-
-    def __init__(self, root: Path, github, telegram, slack, repos=(REPO,), telegram_ids=(111,), slack_ids=(BOB,),
-                 store=None):
-        self.github, self.telegram, self.slack, self.store = github, telegram, slack, store
-        github.set_role(MAINTAINER, "maintain")
-        for repo in repos[1:]:
-            github.add_repo(repo)
-        self.settings = {
-            "github": {"token": TOKEN, "base_repo_path": str(root / "slots"), "api_url": github.url},
-            "repositories": [{"repo": repo} for repo in repos],
-            "telegram": {"bot_token": TELEGRAM_TOKEN, "chat_id": TELEGRAM_CHAT_ID,
-                         "api_base_url": telegram.api_base_url, "allowed_user_ids": list(telegram_ids)},
-            "slack": {"bot_token": SLACK_TOKEN, "channel_id": SLACK_CHANNEL_ID, "api_base_url": slack.api_base_url,
-                      "allowed_user_ids": list(slack_ids)},
-            "notification_timeout_seconds": 2, "state_file": "state/processing-state.json"}
-        self.root = root
-        self.reload()
-
-    def reload(self, **changes) -> None:
-        for section, values in changes.items():
-            self.settings[section].update(values)
-        self.config = Config.from_dict(self.settings, self.root)
-        self.tick = IssueOrchestrator(self.config, state=self.store)  # None: the config's state file
-
-    @property
-    def state(self):
-        return self.tick.state
-
-    def ask(self, title: str = "Pick a colour", repo: str = REPO, question: str = "Red or blue?") -> IssueState:
-        """An issue whose agent asked `question`: its comment, its entry, its notification in both chats."""
-        number = self.github.add_issue(title, "Which colour?", repo=repo)
-        comment = post_once(self.tick.github(repo), number, f"question:1:{number}", f"Question: {question}")
-        entry = IssueState(number, ProcessStatus.NEEDS_INPUT, f"issue-{number}", utc_now_iso(), session_id="s-1",
-                           repo=repo, title=title, question=question, question_comment_id=comment["id"],
-                           end_time=utc_now_iso())
-        self.state.put(entry)
-        sent = Notifications.from_config(self.config).notify(Event(kind="needs_input", repo=repo, issue_number=number,
-                                                                   title=title, question=question))
-        assert set(sent) == {"telegram", "slack"}, sent
-        return self.state.update(run_key(entry), chat_questions=asked_in_chat(entry, sent))
-
-    def entry(self, asked: IssueState) -> IssueState:
-        return self.state.get(run_key(asked))
-
-    def message_of(self, asked: IssueState, service: str) -> str:
-        """The chat message (Telegram: its id; Slack: its ts) that asked the question of `asked`."""
-        return next(q["id"] for q in self.entry(asked).chat_questions if q["service"] == service)
-
-    def read(self) -> None:
-        ChatInbox(self.config, self.state, self.tick.github, self.tick.trust).read()
-
-    def comments(self, asked: IssueState):
-        return [c["body"] for c in self.github.comments(asked.issue_number, repo=asked.repo)]
-
-    def answers(self, asked: IssueState):
-        """What resuming the session would read: the replies to its question, as the runner reads them."""
-        entry = self.entry(asked)
-        return replies_to_question(self.tick.trust(entry.repo), entry)
-
-    def told(self, service: str):
-        """What the bot said in `service` after the question notifications (plain, as shown)."""
-        if service == "telegram":
-            return [m["plain_text"] for m in self.telegram.messages if not m["plain_text"].startswith("⏳")]
-        return [m["rendered"] for m in self.slack.messages if m["thread_ts"]]
+MALLORY = "U0MALLORY"  # a Slack member who is not listed
 
 
 @pytest.fixture
@@ -360,6 +286,7 @@ def test_commands_from_the_chat_map_onto_the_operator_commands(desk):
 
 def test_a_revoked_token_is_one_line_and_github_answers_still_count(desk, caplog):
     asked = desk.ask()
+    desk.ask("Another")  # two Slack threads to read, one line all the same
     desk.telegram.revoke()
     desk.slack.revoke()
 
