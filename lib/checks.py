@@ -79,6 +79,7 @@ def run_checks(path: Path, *, notify_test: bool = False, out=None) -> int:
         report.skipped("GitHub", "no GitHub token (above)")
     check_folders(config, report)
     check_notifications(config, report, notify_test)
+    check_chat_answers(config, report)
     return _summary(report, out, EXIT_OK if token_ok else EXIT_CONFIG)
 
 
@@ -211,3 +212,18 @@ def check_notifications(config: Config, report: Report, notify_test: bool) -> No
         for name, error in notifications.test_all():
             # The notifier's errors name it already ("Telegram: chat not found").
             report(error is None, name, error.removeprefix(f"{name}: ") if error else "test message sent")
+
+
+def check_chat_answers(config: Config, report: Report) -> None:
+    """Who may answer a question (and run commands) from each chat."""
+    for service, allowed, configured in (
+            ("telegram", config.telegram_allowed_user_ids, config.telegram_bot_token and config.telegram_chat_id),
+            ("slack", config.slack_allowed_user_ids, config.slack_bot_token and config.slack_channel_id)):
+        item = f"{service.capitalize()} answers"
+        if not allowed:
+            report.skipped(item, f"nobody may answer from {service.capitalize()} ({service}.allowed_user_ids is empty)")
+        elif not configured:
+            report(None, item, f"{service}.allowed_user_ids is set, but {service} is not configured: nobody answers there")
+        else:
+            report(True, item, f"from user{'s' * (len(allowed) > 1)} {', '.join(map(str, allowed))}"
+                               f" ({service}.allowed_user_ids)")

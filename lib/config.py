@@ -38,8 +38,10 @@ from lib.schema import (
     redis_url,
     repo,
     roles,
+    slack_user_ids,
     string,
     string_list,
+    telegram_user_ids,
     unset_or,
     url,
 )
@@ -110,11 +112,13 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "bot_token": (unset_or(string), None),
         "chat_id": (unset_or(chat_id), None),
         "api_base_url": (url, "https://api.telegram.org/bot"),
+        "allowed_user_ids": (telegram_user_ids, []),  # who may answer and command from Telegram
     },
     "slack": {
         "bot_token": (unset_or(string), None),
         "channel_id": (unset_or(string), None),
         "api_base_url": (url, "https://slack.com/api/"),
+        "allowed_user_ids": (slack_user_ids, []),  # who may answer and command from Slack
     },
     "claude": {
         "executable": (string, "claude"),
@@ -558,6 +562,8 @@ class Config:
         self.slack_bot_token: Optional[str] = slack["bot_token"] or None
         self.slack_channel_id: Optional[str] = slack["channel_id"] or None
         self.slack_api_base_url: str = slack["api_base_url"]
+        self.telegram_allowed_user_ids: List[int] = list(telegram["allowed_user_ids"] or [])
+        self.slack_allowed_user_ids: List[str] = list(slack["allowed_user_ids"] or [])
         self.pull_request_create: bool = values["pull_request"]["create"]
         self.pull_request_draft: bool = values["pull_request"]["draft"]
         self.pull_request_on_failed_checks: str = values["pull_request"]["on_failed_checks"]

@@ -3,6 +3,8 @@
 A notifier is one module (lib/<name>_notifier.py) with a class that subclasses `Notifier` and a
 `from_config(config, timeout)`; `lib.notifications` lists it in its table and sends it every event.
 Helpers here keep the notifiers' messages alike: one sentence per kind, cut the same way.
+A notifier whose service can carry answers also reads people's messages as `ChatMessage`s
+(lib/chat_inbox.py).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from lib.models import OrchestratorError
 
@@ -121,14 +123,32 @@ def summary(event: Event) -> str:
     }[event.kind]
 
 
+@dataclass
+class ChatMessage:
+    """A person's message read from a chat, in words every service shares. Every text in it was
+    written by whoever is in the chat: hostile until checked."""
+
+    service: str  # "telegram" | "slack"
+    chat: str  # Telegram's chat id; Slack's channel id
+    id: str  # Telegram's message id; Slack's ts
+    user: str  # the sender's id as text: what telegram/slack.allowed_user_ids list
+    name: str  # how the sender calls themselves
+    text: Optional[str]  # plain text (Slack's escapes and links undone); None: no text (a photo)
+    reply_to: Optional[str] = None  # the message it answers (Telegram) or the thread it is in (Slack)
+    reply_to_bot: bool = False  # the message it answers is the bot's own
+    edited: bool = False  # an edit of a message sent earlier
+    update_id: Optional[int] = None  # Telegram: the update it came in, for the offset
+
+
 class Notifier(ABC):
     """One chat service. `send` raises NotifierError (one sentence naming the service, never a token)."""
 
     name: str  # as a person calls the service: "Telegram"
 
     @abstractmethod
-    def send(self, event: Event) -> None:
-        """Deliver `event` within the notifier's timeout, or raise NotifierError."""
+    def send(self, event: Event) -> Optional[Tuple[str, str]]:
+        """Deliver `event` within the notifier's timeout, or raise NotifierError. Returns where the
+        message went, (chat, message id), when a reply to it can be read back; else None."""
 
     def send_test(self, repo: str = "") -> None:
         """A test message, for `--check --notify-test`."""

@@ -15,7 +15,7 @@ import re
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import requests
@@ -670,13 +670,17 @@ class Trust:
             self._roles[login] = self.github.user_role(login)
         return self._roles[login] in self.trusted_roles
 
-    def human_comments(self, number: int, after_id: Optional[int] = None) -> List[Dict[str, Any]]:
-        """Comments by trusted users, oldest first, newer than comment `after_id`; never ours."""
+    def human_comments(self, number: int, after_id: Optional[int] = None,
+                       ours: Collection[int] = ()) -> List[Dict[str, Any]]:
+        """Comments by trusted users, oldest first, newer than comment `after_id`; never ours, but for
+        those whose id is in `ours` (the chat answers we posted: lib/answers.py)."""
         comments = []
         for comment in self.github.list_comments(number):
             if after_id is not None and comment["id"] <= after_id:
                 continue
             if COMMENT_MARKER in (comment.get("body") or ""):
+                if comment["id"] in ours:
+                    comments.append(comment)
                 continue
             if self((comment.get("user") or {}).get("login")):
                 comments.append(comment)

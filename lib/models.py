@@ -241,6 +241,12 @@ class IssueState:
     ci_fixed_shas: List[str] = field(default_factory=list)  # head commits already fixed once
     follow_work: Dict[str, Any] = field(default_factory=dict)  # what the pending follow-up is to address
     question_number: Optional[int] = None  # where the open question was asked: the PR, or None for the issue
+    #: the chat messages that asked questions, newest last (10 kept): {"service": "telegram" | "slack", "chat",
+    #: "id": message id | thread ts, "question": the question comment's id, "seen": the last reply read (Slack)}
+    chat_questions: List[Dict[str, Any]] = field(default_factory=list)
+    #: answers taken from a chat and posted on GitHub by the orchestrator, newest last (20 kept): {"comment":
+    #: its id, "service", "who"}. Only a comment whose id is here counts as a chat answer (lib/answers.py).
+    chat_answers: List[Dict[str, Any]] = field(default_factory=list)
     # The Celery executor: the worker host that holds the run (its slot, its transcript), and the task
     # sent for it; a task whose id is not the entry's is a stale or repeated delivery and does nothing.
     host: Optional[str] = None

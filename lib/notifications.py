@@ -15,7 +15,7 @@ import importlib
 import logging
 import threading
 import time
-from typing import List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from lib.events import DEFAULT_TIMEOUT, Event, Notifier, NotifierError, one_line
 from lib.redaction import redact
@@ -56,37 +56,48 @@ class Notifications:
     def names(self) -> List[str]:
         return [n.name for n in self.notifiers]
 
-    def notify(self, event: Event) -> None:
-        """Send `event` everywhere. Never raises; logs one warning line per notifier that failed."""
-        for _name, error in self._run_all(lambda n: n.send(event)):
+    def notify(self, event: Event) -> Dict[str, Tuple[str, str]]:
+        """Send `event` everywhere. Never raises; logs one warning line per notifier that failed.
+        Returns where each delivered message went that a reply can be read from: service ("telegram",
+        "slack") -> (chat, message id)."""
+        sent = {}
+        for name, where, error in within(self.timeout, [(n.name, lambda n=n: n.send(event)) for n in self.notifiers]):
             if error is not None:
                 logger.warning("%s notification for %s not sent: %s", event.label, event.issue_ref, error)
+            elif where:
+                sent[name.lower()] = where
+        return sent
 
     def test_all(self) -> List[Tuple[str, Optional[str]]]:
         """Send a test message through each notifier: [(name, None if delivered else the error)]."""
-        return self._run_all(lambda n: n.send_test(self.repo))
+        return [(name, error) for name, _, error in
+                within(self.timeout, [(n.name, lambda n=n: n.send_test(self.repo)) for n in self.notifiers])]
 
-    def _run_all(self, call) -> List[Tuple[str, Optional[str]]]:
-        results: List[Optional[str]] = ["" for _ in self.notifiers]  # "" = still running
 
-        def run(i: int, notifier) -> None:
-            try:
-                call(notifier)
-                results[i] = None
-            except NotifierError as exc:
-                results[i] = one_line(redact(str(exc)))
-            except Exception as exc:  # a bug in a notifier must not cost the run
-                results[i] = one_line(redact(f"{notifier.name}: unexpected {type(exc).__name__}: {exc}"))
+def within(timeout: float, calls: Sequence[Tuple[str, Callable[[], Any]]]) -> List[Tuple[str, Any, Optional[str]]]:
+    """Run each (name, call) on a daemon thread of its own, all within `timeout` seconds in all:
+    [(name, what it returned, None)], or (name, None, the error in one line, redacted) for a call that
+    raised or had not returned by the deadline (it is left behind; its own timeouts end it soon after)."""
+    results: List[Any] = [None for _ in calls]
+    errors: List[Optional[str]] = ["" for _ in calls]  # "" = still running
 
-        threads = []
-        for i, notifier in enumerate(self.notifiers):
-            thread = threading.Thread(target=run, args=(i, notifier), name=f"notify-{notifier.name}", daemon=True)
-            thread.start()
-            threads.append(thread)
-        deadline = time.monotonic() + self.timeout
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        return [
-            (n.name, f"{n.name}: no answer within {self.timeout:g} s" if result == "" else result)
-            for n, result in zip(self.notifiers, results)
-        ]
+    def run(i: int, name: str, call) -> None:
+        try:
+            results[i] = call()
+            errors[i] = None
+        except NotifierError as exc:
+            errors[i] = one_line(redact(str(exc)))
+        except Exception as exc:  # a bug in a notifier must not cost the run
+            errors[i] = one_line(redact(f"{name}: unexpected {type(exc).__name__}: {exc}"))
+
+    threads = []
+    for i, (name, call) in enumerate(calls):
+        thread = threading.Thread(target=run, args=(i, name, call), name=f"notify-{name}", daemon=True)
+        thread.start()
+        threads.append(thread)
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [(name, results[i] if errors[i] is None else None,
+             f"{name}: no answer within {timeout:g} s" if errors[i] == "" else errors[i])
+            for i, (name, _) in enumerate(calls)]

@@ -1,4 +1,4 @@
-"""Operator commands: pause and resume launches, cancel or retry an issue, free a slot.
+"""Operator commands: pause and resume launches, cancel or retry an issue, free a slot, a status.
 
 Each goes through the state store (never an edit of its file by hand) and GitHub's labels, does one
 thing, and returns one line saying what it did. An issue is `N` or `owner/name#N`.
@@ -7,22 +7,25 @@ thing, and returns one line saying what it did. An issue is `N` or `owner/name#N
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Optional
+from typing import List, Optional
 
 from lib.config import Config
 from lib.github_client import GitHubClient
-from lib.models import IssueState, OrchestratorError, ProcessStatus, UsageError, parse_iso, utc_now_iso
+from lib.models import (IssueState, OrchestratorError, ProcessStatus, UsageError, format_cost, format_duration,
+                        parse_iso, seconds_between, shorten, utc_now_iso)
 from lib.processes import end_session_processes, live_process, process_alive, terminate_tree
 from lib.state_manager import StateStore, key_text, parse_key, run_key
 
 #: A pause with no end: until --unpause.
 FOREVER = datetime(9999, 12, 31, tzinfo=timezone.utc)
+#: Finished runs a status shows.
+STATUS_FINISHED = 3
 
 
 class Operations:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, state: Optional[StateStore] = None):
         self.config = config
-        self.state = StateStore.for_config(config)
+        self.state = state or StateStore.for_config(config)
 
     def _ref(self, entry: IssueState) -> str:
         return key_text(run_key(entry)) if self.config.multi_repo else f"#{entry.issue_number}"
@@ -51,6 +54,26 @@ class Operations:
         with self.state.transaction() as state:
             was = state.meta.pop("paused_until", None)
         return "Launches resumed: the next tick claims what waits." if was else "Launches were not paused."
+
+    # --- what runs -------------------------------------------------------------------------------
+
+    def status(self, ref: Optional[str] = None) -> str:
+        """A short summary (the chat's /status): launches, each run going or queued, the last ones
+        finished; with `ref`, that issue alone."""
+        if ref:
+            return "\n".join(_facts(self._entry(ref)))
+        state = self.state.load_state()
+        paused = state.paused_until()
+        lines = [f"Launches are paused until {paused:%Y-%m-%d %H:%M} UTC." if paused and paused < FOREVER else
+                 "Launches are paused until --unpause." if paused else "Launches are on."]
+        going = sorted((e for e in state.issues.values() if e.is_active or e.status == ProcessStatus.WAITING),
+                       key=lambda e: (e.repo or "", e.issue_number))
+        lines += [_facts(entry)[0] for entry in going] or ["Nothing runs and nothing is queued."]
+        finished = sorted((e for e in state.issues.values() if e.is_finished),
+                          key=lambda e: e.end_time or e.start_time or "", reverse=True)[:STATUS_FINISHED]
+        if finished:
+            lines += ["Last finished:", *(_facts(entry)[0] for entry in finished)]
+        return "\n".join(lines)
 
     # --- one issue --------------------------------------------------------------------------------
 
@@ -101,6 +124,29 @@ class Operations:
         self._github(holder).swap_labels(holder.issue_number, add=labels.failed,
                                          remove=[labels.working, labels.needs_input])
         return f"Slot {index} of {repository.repo} freed: {self._ref(holder)} is marked failed ({labels.failed})."
+
+
+def _facts(entry: IssueState) -> List[str]:
+    """An entry's status in a line, then its other facts, a line each."""
+    line = f"{key_text(run_key(entry))}: {entry.status}"
+    if entry.is_active and entry.agent_index is not None:
+        line += f", slot {entry.agent_index}"
+    if entry.is_active and seconds_between(entry.start_time) is not None:
+        line += f", for {format_duration(seconds_between(entry.start_time))}"
+    if entry.status == ProcessStatus.WAITING and entry.not_before:
+        line += f", until {entry.not_before}"
+    if entry.pr_url:
+        line += f", {entry.pr_url}"
+    facts = [line]
+    if entry.title:
+        facts.append(f"Title: {shorten(entry.title, 200, 1)}")
+    if entry.question and entry.status == ProcessStatus.NEEDS_INPUT:
+        facts.append(f"Question: {shorten(entry.question, 300, 3)}")
+    if entry.error and not entry.is_active:
+        facts.append(f"Why: {shorten(entry.error, 300, 3)}")
+    if entry.cost_usd is not None:
+        facts.append(f"Cost so far: {format_cost(entry.cost_usd)} (attempt {entry.attempt})")
+    return facts
 
 
 def _until(text: Optional[str]) -> datetime:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Set
 
+from lib.answers import replies_to_question
+from lib.chat_inbox import ChatInbox
 from lib.comments import post_once, refused_model_comment
 from lib.config import Config, label_specs
 from lib.executors import executor_for
@@ -125,6 +127,8 @@ class IssueOrchestrator:
                 self.state.verify()
                 self.executor.check()  # a broker that is down: one line now, and nothing half claimed
             try:
+                if not self.dry_run:  # answers from Telegram and Slack go on the issues before reconcile looks
+                    ChatInbox(self.config, self.state, self.github, self.trust).read()
                 self.reconcile(summary)
                 self.poll_and_claim(summary)
             except RateLimitError as exc:  # the token's limit: every repository waits for it
@@ -215,10 +219,7 @@ class IssueOrchestrator:
                                " (claude.input_wait_hours)")
 
     def _trusted_reply(self, entry: IssueState) -> bool:
-        if entry.question_comment_id is None:
-            return False
-        asked_on = entry.question_number or entry.issue_number  # a follow-up asks on its pull request
-        return bool(self.trust(entry.repo).human_comments(asked_on, after_id=entry.question_comment_id))
+        return bool(replies_to_question(self.trust(entry.repo), entry))  # a chat answer is posted there too
 
     def _cancel(self, entry: IssueState, why: str, runner_alive: bool, summary: TickSummary) -> None:
         """A human stopped the work: end the agent; the runner (or a finalize runner) saves the work."""

@@ -119,9 +119,12 @@ def _thread(entries: Sequence[str], left_out: str) -> List[str]:
     return list(reversed(kept))
 
 
-def _login(comment: Mapping[str, Any]) -> str:
+def _author(comment: Mapping[str, Any]) -> str:
+    """`@login`; an answer from a chat names its author as the chat does (lib/answers.py)."""
+    if comment.get("author"):
+        return clean_issue_text(comment["author"]).replace("\n", " ")[:200] or "unknown"
     user = comment.get("user") if isinstance(comment.get("user"), Mapping) else {}
-    return clean_issue_text(user.get("login")) or "unknown"
+    return "@" + (clean_issue_text(user.get("login")) or "unknown")
 
 
 def _format_comments(comments: Sequence[Mapping[str, Any]]) -> str:
@@ -130,7 +133,7 @@ def _format_comments(comments: Sequence[Mapping[str, Any]]) -> str:
     for comment in comments:
         when = str(comment.get("created_at") or "")
         body = _cut_bytes(clean_issue_text(comment.get("body")), MAX_COMMENT_BYTES, "comment")
-        entries.append(f"@{_login(comment)}{f' ({when})' if when else ''}:\n{body}")
+        entries.append(f"{_author(comment)}{f' ({when})' if when else ''}:\n{body}")
     return "\n\n".join(_thread(entries, "older comments")) or "(none)"
 
 
@@ -160,6 +163,6 @@ def build_prompt(*, repo: str, issue: Mapping[str, Any], comments: Sequence[Mapp
 def build_reply(comments: Sequence[Mapping[str, Any]]) -> str:
     """The prompt that resumes a session with the trusted replies to its question, oldest first;
     cut like the comments of a prompt (each reply, then the newest that fit the budget)."""
-    entries = [f"@{_login(c)} replied on the issue:\n"
+    entries = [f"{_author(c)} replied on the issue:\n"
                f"{_cut_bytes(clean_issue_text(c.get('body')), MAX_COMMENT_BYTES, 'reply')}" for c in comments]
     return "\n\n".join(_thread(entries, "earlier replies"))

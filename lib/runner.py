@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
-from lib import comments
+from lib import answers, comments
 from lib.claude_processor import AgentProcess, ClaudeLaunchError, ClaudeProcessor, new_session_id
 from lib.config import PROJECT_DIR, Config, print_error
 from lib.events import Event
@@ -277,7 +277,7 @@ class IssueRunner:
         if entry.status != ProcessStatus.NEEDS_INPUT:
             log.info("Issue %s is %s, not waiting for input; nothing to resume", self.ref, entry.status)
             return 0
-        replies = self.trust.human_comments(entry.question_number or self.number, after_id=entry.question_comment_id)
+        replies = answers.replies_to_question(self.trust, entry)  # on GitHub, or from a chat and posted there
         if not replies:
             log.info("Issue %s: no trusted reply after the question yet", self.ref)
             return 0
@@ -378,7 +378,7 @@ class IssueRunner:
         """A new session's prompt when the old one is gone: the issue and its trusted comments, then
         what a pending follow-up is for."""
         prompt = build_prompt(repo=self.repository.repo, issue=self.issue(),
-                              comments=self.trust.human_comments(self.number), branch=entry.branch,
+                              comments=answers.trusted_thread(self.trust, self.number, entry), branch=entry.branch,
                               template=self.repository.claude.prompt_template)
         if entry.follow_work:
             prompt += "\n\n" + follow_prompt(entry.follow_work, entry.pr_url, entry.branch)
@@ -619,8 +619,10 @@ class IssueRunner:
                             question_comment_id=comment.get("id"), question_number=asked_on if entry.follow_work else None, end_time=utc_now_iso(), claude_pid=None,
                             cost_usd=outcome.cost_usd if outcome.cost_usd is not None else entry.cost_usd,
                             num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns)
-        self.notifications.notify(self.event("needs_input", entry, question=outcome.question,
-                                             cost_usd=entry.cost_usd, num_turns=entry.num_turns))
+        sent = self.notifications.notify(self.event("needs_input", entry, question=outcome.question,
+                                                    cost_usd=entry.cost_usd, num_turns=entry.num_turns))
+        if sent:  # a reply to these chat messages answers it too (lib/chat_inbox.py)
+            self.update(chat_questions=answers.asked_in_chat(entry, sent))
         log.info("Issue %s: waiting for an answer (comment %s)", self.ref, comment.get("id"))
         return 0
 

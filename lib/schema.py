@@ -134,6 +134,26 @@ def chat_id(value: Any) -> Optional[str]:
     return f"must be a chat id (number or @channelname), {got(value)}"
 
 
+def telegram_user_ids(value: Any) -> Optional[str]:
+    """`[123456789, ...]`: who may answer and command from Telegram (a user id is a positive integer)."""
+    if not isinstance(value, list):
+        return f"must be a list of Telegram user ids (positive integers), {got_kind(value)}"
+    for i, item in enumerate(value):
+        if not (is_int(item) and item > 0):
+            return f"[{i}] must be a Telegram user id (a positive integer such as 123456789), {got(item)}"
+    return None
+
+
+def slack_user_ids(value: Any) -> Optional[str]:
+    """`["U0123ABCD", ...]`: who may answer and command from Slack (a member id, as its profile shows it)."""
+    if not isinstance(value, list):
+        return f"must be a list of Slack member ids (such as U0123ABCD), {got_kind(value)}"
+    for i, item in enumerate(value):
+        if not (isinstance(item, str) and re.match(r"^[UW][A-Z0-9]{2,}$", item)):
+            return f"[{i}] must be a Slack member id (U or W, then capitals and digits: U0123ABCD), {got(item)}"
+    return None
+
+
 def label(value: Any) -> Optional[str]:
     if isinstance(value, str) and value.strip() and len(value) <= 50:
         return None

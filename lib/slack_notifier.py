@@ -1,8 +1,14 @@
-"""Slack notifications through slack_sdk's WebClient: Block Kit blocks with a plain `text` fallback.
+"""Slack notifications through slack_sdk's WebClient: Block Kit blocks with a plain `text` fallback;
+and a question's thread read back.
 
 Slack reads `&`, `<` and `>` as control characters (`<@U123>` mentions someone, `<url|label>` is a
 link), so issue-derived text is escaped, and every text object is kept within Block Kit's limits
 after escaping. Free text from the issue goes into plain_text objects, where `*_~` stay literal.
+
+For answers from the chat (lib/chat_inbox.py) a question's message starts a thread: `send` returns
+its ts, `thread_replies` reads the thread (one conversations.replies: scope channels:history, or
+groups:history in a private channel) and `reply` posts in it (chat:write). A person's text arrives
+in Slack's markup; `plain_text` undoes it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from lib.events import (
     DEFAULT_TIMEOUT,
     MIN_RESEND_SECONDS,
+    ChatMessage,
     Event,
     Notifier,
     NotifierError,
@@ -40,6 +47,10 @@ TITLE_CHARS = 300
 BRANCH_CHARS = 200
 REASON_CHARS = 500
 LOG_TAIL_LINES = 20
+#: What a question's message adds when answers from Slack are taken.
+REPLY_HINT = "↩️ Or reply in this thread with the answer (from a member listed in slack.allowed_user_ids)."
+#: Replies read from a thread at once; more wait for the next read.
+MAX_REPLIES = 200
 
 #: The SDK logs its own error line for a failed request; the dispatcher already says it in one
 #: warning line. Lower this logger's level to see the SDK's request and response dumps.
@@ -85,6 +96,28 @@ def clip_escaped_tail(text: str, limit: int) -> str:
         out.append(piece)
         used += len(piece)
     return "…" + "".join(reversed(out))
+
+
+#: Slack's markup in a message: <@U123>, <@U123|name>, <#C123|general>, <!here>, <!subteam^S1|@team>,
+#: <https://x|label>, <mailto:a@b|a@b>.
+_MARKUP = re.compile(r"<([@#!]?)([^<>|]*)(?:\|([^<>]*))?>")
+
+
+def plain_text(markup: str) -> str:
+    """A message as Slack sends it, as the person meant it: mentions as @name, links as
+    "label (url)", and Slack's three escapes undone (last, so `&amp;lt;` stays `&lt;`)."""
+    def readable(match: "re.Match[str]") -> str:
+        sigil, target, label = match.groups()
+        if sigil in ("@", "#"):
+            return sigil + (label or target).lstrip("@#")
+        if sigil == "!":
+            return label or "@" + target.split("^")[0]
+        if label and label != target and label != target.removeprefix("mailto:"):
+            return f"{label} ({target})"
+        return target.removeprefix("mailto:")
+
+    text = _MARKUP.sub(readable, markup)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def _link(url: Optional[str], label: str) -> str:
@@ -140,6 +173,7 @@ def format_blocks(event: Event) -> Tuple[str, List[Dict[str, Any]]]:
     return clip_escaped(fallback, MAX_FALLBACK_TEXT), blocks
 
 
+
 # ------------------------------------------------------------------------------------------------
 # Sending
 # ------------------------------------------------------------------------------------------------
@@ -177,10 +211,12 @@ class _RateLimitWithinBudget(RateLimitErrorRetryHandler):
 
 
 def _describe(response) -> str:
-    """The API's answer in words: "channel_not_found"."""
+    """The API's answer in words: "channel_not_found"; "missing_scope (needs channels:history)"."""
     error = response.get("error") or f"HTTP {response.status_code}"
     if response.status_code == 429 or error == "ratelimited":
         return f"rate limited for {_retry_after_seconds(response.headers or {}):g} s; message dropped"
+    if error == "missing_scope" and response.get("needed"):
+        return f"missing_scope (the bot token needs {response.get('needed')})"
     details = response.get("errors") or (response.get("response_metadata") or {}).get("messages") or []
     return error + (f" ({'; '.join(details)})" if details else "")
 
@@ -200,6 +236,7 @@ class SlackNotifier(Notifier):
         channel_id: str,
         api_base_url: Optional[str] = DEFAULT_API_BASE_URL,
         timeout: float = DEFAULT_TIMEOUT,
+        answers: bool = False,
     ):
         if not bot_token or not channel_id:
             raise NotifierError("Slack: both a bot token and a channel id are needed.")
@@ -211,13 +248,44 @@ class SlackNotifier(Notifier):
         self.channel_id = channel_id
         self.api_base_url = api_base_url or DEFAULT_API_BASE_URL
         self.timeout = timeout
+        self.answers = answers  # replies in a question's thread are read back (slack.allowed_user_ids is set)
 
-    def send(self, event: Event) -> None:
+    def send(self, event: Event) -> Optional[Tuple[str, str]]:
         text, blocks = format_blocks(event)
-        self._deliver(text, blocks)
+        if self.answers and event.kind == "needs_input":
+            blocks = [*blocks, _mrkdwn(escape(REPLY_HINT))]
+        answer = self._call(lambda client: client.chat_postMessage(
+            channel=self.channel_id, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False))
+        return str(answer.get("channel") or self.channel_id), str(answer["ts"])
 
-    def _deliver(self, text: str, blocks: List[Dict[str, Any]]) -> None:
-        # A client per message: the retry handler carries this message's deadline.
+    def reply(self, chat: str, thread_ts: Optional[str], text: str, link: Optional[Tuple[str, str]] = None) -> None:
+        """Post `text` (plain: escaped here), then `link` (url, label), in the thread of `thread_ts`."""
+        body = clip_escaped(text, MAX_TEXT) + (f" {_link(*link)}" if link else "")
+        self._call(lambda client: client.chat_postMessage(channel=chat, thread_ts=thread_ts, text=body,
+                                                          unfurl_links=False, unfurl_media=False))
+
+    def thread_replies(self, chat: str, thread_ts: str, after: Optional[str]) -> List[ChatMessage]:
+        """One conversations.replies: people's replies in the thread of `thread_ts` newer than
+        `after` (else all), oldest first, at most MAX_REPLIES; the bot's own messages left out."""
+        answer = self._call(lambda client: client.conversations_replies(
+            channel=chat, ts=thread_ts, oldest=after or thread_ts, inclusive=False, limit=MAX_REPLIES))
+        found = []
+        for message in answer.get("messages") or []:
+            if (message.get("ts") == thread_ts or message.get("bot_id") or not message.get("user")
+                    or message.get("subtype") not in (None, "thread_broadcast")):
+                continue
+            profile = message.get("user_profile") or {}
+            found.append(ChatMessage(
+                service="slack", chat=chat, id=str(message["ts"]), user=str(message["user"]),
+                name=profile.get("display_name") or profile.get("real_name") or str(message["user"]),
+                # A reply is read once, after `after`: an edit made before that is simply its text.
+                text=plain_text(message.get("text") or ""), reply_to=thread_ts, reply_to_bot=True))
+        return found
+
+    def _call(self, request):
+        """`request(client)` within `timeout` (a rate-limit wait included when it fits), every failure
+        as NotifierError."""
+        # A client per request: the retry handler carries this request's deadline.
         handler = _RateLimitWithinBudget(time.monotonic() + self.timeout)
         client = WebClient(
             token=self._token,
@@ -228,9 +296,7 @@ class SlackNotifier(Notifier):
         )
         handler.client = client
         try:
-            client.chat_postMessage(
-                channel=self.channel_id, text=text, blocks=blocks, unfurl_links=False, unfurl_media=False
-            )
+            return request(client)
         except SlackApiError as exc:
             raise _failure(_describe(exc.response)) from None
         except socket.timeout:
@@ -244,4 +310,6 @@ class SlackNotifier(Notifier):
 
 
 def from_config(config, timeout: float = DEFAULT_TIMEOUT) -> SlackNotifier:
-    return SlackNotifier(config.slack_bot_token, config.slack_channel_id, api_base_url=getattr(config, "slack_api_base_url", None), timeout=timeout)
+    return SlackNotifier(config.slack_bot_token, config.slack_channel_id,
+                         api_base_url=getattr(config, "slack_api_base_url", None), timeout=timeout,
+                         answers=bool(getattr(config, "slack_allowed_user_ids", None)))

@@ -1,9 +1,12 @@
-"""Telegram notifications through python-telegram-bot 22, in HTML parse mode.
+"""Telegram notifications through python-telegram-bot 22, in HTML parse mode; and the chat read back.
 
 Every piece of issue-derived text is HTML-escaped, and the message is cut to Telegram's 4096
 characters between tags and entities, so a title like `<script>&` neither breaks the message nor
 gets it rejected. The bot token is in every request URL (`/bot<token>/sendMessage`): it is
 registered for redaction and never put into an error message.
+
+For answers from the chat (lib/chat_inbox.py) a question's message id is returned by `send`;
+`updates` reads people's messages (one getUpdates, never long polling) and `reply` answers one.
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ import logging
 import re
 import time
 from datetime import timedelta
-from typing import List, Optional, Union
+from typing import List, Optional, Tuple, Union
 
-from telegram import Bot, LinkPreviewOptions
+from telegram import Bot, LinkPreviewOptions, Message, ReplyParameters, Update
 from telegram.constants import MessageLimit, ParseMode
-from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.error import BadRequest, Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
 from telegram.request import HTTPXRequest
 
 from lib.events import (
     DEFAULT_TIMEOUT,
     MIN_RESEND_SECONDS,
+    ChatMessage,
     Event,
     Notifier,
     NotifierError,
@@ -44,6 +48,10 @@ BRANCH_CHARS = 200
 REASON_CHARS = 500
 LOG_TAIL_LINES = 20
 LOG_TAIL_CHARS = 1500
+#: What a question's message adds when answers from Telegram are taken.
+REPLY_HINT = "↩️ Or reply to this message with the answer (from a user listed in telegram.allowed_user_ids)."
+#: getUpdates answers at most this many updates; the rest wait for the next read.
+MAX_UPDATES = 100
 
 
 # ------------------------------------------------------------------------------------------------
@@ -61,8 +69,9 @@ def _link(url: Optional[str], label: str) -> str:
     return _esc(label)
 
 
-def format_message(event: Event) -> str:
-    """The event as Telegram HTML, at most MAX_MESSAGE_LENGTH visible characters."""
+def format_message(event: Event, answers: bool = False) -> str:
+    """The event as Telegram HTML, at most MAX_MESSAGE_LENGTH visible characters; with `answers`, a
+    question says that a reply to it is an answer."""
     lines: List[str] = [f"{event.emoji} <b>{event.label}</b> · {_link(event.url, event.issue_ref)}"]
     if event.title:
         lines.append(f"<b>{_esc(clip(event.title, TITLE_CHARS))}</b>")
@@ -74,6 +83,8 @@ def format_message(event: Event) -> str:
     if where:
         lines.append(" · ".join(where))
     lines.append(_esc(summary(event)))
+    if answers and event.kind == "needs_input":
+        lines.append(_esc(REPLY_HINT))
     stats = []
     if event.duration_seconds is not None:
         stats.append(f"Took {format_duration(event.duration_seconds)}")
@@ -179,6 +190,7 @@ class TelegramNotifier(Notifier):
         chat_id: Union[str, int],
         api_base_url: Optional[str] = DEFAULT_API_BASE_URL,
         timeout: float = DEFAULT_TIMEOUT,
+        answers: bool = False,
     ):
         if not bot_token or not chat_id:
             raise NotifierError("Telegram: both a bot token and a chat id are needed.")
@@ -188,20 +200,54 @@ class TelegramNotifier(Notifier):
         self.chat_id = str(chat_id)
         self.api_base_url = api_base_url or DEFAULT_API_BASE_URL
         self.timeout = timeout
+        self.answers = answers  # replies to a question are read back (telegram.allowed_user_ids is set)
+        self.bot_id = bot_token.split(":", 1)[0]  # a token is "<bot id>:<secret>"
 
-    def send(self, event: Event) -> None:
-        self._deliver(format_message(event))
+    def send(self, event: Event) -> Optional[Tuple[str, str]]:
+        message = self._call(lambda bot, deadline: self._post(bot, format_message(event, self.answers), deadline))
+        return str(message.chat_id), str(message.message_id)
 
-    def _deliver(self, text: str) -> None:
-        """Post `text` within `timeout` seconds in all, a rate-limit wait included."""
+    def reply(self, chat: str, message_id: Optional[str], text: str, link: Optional[Tuple[str, str]] = None) -> None:
+        """Answer message `message_id` of `chat` with `text` (plain: escaped here), then `link` (url, label)."""
+        html_text = truncate_html(_esc(text) + (f" {_link(*link)}" if link else ""), MAX_MESSAGE_LENGTH)
+        reply = ReplyParameters(int(message_id), allow_sending_without_reply=True) if message_id else None
+        self._call(lambda bot, deadline: self._post(bot, html_text, deadline, chat=chat, reply=reply))
+
+    def updates(self, offset: Optional[int]) -> List[ChatMessage]:
+        """One getUpdates from `offset` (which confirms every update below it): people's messages
+        and edits, oldest first; other kinds of update come back as messages without text."""
+        found = self._call(lambda bot, deadline: bot.get_updates(
+            offset=offset, limit=MAX_UPDATES, timeout=0, allowed_updates=["message", "edited_message"]))
+        return [self._chat_message(update) for update in found]
+
+    def _chat_message(self, update: Update) -> ChatMessage:
+        message: Optional[Message] = update.message or update.edited_message
+        if message is None or message.from_user is None:  # a kind not asked for, queued before
+            return ChatMessage(service="telegram", chat="", id="", user="", name="", text=None,
+                               update_id=update.update_id)
+        sender, answered = message.from_user, message.reply_to_message
+        name = " ".join(part for part in (sender.first_name, sender.last_name) if part)
+        return ChatMessage(
+            service="telegram", chat=str(message.chat_id), id=str(message.message_id), user=str(sender.id),
+            name=f"{name} (@{sender.username})" if sender.username else name,
+            text=message.text if message.text is not None else message.caption,
+            reply_to=str(answered.message_id) if answered else None,
+            reply_to_bot=bool(answered and answered.from_user and str(answered.from_user.id) == self.bot_id),
+            edited=update.edited_message is not None, update_id=update.update_id)
+
+    def _call(self, step):
+        """Run `step(bot, deadline)` within `timeout` seconds in all, a rate-limit wait included;
+        every failure as NotifierError."""
         try:
-            asyncio.run(asyncio.wait_for(self._post(text, time.monotonic() + self.timeout), self.timeout))
+            return asyncio.run(asyncio.wait_for(self._session(step, time.monotonic() + self.timeout), self.timeout))
         except (asyncio.TimeoutError, TimedOut):
             raise _failure(f"no answer within {self.timeout:g} s") from None
         except RetryAfter as exc:
             raise _failure(f"rate limited for {_seconds(exc.retry_after):g} s; message dropped") from None
         except InvalidToken as exc:
             raise _failure(f"the bot token was rejected ({exc.message})") from None
+        except Conflict as exc:  # a webhook is set, or another program reads this bot's updates
+            raise _failure(f"cannot read the bot's updates ({_sentence(exc.message)})") from None
         except BadRequest as exc:  # before NetworkError, its base class
             raise _failure(_sentence(exc.message)) from None
         except NetworkError as exc:
@@ -209,7 +255,7 @@ class TelegramNotifier(Notifier):
         except TelegramError as exc:
             raise _failure(_sentence(exc.message)) from None
 
-    async def _post(self, text: str, deadline: float) -> None:
+    async def _session(self, step, deadline: float):
         request = HTTPXRequest(
             connection_pool_size=1,
             connect_timeout=self.timeout,
@@ -221,25 +267,32 @@ class TelegramNotifier(Notifier):
         # message quotes the token.
         bot = Bot(self._token, base_url=self.api_base_url, request=request, get_updates_request=request)
         try:
-            try:
-                await self._send_message(bot, text)
-            except RetryAfter as exc:
-                wait = _seconds(exc.retry_after)
-                if time.monotonic() + wait + MIN_RESEND_SECONDS > deadline:
-                    raise
-                await asyncio.sleep(wait)
-                await self._send_message(bot, text)
+            return await step(bot, deadline)
         finally:
             await request.shutdown()
 
-    async def _send_message(self, bot: Bot, text: str) -> None:
-        await bot.send_message(
-            chat_id=self.chat_id,
+    async def _post(self, bot: Bot, text: str, deadline: float, chat: Optional[str] = None,
+                    reply: Optional[ReplyParameters] = None) -> Message:
+        try:
+            return await self._send_message(bot, text, chat, reply)
+        except RetryAfter as exc:
+            wait = _seconds(exc.retry_after)
+            if time.monotonic() + wait + MIN_RESEND_SECONDS > deadline:
+                raise
+            await asyncio.sleep(wait)
+            return await self._send_message(bot, text, chat, reply)
+
+    async def _send_message(self, bot: Bot, text: str, chat: Optional[str], reply: Optional[ReplyParameters]) -> Message:
+        return await bot.send_message(
+            chat_id=chat or self.chat_id,
             text=text,
             parse_mode=ParseMode.HTML,
             link_preview_options=LinkPreviewOptions(is_disabled=True),
+            reply_parameters=reply,
         )
 
 
 def from_config(config, timeout: float = DEFAULT_TIMEOUT) -> TelegramNotifier:
-    return TelegramNotifier(config.telegram_bot_token, config.telegram_chat_id, api_base_url=getattr(config, "telegram_api_base_url", None), timeout=timeout)
+    return TelegramNotifier(config.telegram_bot_token, config.telegram_chat_id,
+                            api_base_url=getattr(config, "telegram_api_base_url", None), timeout=timeout,
+                            answers=bool(getattr(config, "telegram_allowed_user_ids", None)))

@@ -6,10 +6,21 @@ They answer like the real services, errors included, and record every message th
   is not even shaped like one), an unknown chat 400 "chat not found", parse_mode=HTML is really
   parsed (unknown or unbalanced tags, a bare `<` or `&` are 400 "can't parse entities"), text over
   4096 characters after parsing is 400 "message is too long", flood control is 429 with
-  parameters.retry_after.
-- Slack: POST /api/chat.postMessage with a Bearer token; errors are HTTP 200 with ok=false
-  (not_authed, invalid_auth, channel_not_found, no_text, invalid_blocks), rate limits HTTP 429
-  with a Retry-After header. Blocks are checked against Block Kit's limits.
+  parameters.retry_after; reply_parameters names the message answered. getUpdates as the Bot API
+  documents it: updates in update_id order, at most `limit` (100); an `offset` confirms every
+  update below it, which is then gone for good; `allowed_updates` filters. People's messages and
+  edits are queued as updates by `user_message` and `edit_message` (a reply carries the whole
+  message it answers in reply_to_message); `revoke()` makes the bot's token 401 Unauthorized.
+- Slack: POST /api/chat.postMessage with a Bearer token (thread_ts posts in a thread); errors are
+  HTTP 200 with ok=false (not_authed, invalid_auth, token_revoked, channel_not_found, no_text,
+  invalid_blocks), rate limits HTTP 429 with a Retry-After header. Blocks are checked against
+  Block Kit's limits. conversations.replies returns a thread, its parent message first, then the
+  replies after `oldest` (exclusive unless `inclusive`), at most `limit` with `has_more` and a
+  `response_metadata.next_cursor`; it needs the scope channels:history (groups:history for a
+  private channel), else missing_scope with `needed` and `provided`. `user_reply` adds a person's
+  reply to a thread (text as Slack stores it: `slack_typed` escapes what a person types).
+
+`requests` lists every request as (API method, HTTP status); `count(method)` counts them.
 
 Plus two servers that fail below HTTP: a port nobody listens on, and one that never answers.
 """
@@ -21,6 +32,7 @@ import re
 import socket
 import threading
 import time
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs
@@ -39,6 +51,10 @@ SLACK_CHANNEL_ID = "C0STANDIN1"
 
 
 class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (slack_sdk reads with GET and a query string)
+        path, _, query = self.path.partition("?")
+        self._reply(path, {k: v[0] for k, v in parse_qs(query, keep_blank_values=True).items()})
+
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
@@ -47,7 +63,10 @@ class _Handler(BaseHTTPRequestHandler):
             params = json.loads(body or b"{}")
         else:
             params = {k: v[0] for k, v in parse_qs(body.decode("utf-8"), keep_blank_values=True).items()}
-        status, payload, headers = self.server.standin.handle(self.path, dict(self.headers), params)
+        self._reply(self.path, params)
+
+    def _reply(self, path: str, params: Dict[str, Any]) -> None:
+        status, payload, headers = self.server.standin.handle(path, dict(self.headers), params)
         data = json.dumps(payload).encode("utf-8")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -110,6 +129,11 @@ class _StandIn:
         with self.lock:
             self.requests.append((method, status))
         return status, payload, extra_headers
+
+    def count(self, method: str) -> int:
+        """How many requests called the API method `method` (any answer)."""
+        with self.lock:
+            return sum(1 for name, _ in self.requests if name == method)
 
 
 def utf16_len(text: str) -> int:
@@ -225,21 +249,46 @@ def parse_telegram_html(source: str) -> Tuple[str, List[Dict[str, Any]]]:
     return "".join(text), sorted(entities, key=lambda e: e["offset"])
 
 
+def telegram_user(user_id: int, first_name: str, username: Optional[str] = None,
+                  last_name: Optional[str] = None) -> Dict[str, Any]:
+    """A Telegram User object, as a person's message carries it in `from`."""
+    user: Dict[str, Any] = {"id": user_id, "is_bot": False, "first_name": first_name}
+    if username:
+        user["username"] = username
+    if last_name:
+        user["last_name"] = last_name
+    return user
+
+
 class TelegramStandIn(_StandIn):
-    """The Bot API's sendMessage. `messages` holds every accepted message: chat_id, text (as
-    sent), parse_mode, plain_text and entities (as Telegram would show them)."""
+    """The Bot API's sendMessage and getUpdates. `messages` holds every message the bot sent:
+    chat_id, message_id, text (as sent), parse_mode, plain_text and entities (as Telegram would
+    show them) and reply_to (the message it answered, or None)."""
 
     MAX_LENGTH = 4096
+    MAX_UPDATES = 100
 
     def __init__(self, token: str = TELEGRAM_TOKEN, chat_id: str = TELEGRAM_CHAT_ID):
         super().__init__()
         self.token = token
         self.chat_id = str(chat_id)
         self.messages: List[Dict[str, Any]] = []
+        self.bot = {"id": int(token.split(":")[0]), "is_bot": True, "first_name": "Orchestrator",
+                    "username": "orchestrator_bot"}
+        self.updates: List[Dict[str, Any]] = []  # not yet confirmed by an offset, in update_id order
+        self.offsets: List[Optional[int]] = []  # the offset of each getUpdates, as asked
+        self._chats: Dict[str, Dict[str, Any]] = {self.chat_id: self._chat(self.chat_id, "group")}
+        self._stored: Dict[Tuple[str, int], Dict[str, Any]] = {}  # (chat, message_id) -> Message
+        self._message_ids: Dict[str, int] = {}
+        self._next_update = 870_000_001
 
     @property
     def api_base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/bot"
+
+    @staticmethod
+    def _chat(chat_id: str, kind: str) -> Dict[str, Any]:
+        return {"id": int(chat_id) if chat_id.lstrip("-").isdigit() else chat_id, "type": kind}
 
     @staticmethod
     def _error(code: int, description: str, **parameters):
@@ -247,6 +296,55 @@ class TelegramStandIn(_StandIn):
         if parameters:
             payload["parameters"] = parameters
         return code, payload
+
+    # --- what people do -------------------------------------------------------------------------
+
+    def user_message(self, user: Dict[str, Any], text: Optional[str], reply_to: Optional[int] = None,
+                     chat_id: Optional[str] = None) -> int:
+        """A person writes `text` in the chat (default: the bot's chat; a private chat's id is the
+        person's), replying to message `reply_to` if given; queued as a `message` update. Returns
+        the message id."""
+        chat = str(chat_id or self.chat_id)
+        with self.lock:
+            if chat not in self._chats:
+                self._chats[chat] = self._chat(chat, "private" if chat == str(user["id"]) else "group")
+            message = {"message_id": self._new_message_id(chat), "from": user, "chat": self._chats[chat],
+                       "date": int(time.time())}
+            if text is not None:
+                message["text"] = text
+            else:
+                message["photo"] = [{"file_id": "AgAD-photo", "file_unique_id": "AQAD", "width": 90, "height": 90}]
+            if reply_to is not None:
+                # "will not contain further reply_to_message fields even if it itself is a reply"
+                message["reply_to_message"] = {k: v for k, v in self._stored[(chat, reply_to)].items()
+                                               if k != "reply_to_message"}
+            self._stored[(chat, message["message_id"])] = message
+            self._queue("message", message)
+            return message["message_id"]
+
+    def edit_message(self, message_id: int, text: str, chat_id: Optional[str] = None) -> None:
+        """The person edits their message: an `edited_message` update with the new text."""
+        chat = str(chat_id or self.chat_id)
+        with self.lock:
+            stored = self._stored[(chat, message_id)]
+            stored["text"] = text
+            edited = dict(stored, edit_date=int(time.time()))
+            self._queue("edited_message", edited)
+
+    def revoke(self) -> None:
+        """The bot's token is revoked (@BotFather /revoke): every request with it is 401 Unauthorized."""
+        with self.lock:
+            self.token = self.token.split(":")[0] + ":AAnew-token-after-revoke_000000000000"
+
+    def _new_message_id(self, chat: str) -> int:
+        self._message_ids[chat] = self._message_ids.get(chat, 0) + 1
+        return self._message_ids[chat]
+
+    def _queue(self, kind: str, message: Dict[str, Any]) -> None:
+        self.updates.append({"update_id": self._next_update, kind: json.loads(json.dumps(message))})
+        self._next_update += 1
+
+    # --- the API --------------------------------------------------------------------------------
 
     def _answer(self, path, headers, params):
         m = re.match(r"^/bot([^/]*)/(\w+)$", path)
@@ -259,11 +357,32 @@ class TelegramStandIn(_StandIn):
             return self._error(404, "Not Found")
         if match.group(1) != self.token:
             return self._error(401, "Unauthorized")
+        if match.group(2) == "getUpdates":
+            return self._get_updates(params)
         if match.group(2) != "sendMessage":
             return self._error(404, "Not Found")
+        return self._send_message(params)
+
+    def _get_updates(self, params):
+        def number(name: str) -> Optional[int]:
+            value = params.get(name)
+            return int(value) if value not in (None, "") else None
+
+        offset, limit = number("offset"), number("limit") or self.MAX_UPDATES
+        allowed = params.get("allowed_updates")
+        allowed = json.loads(allowed) if isinstance(allowed, str) else allowed
+        with self.lock:
+            self.offsets.append(offset)
+            if offset is not None:  # "All previous updates will be forgotten."
+                self.updates = [u for u in self.updates if u["update_id"] >= offset]
+            found = [u for u in self.updates if not allowed or next(k for k in u if k != "update_id") in allowed]
+            return 200, {"ok": True, "result": found[: max(1, min(limit, self.MAX_UPDATES))]}
+
+    def _send_message(self, params):
         if not params.get("chat_id"):
             return self._error(400, "Bad Request: chat_id is empty")
-        if str(params["chat_id"]) != self.chat_id:
+        chat = str(params["chat_id"])
+        if chat not in self._chats:
             return self._error(400, "Bad Request: chat not found")
         retry_after = self._take_rate_limit()
         if retry_after is not None:
@@ -283,22 +402,23 @@ class TelegramStandIn(_StandIn):
             return self._error(400, "Bad Request: message text is empty")
         if utf16_len(plain) > self.MAX_LENGTH:
             return self._error(400, "Bad Request: message is too long")
+        reply = params.get("reply_parameters")
+        reply = json.loads(reply) if isinstance(reply, str) else reply
         with self.lock:
+            reply_to = (reply or {}).get("message_id")
+            if reply_to is not None and (chat, reply_to) not in self._stored:
+                if not reply.get("allow_sending_without_reply"):
+                    return self._error(400, "Bad Request: message to be replied not found")
+                reply_to = None
+            result = {"message_id": self._new_message_id(chat), "date": int(time.time()), "chat": self._chats[chat],
+                      "from": self.bot, "text": plain}
+            if entities:
+                result["entities"] = entities
+            self._stored[(chat, result["message_id"])] = result
             self.messages.append({
-                "chat_id": self.chat_id, "text": source, "parse_mode": parse_mode,
-                "plain_text": plain, "entities": entities,
+                "chat_id": chat, "message_id": result["message_id"], "text": source, "parse_mode": parse_mode,
+                "plain_text": plain, "entities": entities, "reply_to": reply_to,
             })
-            message_id = len(self.messages)
-        chat_id = int(self.chat_id) if self.chat_id.lstrip("-").isdigit() else self.chat_id
-        result = {
-            "message_id": message_id,
-            "date": int(time.time()),
-            "chat": {"id": chat_id, "type": "private"},
-            "from": {"id": int(self.token.split(":")[0]), "is_bot": True, "first_name": "Orchestrator"},
-            "text": plain,
-        }
-        if entities:
-            result["entities"] = entities
         return 200, {"ok": True, "result": result}
 
 
@@ -336,10 +456,17 @@ def slack_render(text: str, mrkdwn: bool = True) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
+def slack_typed(text: str) -> str:
+    """What Slack stores for text a person typed: `&`, `<` and `>` escaped (its control sequences
+    for links and mentions are what a client makes of pasted links and @-mentions)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 class SlackStandIn(_StandIn):
-    """The Web API's chat.postMessage. `messages` holds every accepted message: channel, text,
-    blocks, rendered (what Slack would show, one line per text object) and problems (misused
-    `&`/`<` that Slack would not reject but would display wrongly)."""
+    """The Web API's chat.postMessage and conversations.replies. `messages` holds every message
+    the bot posted: channel, ts, thread_ts, text, blocks, rendered (what Slack would show, one line
+    per text object) and problems (misused `&`/`<` that Slack would not reject but would display
+    wrongly). `threads` holds each thread's replies, people's and the bot's, by parent ts."""
 
     MAX_BLOCKS = 50
     MAX_SECTION_TEXT = 3000
@@ -347,16 +474,53 @@ class SlackStandIn(_StandIn):
     MAX_FIELD_TEXT = 2000
     MAX_CONTEXT_ELEMENTS = 10
     MAX_HEADER_TEXT = 150
+    BOT_ID, BOT_USER = "B0STANDIN", "U0STANDBOT"
 
     def __init__(self, token: str = SLACK_TOKEN, channel_id: str = SLACK_CHANNEL_ID):
         super().__init__()
         self.token = token
         self.channel_id = channel_id
         self.messages: List[Dict[str, Any]] = []
+        self.scopes = {"chat:write", "channels:history", "groups:history"}
+        self.threads: Dict[str, List[Dict[str, Any]]] = {}
+        self._parents: Dict[str, Dict[str, Any]] = {}
+        self._revoked: Dict[str, str] = {}  # token -> the error Slack gives it now
+        self._clock = int(time.time())
+        self._counter = 0
 
     @property
     def api_base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api/"
+
+    # --- what people do -------------------------------------------------------------------------
+
+    def user_reply(self, thread_ts: str, user: str, text: str, name: Optional[str] = None) -> str:
+        """Person `user` (a member id) replies in the thread of `thread_ts` with `text` as Slack
+        stores it (see slack_typed). Returns the reply's ts."""
+        with self.lock:
+            reply = {"type": "message", "user": user, "text": text, "ts": self._new_ts(), "thread_ts": thread_ts,
+                     "parent_user_id": self.BOT_USER}
+            if name:
+                reply["user_profile"] = {"real_name": name, "display_name": name, "name": name.lower()}
+            self.threads[thread_ts].append(reply)
+            return reply["ts"]
+
+    def edit_reply(self, thread_ts: str, ts: str, text: str) -> None:
+        with self.lock:
+            reply = next(r for r in self.threads[thread_ts] if r["ts"] == ts)
+            reply["text"], reply["edited"] = text, {"user": reply["user"], "ts": self._new_ts()}
+
+    def revoke(self, error: str = "token_revoked") -> None:
+        """The bot's token stops working: token_revoked (its app was uninstalled, the token revoked)
+        or invalid_auth."""
+        with self.lock:
+            self._revoked[self.token] = error
+
+    def _new_ts(self) -> str:
+        self._counter += 1
+        return f"{self._clock}.{self._counter:06d}"
+
+    # --- the API --------------------------------------------------------------------------------
 
     def _answer(self, path, headers, params):
         method = path.rsplit("/", 1)[-1]
@@ -365,14 +529,46 @@ class SlackStandIn(_StandIn):
             return 404, {"ok": False, "error": "unknown_method"}, {}, method
         if not auth.startswith("Bearer "):
             return 200, {"ok": False, "error": "not_authed"}, {}, method
-        if auth[len("Bearer "):] != self.token:
+        token = auth[len("Bearer "):]
+        if token in self._revoked:
+            return 200, {"ok": False, "error": self._revoked[token]}, {}, method
+        if token != self.token:
             return 200, {"ok": False, "error": "invalid_auth"}, {}, method
-        if method != "chat.postMessage":
+        if method not in ("chat.postMessage", "conversations.replies"):
             return 200, {"ok": False, "error": "unknown_method"}, {}, method
         retry_after = self._take_rate_limit()
         if retry_after is not None:
             return 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(retry_after)}, method
+        if method == "conversations.replies":
+            return (*self._replies(params), {}, method)
         return (*self._post_message(params), {}, method)
+
+    def _replies(self, params):
+        channel = params.get("channel")
+        if channel != self.channel_id:
+            return 200, {"ok": False, "error": "channel_not_found"}
+        needed = "groups:history" if channel.startswith("G") else "channels:history"
+        if needed not in self.scopes:
+            return 200, {"ok": False, "error": "missing_scope", "needed": needed,
+                         "provided": ",".join(sorted(self.scopes))}
+        with self.lock:
+            parent = self._parents.get(params.get("ts") or "")
+            if parent is None:
+                return 200, {"ok": False, "error": "thread_not_found"}
+            inclusive = params.get("inclusive") in ("1", "true", True)
+            oldest = Decimal(params.get("oldest") or "0")
+            replies = [r for r in self.threads[parent["ts"]]
+                       if Decimal(r["ts"]) > oldest or (inclusive and Decimal(r["ts"]) == oldest)]
+            start = int(params.get("cursor") or 0)
+            limit = max(1, min(int(params.get("limit") or 1000), 1000))
+            page = replies[start: start + limit]
+            more = start + limit < len(replies)
+            # The parent always comes first, whatever the range: "an entire thread (a message plus
+            # all the messages in reply to it)".
+            answer = {"ok": True, "messages": json.loads(json.dumps([parent, *page])), "has_more": more}
+            if more:
+                answer["response_metadata"] = {"next_cursor": str(start + limit)}
+            return 200, answer
 
     def _post_message(self, params):
         if params.get("channel") != self.channel_id:
@@ -391,16 +587,26 @@ class SlackStandIn(_StandIn):
                 "ok": False, "error": "invalid_blocks", "errors": errors,
                 "response_metadata": {"messages": [f"[ERROR] {e}" for e in errors]},
             }
+        if not blocks:
+            rendered.append(slack_render(text))
+        thread_ts = params.get("thread_ts") or None
         with self.lock:
+            if thread_ts is not None and thread_ts not in self._parents:
+                return 200, {"ok": False, "error": "thread_not_found"}
+            ts = self._new_ts()
+            message = {"type": "message", "text": text, "blocks": blocks or [], "ts": ts, "user": self.BOT_USER,
+                       "bot_id": self.BOT_ID}
+            if thread_ts:
+                message["thread_ts"] = thread_ts
+                self.threads[thread_ts].append(message)
+            else:
+                self._parents[ts] = message
+                self.threads[ts] = []
             self.messages.append({
-                "channel": self.channel_id, "text": text, "blocks": blocks,
+                "channel": self.channel_id, "ts": ts, "thread_ts": thread_ts, "text": text, "blocks": blocks,
                 "rendered": "\n".join(rendered), "problems": problems,
             })
-            ts = f"{int(time.time())}.{len(self.messages):06d}"
-        return 200, {
-            "ok": True, "channel": self.channel_id, "ts": ts,
-            "message": {"type": "message", "text": text, "blocks": blocks or [], "ts": ts},
-        }
+        return 200, {"ok": True, "channel": self.channel_id, "ts": ts, "message": message}
 
     def _check_blocks(self, blocks, rendered: List[str], problems: List[str]) -> List[str]:
         if not isinstance(blocks, list):

@@ -8,7 +8,7 @@ REST reference), under `/` and under the Enterprise prefix `/api/v3`:
     GET  /repos/{owner}/{repo}/issues                      state, labels, sort, direction, since
     GET  /repos/{owner}/{repo}/issues/{n}
     GET  /repos/{owner}/{repo}/issues/{n}/comments         since
-    POST /repos/{owner}/{repo}/issues/{n}/comments
+    POST /repos/{owner}/{repo}/issues/{n}/comments         422 "body is too long" past 65,536 characters
     POST /repos/{owner}/{repo}/issues/{n}/labels           unknown labels are created, as on GitHub
     DELETE /repos/{owner}/{repo}/issues/{n}/labels/{name}  404 "Label does not exist" when absent
     GET  /repos/{owner}/{repo}/issues/{n}/events
@@ -71,6 +71,7 @@ import pytest
 TOKEN = "ghp_testtoken"
 REPO = "octo/widgets"
 ENTERPRISE_PREFIX = "/api/v3"
+MAX_COMMENT_CHARS = 65_536  # GitHub's limit on a comment's body
 API_VERSION = "2022-11-28"
 DOCS = "https://docs.github.com/rest"
 # The legacy `permission` field knows only admin/write/read: maintain shows as write, triage as read.
@@ -729,6 +730,11 @@ class GitHubEmulator:
         if method == "POST" and rest == ["comments"]:
             if not isinstance(data, dict) or not data.get("body"):
                 return _validation_failed("IssueComment", "missing_field", "body")
+            if len(data["body"]) > MAX_COMMENT_CHARS:
+                return 422, {"message": "Validation Failed", "errors": [
+                    {"resource": "IssueComment", "code": "custom", "field": "body",
+                     "message": f"body is too long (maximum is {MAX_COMMENT_CHARS} characters)"}],
+                    "documentation_url": DOCS}, {}
             comment = self._add_comment(issue, data["body"], self.login)
             return 201, self._comment_json(repo, issue, comment, base), {}
         if method == "GET" and rest == ["events"]:
