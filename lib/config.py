@@ -25,6 +25,7 @@ from lib.schema import (
     branch,
     chat_id,
     check_list,
+    days,
     got_kind,
     host_overrides,
     int_at_least,
@@ -50,6 +51,7 @@ from lib.settings import (
     Labels,
     Limits,
     Repository,
+    Retention,
 )
 
 #: Folder holding run_orchestrator.py, claude_monitor.py and config.example.json.
@@ -158,6 +160,7 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
     "dashboard": {
         "token": (unset_or(string), None),
     },
+    "retention": {key: (days, default) for key, default in vars(Retention()).items()},
     "pull_request": {
         "create": (boolean, True),
         "draft": (boolean, True),
@@ -194,7 +197,7 @@ PLACEHOLDER_HINTS = {"repo": "set it to the repository to work on (owner/name)",
 #: Keys holding a token: a config file with one must not be readable by other users.
 TOKEN_KEYS = (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"), ("dashboard", "token"))
 OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request", "follow_up", "executor", "limits",
-                     "dashboard"}
+                     "dashboard", "retention"}
 
 
 def default_config_path(env: Optional[Mapping[str, str]] = None) -> Path:
@@ -503,6 +506,7 @@ class Config:
             limits=Limits(**entry["limits"]))
             for entry in repositories]
         self.limits = Limits(**values["limits"])
+        self.retention = Retention(**values["retention"])
         self.dashboard_token: Optional[str] = values["dashboard"]["token"] or None
         self.max_agents: int = top["max_agents"]
         first = self.repositories[0]

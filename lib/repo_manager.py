@@ -237,10 +237,13 @@ class RepoManager:
             raise GitError("The clone URL carries credentials; give it without them (the token is sent per"
                            " command, never stored in the clone).")
 
-    def store(self, clone_url: str) -> ObjectStore:
+    @property
+    def store_path(self) -> Path:
         """The repository's object store: `<base_repo_path>/<repo_name>.store.git`."""
-        path = self.repository.base_repo_path / f"{self.repository.name}.store.git"
-        return ObjectStore(path, clone_url, self.git)
+        return self.repository.base_repo_path / f"{self.repository.name}.store.git"
+
+    def store(self, clone_url: str) -> ObjectStore:
+        return ObjectStore(self.store_path, clone_url, self.git)
 
     def _make_ready(self, path: Path, store: ObjectStore, branch: str, base_branch: str,
                     warnings: List[str]) -> bool:

@@ -161,3 +161,10 @@ def check_list(value: Any) -> Optional[str]:
     if len(set(names)) != len(names):
         return f"must give each check its own name, got {', '.join(names)}"
     return None
+
+
+def days(value: Any) -> Optional[str]:
+    """A retention: days (fractions allowed), or null for ever."""
+    if value is None or (is_number(value) and value > 0):
+        return None
+    return f"must be a number of days > 0, or null to keep for ever, {got(value)}"

@@ -32,6 +32,7 @@ LAYERS = [
     ["validation", "claude_processor"],
     ["outcomes"],
     ["prompts"],
+    ["retention"],
     ["repo_manager"],
     ["object_store"],
     ["github_client"],
