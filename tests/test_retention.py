@@ -480,3 +480,26 @@ def test_bad_retention_settings_are_one_line_each(tmp_path):
     assert raised.value.errors == ["retention: must be an object, got a list"]
     config = make_config(tmp_path, retention={"logs_days": 0.5, "backups_days": None})
     assert (config.retention.logs_days, config.retention.backups_days, config.retention.damaged_days) == (0.5, None, 30)
+
+
+def test_a_real_tick_prunes_once_a_day_and_never_what_it_just_claimed(world):
+    """Through run_orchestrator.py: the first tick prunes (after its claims), the next one does not."""
+    forgotten = world.log_dir / "issue-99"  # a finished run the state no longer keeps
+    forgotten.mkdir(parents=True)
+    (forgotten / "1.stream.jsonl").write_text("{}\n")
+    aged(forgotten, 60)
+    number = world.add_issue("Add a greeting")
+    earlier = world.log_dir / f"issue-{number}"  # as an attempt of long ago would have left it
+    earlier.mkdir()
+    (earlier / "0.stream.jsonl").write_text("{}\n")
+    aged(earlier, 60)
+
+    assert world.tick().returncode == 0
+    assert not forgotten.exists()
+    assert (earlier / "0.stream.jsonl").is_file() and (earlier / "1.stream.jsonl").is_file()
+    assert list(world.state()["_meta"][META_KEY]) == [Config(world.config_path, env={}).executor.host]
+
+    forgotten.mkdir()
+    aged(forgotten, 60)
+    assert world.tick().returncode == 0
+    assert forgotten.is_dir()  # the day's prune is done
