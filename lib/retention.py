@@ -153,12 +153,13 @@ class Found:
 
 
 def format_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GB"
+    """1536 -> "1.5 KB": bytes whole, larger units to one decimal, up to GB."""
+    size, unit = float(count), "B"
+    for larger in ("KB", "MB", "GB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, larger
+    return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
 
 
 def disk_bytes(path: Path) -> int:
@@ -358,6 +359,7 @@ class Pruner:
 
     def prune(self, *, dry_run: bool = False) -> PruneReport:
         report = PruneReport(dry_run=dry_run)
+        self.store.load_state()  # a state it cannot read: a StateError, and nothing is pruned
         if not dry_run:
             self._remember()
         candidates: List[Found] = []
@@ -366,32 +368,34 @@ class Pruner:
             if limit is None:
                 continue
             try:
-                candidates += [found for found in self.found(kind) if self.due(found, limit)]
+                found = sorted(self.found(kind), key=lambda one: (one.item.path, one.item.ref or ""))
+                candidates += [one for one in found if self.due(one, limit)]
             except (OrchestratorError, OSError) as exc:
                 report.errors.append(f"{kind}: {exc}")
-        if self.limit("orchestrator_log") is not None:
-            report.rotated = self._rotate_log(dry_run)
+        try:
+            report.rotated = self._rotate_log(dry_run) if self.limit("orchestrator_log") is not None else None
+        except OSError as exc:
+            report.errors.append(f"orchestrator_log {LOG_NAME}: {exc}")
         held = in_use(self.store.load_state())  # read again now: a claim may have come meanwhile
         for found in candidates:
-            found.item.age_days = None if found.item.kind == "history" else found.age_seconds / DAY
-            found.item.reason = held.get(found.holder) if found.holder else None
-            found.item.reason = found.item.reason or found.busy()
-            if found.item.reason:
-                report.kept.append(found.item)
-                continue
-            if found.measure is not None:
-                found.item.bytes = disk_bytes(found.measure)
-            if not dry_run:
-                try:
+            item = found.item
+            item.age_days = None if item.kind == "history" else found.age_seconds / DAY
+            try:
+                item.reason = (held.get(found.holder) if found.holder else None) or found.busy()
+                if item.reason:
+                    report.kept.append(item)
+                    continue
+                item.bytes = disk_bytes(found.measure) if found.measure is not None else item.bytes
+                if not dry_run:
                     found.remove()
-                except InUse as exc:
-                    found.item.reason = str(exc)
-                    report.kept.append(found.item)
-                    continue
-                except (OrchestratorError, OSError) as exc:
-                    report.errors.append(f"{found.item.kind} {found.item.ref or found.item.path}: {exc}")
-                    continue
-            report.removed.append(found.item)
+            except InUse as exc:
+                item.reason = str(exc)
+                report.kept.append(item)
+                continue
+            except (OrchestratorError, OSError) as exc:
+                report.errors.append(f"{item.kind} {item.ref or item.path}: {exc}")
+                continue
+            report.removed.append(item)
         return report
 
     def _remember(self) -> None:
@@ -434,7 +438,7 @@ class Pruner:
             files = [p for p in (history.path, history.rotated) if p.is_file()]
             return len(files), sum(disk_bytes(p) for p in files)
         paths = [found.measure for found in self.found(kind)]
-        if kind == "orchestrator_log":
+        if kind == "orchestrator_log" and (self.config.folder / LOG_NAME).is_file():
             paths.append(self.config.folder / LOG_NAME)
         return len(paths), sum(disk_bytes(path) for path in paths if path is not None)
 
@@ -551,5 +555,9 @@ def usage_lines(config, store: Optional[StateStore] = None) -> List[Tuple[str, b
         except (OrchestratorError, OSError) as exc:
             lines.append((kind, False, f"cannot tell ({exc}), {kept}"))
             continue
-        lines.append((kind, True, f"{format_bytes(used)} in {count} {UNITS[kind]}, {kept}"))
+        if kind == "backups":  # a ref's objects are the store's: it frees no disk by itself
+            on_origin = " (a day when origin has their commits)" if days is not None else ""
+            lines.append((kind, True, f"{count} {UNITS[kind]}, {kept}{on_origin}"))
+        else:
+            lines.append((kind, True, f"{format_bytes(used)} in {count} {UNITS[kind]}, {kept}"))
     return lines

@@ -503,3 +503,21 @@ def test_a_real_tick_prunes_once_a_day_and_never_what_it_just_claimed(world):
     aged(forgotten, 60)
     assert world.tick().returncode == 0
     assert forgotten.is_dir()  # the day's prune is done
+
+
+def test_prune_on_a_corrupt_state_deletes_nothing_and_leaves_the_state_where_it_is(install):
+    config, claude_dir, _ = install
+    config.state_file.write_text("{ corrupt")
+
+    done = monitor("prune", "--config", str(config.path), env={"CLAUDE_CONFIG_DIR": str(claude_dir)})
+
+    assert done.returncode == 2 and done.stderr.startswith("error: The state file") and done.stdout == ""
+    assert config.state_file.read_text() == "{ corrupt"  # the tick, not the monitor, moves it aside
+    assert config.issue_dir("acme/api", 11).is_dir()
+
+
+def test_format_bytes():
+    from lib.retention import format_bytes
+
+    assert [format_bytes(n) for n in (0, 1023, 1536, 5 * 1024 ** 2, 3 * 1024 ** 4)] == [
+        "0 B", "1023 B", "1.5 KB", "5.0 MB", "3072.0 GB"]
