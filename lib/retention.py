@@ -4,7 +4,7 @@ Kinds, where they live, and how old one is (a kind set to null is kept for ever)
 
 | kind | what | its age |
 | --- | --- | --- |
-| `logs` | an issue's log folder `logs/[owner/name/]issue-<N>/` (stream logs, prompts, stderr, runner, setup and validation logs, the agent's `tmp/`) | its newest file (the folder and the files in it, not below) |
+| `logs` | an issue's log folder `logs/[owner/name/]issue-<N>/` (of a configured repository) (stream logs, prompts, stderr, runner, setup and validation logs, the agent's `tmp/`) | its newest file (the folder and the files in it, not below) |
 | `transcripts` | Claude Code's `<CLAUDE_CONFIG_DIR or ~/.claude>/projects/<escaped slot>/<session>.jsonl` (and its `<session>/` folder), of the slots' project folders only: the user's other projects are never looked at | the file's mtime |
 | `history` | records of the run history (lib.ledger: `run-history.jsonl` and `.1`, or the Redis list) | each record's `at` |
 | `backups` | `refs/orchestrator/backup/*` in each repository's object store | the time in its name |
@@ -255,9 +255,10 @@ class Pruner:
         return getattr(self, f"_{kind}")()
 
     def _logs(self) -> Iterator[Found]:
+        """The folders of both layouts (`Config.issue_dir`): one repository's, and the configured
+        repositories' `<owner>/<name>/` (only those: log_dir may hold anything else)."""
         log_dir = self.config.log_dir
-        layouts = [(None, log_dir)] + [(f"{owner.name}/{name.name}", name) for owner in _folders(log_dir)
-                                       for name in _folders(owner) if not _ISSUE_FOLDER_RE.match(owner.name)]
+        layouts = [(None, log_dir)] + [(r.repo, log_dir / r.owner / r.name) for r in self.config.repositories]
         for repo, parent in layouts:
             for folder in _folders(parent):
                 match = _ISSUE_FOLDER_RE.match(folder.name)
