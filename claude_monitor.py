@@ -8,9 +8,11 @@
     claude_monitor.py follow --issue N                         its activity as it happens
     claude_monitor.py costs [--since 7d|DATE] [--by day|issue|repo]   cost, turns, time and outcomes
     claude_monitor.py serve [--host 127.0.0.1] [--port 8765]   the dashboard, a read-only web page
+    claude_monitor.py prune [--dry-run]                        delete what is older than its retention
 
-Exit codes: 0 done, 1 nothing to show (unknown issue, no state file, no conversation),
-2 bad config or usage, 130 follow interrupted with Ctrl-C.
+Exit codes: 0 done, 1 nothing to show (unknown issue, no state file, no conversation), or a prune
+that could not remove everything or found a tick running, 2 bad config or usage, 130 follow
+interrupted with Ctrl-C.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import sys
 from lib.claude_monitor import HISTORY_LIMIT, OUTPUT_FORMATS, ClaudeMonitor
 from lib.costs import DEFAULT_SINCE, GROUPINGS, cost_report
 from lib.config import print_error
-from lib.models import OrchestratorError
+from lib.models import OrchestratorError, UsageError
 
 EXIT_NOTHING, EXIT_INTERRUPTED = 1, 130
 
@@ -47,8 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="claude_monitor.py", parents=[common],
         description="Show the orchestrator's Claude Code instances and their conversations."
                     " Without a command: active work, or the most recent runs when nothing is active.",
-        epilog="Exit codes: 0 done, 1 unknown issue / no state file / no conversation,"
-               " 2 bad config or usage, 130 follow interrupted.",
+        epilog="Exit codes: 0 done, 1 unknown issue / no state file / no conversation / a prune that could not"
+               " remove everything or found a tick running, 2 bad config or usage, 130 follow interrupted.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("monitor", parents=[common], help="every active and finished instance")
@@ -72,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1; any other needs dashboard.token)")
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    prune = commands.add_parser("prune", parents=[common], help="delete logs, transcripts, history, backup refs and"
+                                " set-aside copies older than their retention, except those of issues in use")
+    prune.add_argument("--dry-run", action="store_true", help="list what would go, delete nothing")
     return parser
 
 
@@ -88,6 +93,14 @@ def main(argv=None) -> int:
         if args.command == "costs":
             report = cost_report(monitor.config, since=args.since, by=args.by, repo=getattr(args, "repo", None))
             print(json.dumps(report.to_dict(), indent=2) if output_format == "json" else report.to_text())
+        elif args.command == "prune":
+            from lib.retention import prune_command  # what deletes, only when asked for
+
+            if getattr(args, "repo", None):
+                raise UsageError("prune works on the whole install: --repo does not apply to it.")
+            report = prune_command(monitor.config, dry_run=args.dry_run, claude_config_dir=monitor.claude_config_dir)
+            print(json.dumps(report.to_dict(), indent=2) if output_format == "json" else report.to_text())
+            return EXIT_NOTHING if report.errors else 0
         elif args.command == "serve":
             from lib.dashboard import serve  # the web server only when asked for
 

@@ -21,6 +21,7 @@ from lib.github_client import GitHubClient, GitHubError
 from lib.models import ConfigError, OrchestratorError
 from lib.notifications import Notifications
 from lib.sandbox import model_hosts, unavailable
+from lib.retention import usage_lines
 from lib.state_manager import StateManager, StateStore, masked_url
 
 from lib.redaction import register_secret
@@ -78,6 +79,7 @@ def run_checks(path: Path, *, notify_test: bool = False, out=None) -> int:
     else:
         report.skipped("GitHub", "no GitHub token (above)")
     check_folders(config, report)
+    check_disk(config, report)
     check_notifications(config, report, notify_test)
     check_chat_answers(config, report)
     return _summary(report, out, EXIT_OK if token_ok else EXIT_CONFIG)
@@ -180,6 +182,12 @@ def check_folders(config: Config, report: Report) -> None:
         report(True, "state file", f"{config.state_file} readable")
     except OrchestratorError as exc:
         report(False, "state file", str(exc))
+
+
+def check_disk(config: Config, report: Report) -> None:
+    """The disk each kind of leftover uses and how long it is kept (lib.retention), one line each."""
+    for kind, measured, text in usage_lines(config):
+        report(True if measured else None, f"disk {kind}", text)
 
 
 def check_shared_state(config: Config, report: Report) -> None:

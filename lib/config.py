@@ -26,6 +26,7 @@ from lib.schema import (
     chat_id,
     env_names,
     check_list,
+    days,
     got_kind,
     host_list,
     host_overrides,
@@ -56,6 +57,7 @@ from lib.settings import (
     Limits,
     Repository,
     Sandbox,
+    Retention,
 )
 from lib.redaction import TOKEN_ENV_VARS
 
@@ -177,6 +179,7 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "env": (env_names, []),
         "allowed_hosts": (host_list, []),
     },
+    "retention": {key: (days, default) for key, default in vars(Retention()).items()},
     "pull_request": {
         "create": (boolean, True),
         "draft": (boolean, True),
@@ -213,7 +216,7 @@ PLACEHOLDER_HINTS = {"repo": "set it to the repository to work on (owner/name)",
 #: Keys holding a token: a config file with one must not be readable by other users.
 TOKEN_KEYS = (("github", "token"), ("telegram", "bot_token"), ("slack", "bot_token"), ("dashboard", "token"))
 OPTIONAL_SECTIONS = {"telegram", "slack", "labels", "claude", "pull_request", "follow_up", "executor", "limits",
-                     "dashboard", "sandbox", "agent"}
+                     "dashboard", "sandbox", "agent", "retention"}
 #: A repository's own objects that override the global section of the same name, key by key.
 REPOSITORY_SECTIONS = {"claude": REPOSITORY_CLAUDE_KEYS, "limits": ("daily_usd", "monthly_usd"),
                        "agent": ("env", "allowed_hosts")}
@@ -542,6 +545,7 @@ class Config:
                                read_only_paths=[self._resolve(folder, p) for p in sandbox["read_only_paths"]],
                                writable_paths=[self._resolve(folder, p) for p in sandbox["writable_paths"]])
         self.limits = Limits(**values["limits"])
+        self.retention = Retention(**values["retention"])
         self.dashboard_token: Optional[str] = values["dashboard"]["token"] or None
         self.max_agents: int = top["max_agents"]
         first = self.repositories[0]

@@ -22,6 +22,8 @@ Bounded by size: when an append would take the file past MAX_BYTES it becomes `r
 lines. A line is about 300 bytes: a busy install (200 runs a day, 4 invocations each) writes about
 300 KB a day, so the history reaches back about two months of that, and further on a quieter one.
 The Redis list keeps the newest MAX_RECORDS lines (about 30 MB): some four months of that install.
+Bounded by age too: `drop_before` (lib.retention, `retention.history_days`) drops the records older
+than a time, from the file (rewritten under the lock) or the list (one Lua script, so no append is lost).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from lib.files import exclusive_lock, iter_lines_reversed
+from lib.files import atomic_write, exclusive_lock, iter_lines_reversed
 from lib.models import parse_iso
 from lib.state_manager import REDIS_RESTART_SECONDS, RedisStateStore, StateStore
 
@@ -57,6 +59,11 @@ class RunHistory(ABC):
     @abstractmethod
     def read(self, since: Optional[datetime] = None) -> List[Record]:
         """The records whose `at` is `since` or later (all when None), oldest first."""
+
+    @abstractmethod
+    def drop_before(self, cutoff: datetime, *, dry_run: bool = False) -> Tuple[int, int]:
+        """Drop the records older than `cutoff` (and lines that are no record before them): (records,
+        bytes) dropped, or that would be with `dry_run`."""
 
     @staticmethod
     def for_config(config, store: Optional[StateStore] = None) -> "RunHistory":
@@ -116,6 +123,64 @@ class FileRunHistory(RunHistory):
             if path.is_file()), since)
 
 
+    def drop_before(self, cutoff: datetime, *, dry_run: bool = False) -> Tuple[int, int]:
+        records = dropped = 0
+        if not self.path.is_file() and not self.rotated.is_file():
+            return records, dropped
+        with exclusive_lock(self.lock_path):
+            for path in (self.rotated, self.path):  # oldest first
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                offset, count = _first_kept(data, cutoff)
+                records, dropped = records + count, dropped + offset
+                if not dry_run and offset == len(data):
+                    path.unlink()
+                elif not dry_run and offset:
+                    atomic_write(path, data[offset:])
+                if offset < len(data):
+                    break  # the file is in time order: the rest is newer still
+        return records, dropped
+
+
+def _first_kept(data: bytes, cutoff: datetime) -> Tuple[int, int]:
+    """(where the first record at or after `cutoff` starts, else len(data); the records before it)."""
+    offset = count = 0
+    while offset < len(data):
+        end = data.find(b"\n", offset)
+        end = len(data) if end < 0 else end + 1
+        record, at = _parse(data[offset:end])
+        if at is not None and at >= cutoff:
+            break
+        count += record is not None
+        offset = end
+    return offset, count
+
+
+#: Drops (ARGV[2] "0") or counts the records of list KEYS[1] before the first whose `at` is ARGV[1] or
+#: later: `at` is always UTC ISO to the second, so its text sorts as its time. Returns {records, bytes}.
+_DROP_BEFORE = """
+local n, size, start = 0, 0, 0
+while true do
+  local chunk = redis.call('LRANGE', KEYS[1], start, start + 999)
+  if #chunk == 0 then break end
+  for _, line in ipairs(chunk) do
+    local ok, record = pcall(cjson.decode, line)
+    if ok and type(record) == 'table' and type(record['at']) == 'string' and record['at'] >= ARGV[1] then
+      if ARGV[2] == '0' and n > 0 then redis.call('LTRIM', KEYS[1], n, -1) end
+      return {n, size}
+    end
+    n = n + 1
+    size = size + #line
+  end
+  start = start + 1000
+end
+if ARGV[2] == '0' and n > 0 then redis.call('DEL', KEYS[1]) end
+return {n, size}
+"""
+
+
 class RedisRunHistory(RunHistory):
     """The Celery mode's history: a list `orchestrator:<queue>:history` in the shared state's Redis,
     appended by the runners of every host (RPUSH, then LTRIM to the newest `max_records`)."""
@@ -138,6 +203,12 @@ class RedisRunHistory(RunHistory):
         """From the end backwards, a chunk at a time, until a record older than `since`."""
         with self.store.reachable():
             return _back_to(self._newest_first(), since)
+
+    def drop_before(self, cutoff: datetime, *, dry_run: bool = False) -> Tuple[int, int]:
+        at = cutoff.astimezone(timezone.utc).isoformat(timespec="seconds")
+        with self.store.reachable():
+            records, dropped = self.store.client.eval(_DROP_BEFORE, 1, self.key, at, "1" if dry_run else "0")
+        return int(records), int(dropped)
 
     def _newest_first(self) -> Iterator[str]:
         end = -1

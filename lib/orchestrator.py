@@ -30,6 +30,7 @@ from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point
 from lib.notifications import Notifications
 from lib.processes import end_session_processes, live_process, process_alive, terminate_tree
 from lib.repo_manager import NETWORK_TIMEOUT
+from lib.retention import prune_if_due
 from lib.routing import label_names, model_choice, queue_order, rank, routing_labels
 from lib.runner import FINALIZE, FOLLOW, RESUME, RUN
 from lib.sandbox import unavailable
@@ -133,6 +134,8 @@ class IssueOrchestrator:
                 self.poll_and_claim(summary)
             except RateLimitError as exc:  # the token's limit: every repository waits for it
                 summary.rate_limited_until = exc.reset_at  # the summary line says it, once
+            if not self.dry_run:
+                prune_if_due(self.config, self.state)  # at most once a day; a failure is a warning
         log.info(summary.line())
         return summary
 

@@ -242,9 +242,13 @@ class RepoManager:
             raise GitError("The clone URL carries credentials; give it without them (the token is sent per"
                            " command, never stored in the clone).")
 
-    def store(self, clone_url: str) -> ObjectStore:
+    @property
+    def store_path(self) -> Path:
         """The repository's object store: `<base_repo_path>/<repo_name>.store.git`."""
-        return ObjectStore(self._store_path(), clone_url, self.git)
+        return self.repository.base_repo_path / f"{self.repository.name}.store.git"
+
+    def store(self, clone_url: str) -> ObjectStore:
+        return ObjectStore(self.store_path, clone_url, self.git)
 
     def _make_ready(self, path: Path, store: ObjectStore, branch: str, base_branch: str,
                     warnings: List[str]) -> bool:
@@ -478,15 +482,12 @@ class RepoManager:
         """The store as a sandbox around slot `path` sees it (lib.store_view)."""
         path = Path(path)
         self.collect_sandbox_work(path)
-        return store_view.make_view(self.git, self._store_path(), path, branch)
+        return store_view.make_view(self.git, self.store_path, path, branch)
 
     def collect_sandbox_work(self, path: os.PathLike) -> List[str]:
         """After a sandboxed command in slot `path`: its commits into the store, and nothing left that
         git outside would run (lib.store_view). Notes for the slot, in words."""
-        return store_view.collect(self.git, self._store_path(), Path(path))
-
-    def _store_path(self) -> Path:
-        return self.repository.base_repo_path / f"{self.repository.name}.store.git"
+        return store_view.collect(self.git, self.store_path, Path(path))
 
     # --- after the run ---------------------------------------------------------------------------
 

@@ -202,3 +202,10 @@ def env_names(value: Any) -> Optional[str]:
     if not isinstance(value, list) or not all(isinstance(item, str) and _ENV_NAME_RE.match(item) for item in value):
         return f"must be a list of environment variable names, {got(value)}"
     return None
+
+
+def days(value: Any) -> Optional[str]:
+    """A retention: days (fractions allowed), or null for ever."""
+    if value is None or (is_number(value) and value > 0):
+        return None
+    return f"must be a number of days > 0, or null to keep for ever, {got(value)}"

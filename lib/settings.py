@@ -150,3 +150,16 @@ class Repository:
     def slot_path(self, agent_index: int) -> Path:
         """Slot i is its own working tree: `<base_repo_path>/<repo_name>_<i>`."""
         return self.base_repo_path / f"{self.name}_{agent_index}"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How many days each kind of leftover is kept (None: for ever); lib.retention prunes them."""
+
+    logs_days: Optional[float] = 30  # an issue's log folder, from its last write
+    transcripts_days: Optional[float] = 30  # Claude Code's session transcripts of the slots
+    history_days: Optional[float] = 365  # run-history records (the costs report reads them)
+    backups_days: Optional[float] = 90  # refs/orchestrator/backup/* holding commits origin lacks
+    damaged_days: Optional[float] = 30  # slots, stores and state files set aside as damaged
+    full_clones_days: Optional[float] = 14  # full-clone slots of an earlier version, set aside
+    orchestrator_log_days: Optional[float] = 30  # orchestrator.log, rotated daily

@@ -265,6 +265,9 @@ def test_ceilings_count_their_scope_and_period_only(tmp_path):
         def append(self, record):
             raise AssertionError("a ceiling writes nothing")
 
+        def drop_before(self, cutoff, *, dry_run=False):
+            raise AssertionError("a ceiling drops nothing")
+
         def read(self, since=None):
             reads.append(since)
             return [r for r in records if since is None or datetime.fromisoformat(r["at"]) >= since]

@@ -28,7 +28,7 @@ TIMER = EXAMPLES / "systemd" / "issue-orchestrator.timer"
 README_MAX_BYTES = 17_000  # several hosts and the dashboard got a section each
 TIMEOUT = 30
 SESSION = "abc67ae7-98d5-458d-8c1f-4458803a447f"
-MONITOR_SUBCOMMANDS = ("monitor", "status", "history", "follow", "costs", "serve")
+MONITOR_SUBCOMMANDS = ("monitor", "status", "history", "follow", "costs", "serve", "prune")
 #: Other tools README shows a command of; their options are theirs, not ours.
 FOREIGN_COMMANDS = ("systemctl", "journalctl", "crontab", "pytest", "git ", "gh ", "claude -p")
 

@@ -34,6 +34,7 @@ LAYERS = [
     ["walls", "validation", "claude_processor"],
     ["outcomes"],
     ["prompts"],
+    ["retention"],
     ["repo_manager"],
     ["object_store", "store_view"],
     ["github_client"],
