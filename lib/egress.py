@@ -106,9 +106,13 @@ class EgressProxy:
         threading.Thread(target=self._accept, name="egress-accept", daemon=True).start()
 
     def close(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the thread in accept(), which close() alone does not
+            except OSError:
+                pass
+            listener.close()
 
     def allowed(self, host: str, port: int) -> Optional[Rule]:
         host = host.lower().rstrip(".")
