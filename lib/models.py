@@ -1,6 +1,7 @@
 """Data classes, enums and the error hierarchy shared by every module.
 
-Only the standard library is imported here, so any module (and `import lib`) can use these cheaply.
+Only the standard library (and lib.lifecycle, the statuses) is imported here, so any module (and
+`import lib`) can use these cheaply.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import os
 import signal
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from enum import Enum
 from typing import Any, Dict, List, Optional
+
+from lib.lifecycle import ACTIVE_STATUSES, FINISHED_STATUSES, LIVE_STATUSES, IssueStatus  # noqa: F401 (exported)
 
 
 # --------------------------------------------------------------------------------------------
@@ -62,43 +64,8 @@ class UsageError(OrchestratorError):
 # --------------------------------------------------------------------------------------------
 
 
-class ProcessStatus(str, Enum):
-    """The status of one issue: in processing-state.json, and as the monitor shows it.
-
-    The seed README's second name, InstanceStatus, is this same enum. LOST and UNKNOWN are what
-    the monitor sees and are never stored.
-    """
-
-    PENDING = "pending"  # claimed by a tick; the runner has not reported yet
-    PREPARING = "preparing"  # the runner is cloning / cleaning / running setup.sh
-    RUNNING = "running"  # Claude Code runs
-    VALIDATING = "validating"  # the repository's checks run on the agent's work
-    FIXING = "fixing"  # a check failed: the same session is fixing it
-    NEEDS_INPUT = "needs_input"  # Claude asked a question; the slot waits for a human reply
-    WAITING = "waiting"  # back in the queue until `not_before` (usage limit, API outage)
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"  # stopped by a human: issue closed or claude-working removed
-    MERGED = "merged"  # its pull request was merged: followed no more
-    CLOSED = "closed"  # its pull request was closed unmerged: followed no more
-    LOST = "lost"  # monitor: the state says it runs, but its process is gone
-    UNKNOWN = "unknown"  # monitor: a claude process in a slot that the state does not know of
-
-    def __str__(self) -> str:  # so f"{status}" prints the value
-        return self.value
-
-
-#: The seed README's name for the monitor's view of the same statuses.
-InstanceStatus = ProcessStatus
-
-#: Statuses whose issue owns an agent slot.
-LIVE_STATUSES = frozenset({ProcessStatus.PENDING, ProcessStatus.PREPARING, ProcessStatus.RUNNING,
-                           ProcessStatus.VALIDATING, ProcessStatus.FIXING})
-#: Statuses whose issue owns an agent slot.
-ACTIVE_STATUSES = LIVE_STATUSES | {ProcessStatus.NEEDS_INPUT}
-#: Statuses after which nothing more happens until a human re-labels the issue.
-FINISHED_STATUSES = frozenset({ProcessStatus.COMPLETED, ProcessStatus.FAILED, ProcessStatus.CANCELLED,
-                               ProcessStatus.MERGED, ProcessStatus.CLOSED})
+#: The seed README's names for the issue status (lib.lifecycle.IssueStatus), kept for its examples.
+ProcessStatus = InstanceStatus = IssueStatus
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, ContextManager, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from lib.files import atomic_write, exclusive_lock
+from lib.lifecycle import check_transition
 from lib.models import IssueState, ProcessStatus, StateError, StateUnreachable, UsageError, parse_iso, utc_now_iso
 
 SCHEMA_VERSION = 1
@@ -149,6 +150,18 @@ class StateStore(ABC):
             return entry
 
     @staticmethod
+    def _statuses(state: State) -> Dict[RunKey, ProcessStatus]:
+        return {key: entry.status for key, entry in state.issues.items()}
+
+    @staticmethod
+    def _check_transitions(before: Dict[RunKey, ProcessStatus], state: State) -> None:
+        """Every change of status a transaction made to an entry is one the lifecycle has (lib.lifecycle).
+        (A new entry is a claim; `put` also seeds a state as it stands, in tests and migrations.)"""
+        for key, entry in state.issues.items():
+            if key in before:
+                check_transition(before[key], entry.status, f"issue {key_text(key)}")
+
+    @staticmethod
     def _prune_history(state: State) -> None:
         # An entry whose pull request is followed stays, however many runs finish meanwhile.
         finished = [entry for entry in state.issues.values() if entry.is_finished and not entry.following]
@@ -182,7 +195,9 @@ class StateManager(StateStore):
         without an exception (an exception leaves the file as it was)."""
         with exclusive_lock(self.lock_path):
             state = self._read(move_corrupt_aside=True)
+            before = self._statuses(state)
             yield state
+            self._check_transitions(before, state)
             self._write(state)
 
     def verify(self) -> State:
@@ -386,7 +401,9 @@ class RedisStateStore(StateStore):
                 raw = self.client.hgetall(self.name("issues"))
                 meta_raw = self.client.get(self.name("meta")) or "{}"
             state = self._parse(raw, meta_raw)
+            before = self._statuses(state)
             yield state
+            self._check_transitions(before, state)
             self._prune_history(state)
             written = {key_text(key): json.dumps(entry.to_dict(), ensure_ascii=False)
                        for key, entry in state.issues.items()}
