@@ -18,7 +18,8 @@ _EXPORTS = {
     "ClaudeProcessor": "claude_processor",
     "ClaudeMonitor": "claude_monitor",
     "IssueOrchestrator": "orchestrator",
-    # models
+    # models and the lifecycle
+    "IssueStatus": "lifecycle",
     "ProcessStatus": "models",
     "InstanceStatus": "models",
     "IssueState": "models",

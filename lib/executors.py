@@ -19,9 +19,10 @@ from typing import Any, Dict, Optional
 
 from lib import celery_app
 from lib.config import Config
+from lib.lifecycle import MODES, RUN
 from lib.models import IssueState, OrchestratorError, parse_iso, utc_now_iso
 from lib.processes import process_alive, process_create_time
-from lib.runner import MODES, RUN, launch_runner
+from lib.runner import launch_runner
 from lib.state_manager import RedisStateStore, run_key
 
 log = logging.getLogger(__name__)

@@ -247,14 +247,6 @@ class GitHubClient:
                 raise self._error(response, "DELETE", path, self._issue_not_found(number))
             log.debug("Issue #%s did not carry label %r", number, label)
 
-    def swap_labels(self, number: int, *, add: Optional[str], remove: Sequence[Optional[str]]) -> None:
-        """Add one label and take others off; labels the orchestrator does not own are left alone."""
-        if add:
-            self.add_labels(number, [add])
-        for name in remove:
-            if name and name != add:
-                self.remove_label(number, name)
-
     def list_labels(self) -> List[Dict[str, Any]]:
         return self._get_all(f"{self._repo_path}/labels")
 

@@ -69,7 +69,8 @@ TRANSITIONS: Dict[Optional[IssueStatus], FrozenSet[IssueStatus]] = {
     S.RUNNING: frozenset({S.VALIDATING, S.NEEDS_INPUT, S.WAITING, S.PREPARING} | _ENDS),
     S.VALIDATING: frozenset({S.FIXING} | _ENDS),
     S.FIXING: frozenset({S.VALIDATING, S.NEEDS_INPUT, S.WAITING, S.PREPARING} | _ENDS),
-    S.NEEDS_INPUT: frozenset({S.RUNNING, S.WAITING} | _ENDS),
+    # A trusted answer resumes the session; a run taken over by another host starts it anew.
+    S.NEEDS_INPUT: frozenset({S.RUNNING, S.PREPARING, S.WAITING} | _ENDS),
     S.WAITING: frozenset({S.PENDING} | _ENDS),
     # A finished issue starts again when labeled (a claim), when its pull request is followed up (a
     # claim too), or when an operator asks for a retry (back in the queue).

@@ -110,6 +110,11 @@ def shorten(text: str, limit: int, max_lines: Optional[int] = None) -> str:
     return f"{shown} [... {dropped} more chars]" if dropped else shown
 
 
+def issue_ref(repo: Optional[str], number: int) -> str:
+    """How an issue is named everywhere, logs included: `owner/name#N` (`#N` when the repository is unknown)."""
+    return f"{repo or ''}#{number}"
+
+
 def fault_point(step: str) -> None:
     """Crash-test hook: `ORCHESTRATOR_FAULT=<step>` kills this process with SIGKILL at that step.
 

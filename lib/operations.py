@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import List, Optional
 
+from lib.labels import show_status, unqueue
 from lib.config import Config
 from lib.github_client import GitHubClient
 from lib.models import (IssueState, OrchestratorError, ProcessStatus, UsageError, format_cost, format_duration,
@@ -84,7 +85,7 @@ class Operations:
         if entry.status == ProcessStatus.WAITING:
             self.state.update(run_key(entry), status=ProcessStatus.CANCELLED, not_before=None, end_time=utc_now_iso(),
                               error="cancelled by the operator while queued")
-            self._github(entry).swap_labels(entry.issue_number, add=None, remove=[labels.ready])
+            unqueue(self._github(entry), labels, entry.issue_number)
             return f"{self._ref(entry)}: taken out of the queue ({labels.ready} removed)."
         if not entry.is_active:
             raise UsageError(f"{self._ref(entry)} is {entry.status}: there is nothing to cancel.")
@@ -103,7 +104,7 @@ class Operations:
         labels = self.config.labels
         # WAITING with no wait: the operator's word stands for a trusted labeler's.
         self.state.update(run_key(entry), status=ProcessStatus.WAITING, not_before=utc_now_iso(), requeues=0)
-        self._github(entry).swap_labels(entry.issue_number, add=labels.ready, remove=[labels.completed, labels.failed])
+        show_status(self._github(entry), labels, entry.issue_number, ProcessStatus.WAITING)
         return f"{self._ref(entry)}: queued again; the next tick starts attempt {entry.attempt + 1}."
 
     def free_slot(self, index: int, repo: Optional[str]) -> str:
@@ -121,8 +122,7 @@ class Operations:
         self.state.update(run_key(holder), status=ProcessStatus.FAILED, end_time=utc_now_iso(), claude_pid=None,
                           error=f"slot {index} was freed by the operator")
         labels = self.config.labels
-        self._github(holder).swap_labels(holder.issue_number, add=labels.failed,
-                                         remove=[labels.working, labels.needs_input])
+        show_status(self._github(holder), labels, holder.issue_number, ProcessStatus.FAILED)
         return f"Slot {index} of {repository.repo} freed: {self._ref(holder)} is marked failed ({labels.failed})."
 
 

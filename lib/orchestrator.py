@@ -25,6 +25,7 @@ from lib.events import Event
 from lib.files import exclusive_lock, writable
 from lib.follow_up import look
 from lib.github_client import GitHubClient, GitHubError, RateLimitError, Trust
+from lib.labels import show_status
 from lib.ledger import RunHistory
 from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
 from lib.notifications import Notifications
@@ -32,7 +33,7 @@ from lib.processes import end_session_processes, live_process, process_alive, te
 from lib.repo_manager import NETWORK_TIMEOUT
 from lib.retention import prune_if_due
 from lib.routing import label_names, model_choice, queue_order, rank, routing_labels
-from lib.runner import FINALIZE, FOLLOW, RESUME, RUN
+from lib.lifecycle import FINALIZE, FOLLOW, RESUME, RUN
 from lib.sandbox import unavailable
 from lib.state_manager import State, StateStore, key_text, run_key
 
@@ -445,8 +446,7 @@ class IssueOrchestrator:
             current.updated_at = utc_now_iso()
         ref = self.ref(entry.repo, entry.issue_number)
         log.info("Issue %s: a follow-up on its pull request (%s) claimed slot %s", ref, news.work["kind"], slot)
-        labels = self.config.labels
-        self.swap_labels(entry.repo, entry.issue_number, add=labels.working, remove=[labels.completed, labels.failed])
+        self.show(entry.repo, entry.issue_number, ProcessStatus.PENDING)
         self._spawn(current, FOLLOW, summary.followed_up)
 
     def _room(self, state: State, repository) -> bool:
@@ -455,13 +455,13 @@ class IssueOrchestrator:
         if len(state.active()) >= self.config.max_agents:
             return False
         if self.executor.local:
-            return state.free_slot(repository.max_concurrent, repository.repo) is not None
+            return state.free_slot(repository.repo, limit=repository.max_concurrent) is not None
         return len(state.active(repository.repo)) < repository.max_concurrent
 
     def _slot(self, state: State, repository) -> Optional[int]:
         """The slot a claim takes here; None in the Celery mode: the worker that takes the task picks
         a slot of its own host."""
-        return state.free_slot(repository.max_concurrent, repository.repo) if self.executor.local else None
+        return state.free_slot(repository.repo, limit=repository.max_concurrent) if self.executor.local else None
 
     def _trusted_routing(self, repo: str, issue: dict) -> set:
         """The issue's routing labels (priority, model) that a trusted user applied."""
@@ -494,7 +494,7 @@ class IssueOrchestrator:
             issue = self.github(repo).get_issue_cached(entry.issue_number)
             if issue.get("state") != "closed" and labels.working in label_names(issue):
                 if not self.dry_run:  # our requeue could not swap the labels back: finish that swap
-                    self.swap_labels(repo, entry.issue_number, add=labels.ready, remove=[labels.working])
+                    self.show(repo, entry.issue_number, ProcessStatus.WAITING)
                 continue
             why = _why_withdrawn(issue, labels.ready)
             ref = self.ref(repo, entry.issue_number)
@@ -539,7 +539,7 @@ class IssueOrchestrator:
         number, repo = issue["number"], repository.repo
         ref = self.ref(repo, number)
         if self.dry_run:
-            slot = self.state.load_state().free_slot(repository.max_concurrent, repo)
+            slot = self.state.load_state().free_slot(repo, limit=repository.max_concurrent)
             log.info("[dry-run] would claim issue %s (%s) for slot %s", ref, issue.get("title", ""), slot)
             return None
         with self.state.transaction() as state:
@@ -566,16 +566,15 @@ class IssueOrchestrator:
         fault_point("after-claim")
         log.info("Issue %s claimed for slot %s (attempt %s%s): %s", ref, slot, entry.attempt,
                  f", model {model}" if model else "", entry.title)
-        labels = self.config.labels
-        self.swap_labels(repo, number, add=labels.working,
-                         remove=[labels.ready, labels.completed, labels.failed, labels.needs_input])
+        self.show(repo, number, ProcessStatus.PENDING)
         fault_point("after-label-swap")
         self._spawn(entry, RUN, [])
         return entry
 
-    def swap_labels(self, repo: str, number: int, *, add: Optional[str], remove: List[Optional[str]]) -> None:
+    def show(self, repo: str, number: int, status: ProcessStatus) -> None:
+        """The labels of `status` on the issue (lib.labels)."""
         try:
-            self.github(repo).swap_labels(number, add=add, remove=remove)
+            show_status(self.github(repo), self.config.labels, number, status)
         except GitHubError as exc:
             # The runner sets the labels again when it starts; the state entry already holds the claim.
             log.warning("Issue %s: could not update labels: %s", self.ref(repo, number), exc)

@@ -86,10 +86,11 @@ class State:
         until = parse_iso(self.meta.get("paused_until"))
         return until if until and until > datetime.now(timezone.utc) else None
 
-    def free_slot(self, max_concurrent: int, repo: Optional[str] = None) -> Optional[int]:
-        """Lowest slot index of `repo` that no active issue holds, or None when all are busy."""
-        used = self.used_slots(repo)
-        return next((i for i in range(max_concurrent) if i not in used), None)
+    def free_slot(self, repo: Optional[str], *, limit: Optional[int] = None, host: Optional[str] = None) -> Optional[int]:
+        """The one rule for a slot: the lowest index of `repo` (on `host`) that no active issue holds,
+        below `limit`; None when all of those are busy."""
+        used = self.used_slots(repo, host)
+        return next((i for i in range(limit if limit is not None else len(used) + 1) if i not in used), None)
 
 
 class StateStore(ABC):

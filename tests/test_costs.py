@@ -1,6 +1,6 @@
 """Costs: the run history (lib/ledger.py), the `costs` report, and the spend ceiling.
 
-The history is written as the runner writes it (through IssueRunner.record_invocation and
+The history is written as the runner writes it (through Run.record_invocation and
 FileRunHistory.append) or, where a test needs lines of past days, as the documented JSON lines.
 The ceiling is proved in real ticks against the GitHub emulator.
 """
@@ -18,7 +18,7 @@ from lib.costs import CostReport, ceilings, parse_since, period_bounds
 from lib.ledger import FileRunHistory, RunHistory
 from lib.models import ConfigError, IssueState, ProcessStatus, UsageError
 from lib.outcomes import Outcome
-from lib.runner import IssueRunner
+from lib.run_context import Run
 from lib.state_manager import StateManager
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -124,7 +124,7 @@ def test_each_invocation_records_what_it_added_to_its_sessions_running_total(tmp
     config = Config(make_config(tmp_path), env={})
     StateManager.for_config(config).put(IssueState(issue_number=7, status=ProcessStatus.RUNNING, branch="issue-7",
                                                    start_time=NOW.isoformat(), session_id="s1", repo="acme/api"))
-    runner = IssueRunner(config, 7)
+    runner = Run(config, 7)
 
     def ended(kind, total, turns=3, seconds=10.0):
         runner.record_invocation(kind, Outcome(status=ProcessStatus.COMPLETED, cost_usd=total, num_turns=turns,

@@ -159,7 +159,7 @@ def test_with_a_second_repository_the_keys_are_rewritten_once_and_running_work_g
     assert manager.get(("acme/web", 5)).status == ProcessStatus.PENDING
     assert manager.get(5).claude_pid == 4242  # a bare number is the first repository's
     state = manager.load_state()
-    assert state.free_slot(1, "acme/api") is None and state.free_slot(1, "acme/web") is None
+    assert state.free_slot("acme/api", limit=1) is None and state.free_slot("acme/web", limit=1) is None
     assert len(state.active()) == 2 and [e.repo for e in state.active("acme/web")] == ["acme/web"]
 
 

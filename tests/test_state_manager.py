@@ -140,8 +140,9 @@ def test_free_slot_skips_busy_ones(tmp_path):
         state.add(entry(3, "needs_input", agent_index=2))
     state = manager.load_state()
     assert state.used_slots() == {0, 2}
-    assert state.free_slot(3) == 1
-    assert state.free_slot(1) is None
+    assert state.free_slot(None, limit=3) == 1
+    assert state.free_slot(None, limit=1) is None
+    assert state.free_slot(None) == 1  # unbounded (a Celery worker's own slots): the lowest free one
 
 
 def test_meta_round_trips(tmp_path):
