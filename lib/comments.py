@@ -133,11 +133,15 @@ def refused_model_comment(label: str, prefix: Optional[str]) -> str:
 
 def follow_up_comment(entry: IssueState, outcome: Outcome, head: str, duration: Optional[float]) -> str:
     """The summary of one follow-up, on the pull request."""
-    what = "the failing checks" if entry.follow_work.get("kind") == "ci" else "the review"
+    work = entry.follow_work
+    what = {"ci": "the failing checks", "conflict": f"merging `{inert(work.get('base'))}` into this branch"}.get(
+        work.get("kind"), "the review")
     headline = {ProcessStatus.COMPLETED: f"🔁 Claude Code worked on {what}.",
                 ProcessStatus.FAILED: f"❌ Claude Code could not finish {what}: {outcome.reason}."}.get(
         outcome.status, f"⏹️ Stopped: {outcome.reason}.")
     lines = [headline, ""]
+    if work.get("kind") == "conflict":
+        lines += [merge_lines(work, outcome), ""]
     if outcome.summary:
         lines += [quote_for_markdown(outcome.summary), ""]
     if head:
@@ -146,3 +150,23 @@ def follow_up_comment(entry: IssueState, outcome: Outcome, head: str, duration: 
         lines.append(f"Checks: {summary_line(outcome.checks)}")
     lines.append(f"{figures(outcome, duration)} · Session: `{entry.session_id or 'n/a'}`")
     return "\n".join(lines)
+
+
+def merge_lines(work: Mapping[str, Any], outcome: Outcome) -> str:
+    """What a merge of the base brought in and which conflicts it met (file names are the repository's:
+    shown inert)."""
+    merged = f"`{inert(work.get('base'))}` at {str(work.get('merged_sha') or work.get('base_sha'))[:12]}"
+    names = [f"`{inert(conflict.get('path'))}`" for conflict in work.get("conflicts") or []]
+    if work.get("up_to_date"):
+        return f"The branch already held {merged}: nothing was merged."
+    if not names:
+        return f"Merged {merged} (a merge commit): no conflict."
+    done = "resolved by Claude Code in" if outcome.status == ProcessStatus.COMPLETED else "in"
+    return (f"Merged {merged} (a merge commit, never a rebase or a force-push); conflicts {done}"
+            f" {len(names)} file(s): {', '.join(names[:30])}{' ...' if len(names) > 30 else ''}.")
+
+
+def inert(text: Any) -> str:
+    """A name from the repository (a branch, a file) for inline code, which GitHub shows as it is: no
+    backtick to close it, on one line, at most 200 characters."""
+    return " ".join(str(text or "").replace("`", "'").split())[:200]

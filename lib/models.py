@@ -241,6 +241,9 @@ class IssueState:
     ci_fixed_shas: List[str] = field(default_factory=list)  # head commits already fixed once
     follow_work: Dict[str, Any] = field(default_factory=dict)  # what the pending follow-up is to address
     question_number: Optional[int] = None  # where the open question was asked: the PR, or None for the issue
+    #: what the tick last learned of the pull request (lib/pull_upkeep.py): its updated_at and head, the
+    #: base tip it was compared with, mergeable, behind_by, the conflict fixes used for that base tip
+    upkeep: Dict[str, Any] = field(default_factory=dict)
     # The Celery executor: the worker host that holds the run (its slot, its transcript), and the task
     # sent for it; a task whose id is not the entry's is a stale or repeated delivery and does nothing.
     host: Optional[str] = None
@@ -323,6 +326,7 @@ class ClaudeInstance:
     error: Optional[str] = None
     question: Optional[str] = None
     host: Optional[str] = None  # the Celery mode: the worker host the run is on
+    upkeep: Optional[Dict[str, Any]] = None  # a followed pull request's upkeep (lib/pull_upkeep.upkeep_view)
 
     def __post_init__(self) -> None:
         self.status = ProcessStatus(self.status)
@@ -428,6 +432,8 @@ def instance_lines(instance: ClaudeInstance, active: bool) -> List[str]:
         lines.append(f"    Turns: {instance.num_turns}")
     if instance.pr_url:
         lines.append(f"    PR: {instance.pr_url}")
+    if instance.upkeep:
+        lines.append(f"    Upkeep: {instance.upkeep['summary']}")
     if instance.question:
         lines.append(f"    Question: {shorten(instance.question, 200, 1)}")
     if instance.error:

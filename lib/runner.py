@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence
 
 from lib import comments
+from lib.branch_merge import merge_base, merged_cleanly, settle_merge
 from lib.claude_processor import AgentProcess, ClaudeLaunchError, ClaudeProcessor, new_session_id
 from lib.config import PROJECT_DIR, Config, print_error
 from lib.events import Event
@@ -37,6 +38,7 @@ from lib.notifications import Notifications
 from lib.outcomes import Outcome, classify
 from lib.processes import RUN_MARKER_VAR, process_create_time, start
 from lib.prompts import build_prompt, build_reply
+from lib.pull_upkeep import follow_up_counted
 from lib.redaction import configure_logging
 from lib.repo_manager import RepoManager, SlotInfo
 from lib.state_manager import REDIS_RESTART_SECONDS, StateStore
@@ -235,6 +237,10 @@ class IssueRunner:
         slot = self.prepare(entry)
         if isinstance(slot, int):
             return slot
+        if entry.follow_work.get("kind") == "conflict":  # the base is merged first; Claude only for conflicts
+            entry = self.update(follow_work=merge_base(self.repos, slot.path, entry.follow_work))
+            if not entry.follow_work["conflicts"]:
+                return self.conclude(merged_cleanly(entry.follow_work, entry.branch), slot.path)
         if not entry.session_id:  # its transcript stayed on a host that is gone: a new session, told all
             return self.launch(self.whole_thread_prompt(entry), session_id=new_session_id(), resume=False,
                                cwd=slot.path, kind="follow")
@@ -485,7 +491,7 @@ class IssueRunner:
                             cost_usd=outcome.cost_usd if outcome.cost_usd is not None else entry.cost_usd,
                             num_turns=outcome.num_turns if outcome.num_turns is not None else entry.num_turns,
                             pr_url=pr_url, claude_pid=None, question=None, question_number=None, requeues=0,
-                            **self._follow_up_counted(entry))
+                            **follow_up_counted(entry))
         failed = outcome.status == ProcessStatus.FAILED
         self.notifications.notify(self.event(
             END_EVENT[outcome.status], entry, duration_seconds=duration, cost_usd=entry.cost_usd,
@@ -495,16 +501,6 @@ class IssueRunner:
         log.info("Issue %s: %s%s%s", self.ref, outcome.status, f" ({outcome.reason})" if outcome.reason else "",
                  f", {pr_url}" if pr_url else "")
         return 1 if failed else 0
-
-    def _follow_up_counted(self, entry: IssueState) -> Dict[str, Any]:
-        """The bounds' counters after a follow-up ended, and its work cleared."""
-        work = entry.follow_work
-        if not work:
-            return {}
-        if work.get("kind") == "ci":
-            return {"follow_work": {}, "ci_fixes": entry.ci_fixes + 1,
-                    "ci_fixed_shas": [*entry.ci_fixed_shas, work.get("sha")][-20:]}
-        return {"follow_work": {}, "follow_rounds": entry.follow_rounds + 1}
 
     def report_follow_up(self, entry: IssueState, outcome: Outcome, key: str, duration: Optional[float]) -> None:
         """On the pull request: a reply to each inline comment the agent says it addressed, then one
@@ -533,6 +529,10 @@ class IssueRunner:
             return False, entry.pr_url, None
         try:
             base = self.base_branch()
+            unmerged = entry.follow_work.get("kind") == "conflict" and settle_merge(
+                self.repos, path, entry.follow_work, entry.branch, self.repository.clone_url or self._clone_url())
+            if unmerged:
+                return False, entry.pr_url, unmerged
             if self.repos.commit_all(path, f"Work on #{self.number} left uncommitted by Claude Code"):
                 log.info("Issue %s: committed changes the agent left uncommitted", self.ref)
             moved = self.repos.bring_branch_to_head(path, entry.branch)
