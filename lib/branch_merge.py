@@ -34,7 +34,8 @@ from lib.repo_manager import GitError, RepoManager
 #: How each kind of unmerged path (git status's two letters) is put to the agent ("ours" is the branch).
 HOW = {"UU": "both sides changed it", "AA": "both sides added it",
        "DU": "your branch deleted it, the base changed it", "UD": "the base deleted it, your branch changed it",
-       "AU": "your branch added it, a rename on the base clashes", "UA": "the base added it, a rename on your branch clashes",
+       "AU": "your branch added it, a rename on the base clashes",
+       "UA": "the base added it, a rename on your branch clashes",
        "DD": "both sides deleted it (renamed apart)"}
 #: Lines shown around each conflict, and the most of a conflicted file that is read.
 CONTEXT_LINES = 3
@@ -142,6 +143,8 @@ def settle_merge(repos: RepoManager, path: Path, work: Dict[str, Any], branch: s
     before, merged = work.get("before"), work.get("merged_sha")
     git_dir = Path(repos.git(["rev-parse", "--absolute-git-dir"], path).stdout.strip())
     if not before or work.get("up_to_date"):
+        if (git_dir / "MERGE_HEAD").exists():  # a runner died before it noted its merge: never commit that
+            repos.git(["merge", "--abort"], path, check=False)
         return None
     risky = repos.store(clone_url).dangerous_settings()
     if risky:

@@ -135,8 +135,9 @@ class DashboardData:
         recent = [{**run(entry), "pr_url": entry.pr_url, "ended": entry.end_time,
                    "duration_seconds": seconds_between(entry.start_time, entry.end_time), "error": entry.error}
                   for entry in finished]
+        settings = self.monitor.config.follow_up
         followed = [{"repo": e.repo, "issue": e.issue_number, "title": e.title, "pr_url": e.pr_url,
-                     "page": run_page_path(e.repo, e.issue_number), **(upkeep_view(e, self.monitor.config.follow_up) or {})}
+                     "page": run_page_path(e.repo, e.issue_number), **(upkeep_view(e, settings) or {})}
                     for e in sorted(states.values(), key=lambda e: (e.repo or "", e.issue_number)) if e.following]
         return {"generated": utc_now_iso(), "slots": slots, "queue": queue, "questions": questions,
                 "recent": recent, "followed": followed}

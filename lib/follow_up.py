@@ -153,7 +153,8 @@ def conflict_prompt(work: Mapping[str, Any], pr_url: Optional[str], branch: str)
              " restart the merge: the orchestrator checks the merge before it pushes your branch."]
     commits = work.get("base_commits") or []
     if commits:
-        parts += ["", f"Commits of {base} that your branch lacks, newest first ({work.get('base_commit_count')} in all):"]
+        parts += ["", f"Commits of {base} that your branch lacks, newest first"
+                      f" ({work.get('base_commit_count')} in all):"]
         parts += [f"- {_cap(line, 200)}" for line in commits[:BASE_COMMITS]]
     parts += ["", f"Conflicts (\"ours\" is your branch, \"theirs\" is {base}; \"base\" is where they forked):"]
     for number, conflict in enumerate(conflicts[:CONFLICT_FILES], start=1):

@@ -83,6 +83,7 @@ class PullWatch:
         self.tips: Dict[str, str] = {}  # base branch -> its tip
         self.stamp: Optional[str] = None  # what identifies the listing's first page
         self.deep: Set[int] = set()  # pull requests resolved beyond the first page: they keep its stamp
+        self.failed: Dict[int, str] = {}  # PR number -> why it could not be read
 
     def survey(self, entries: Sequence[IssueState]) -> None:
         """The listing, read as deep as the followed pull requests need, then each base's tip."""
@@ -106,13 +107,23 @@ class PullWatch:
                     self.deep.add(number)
                 if not unresolved:
                     break
-        for number in unresolved:  # on no page (a deleted fork?): asked for on its own
-            self.pulls[number] = self.github.get_pull(number, cached=True)
+        for number in unresolved:  # on no page: asked for on its own
+            try:
+                self.pulls[number] = self.github.get_pull(number, cached=True)
+            except RateLimitError:
+                raise
+            except OrchestratorError as exc:
+                self.failed[number] = str(exc)
         bases = {(self.pulls[e.pr_number].get("base") or {}).get("ref") if e.pr_number in self.pulls
                  else e.upkeep.get("base") for e in entries
                  if self.pulls.get(e.pr_number, {}).get("state", "open") == "open"}
         for base in sorted(base for base in bases if base):
-            self.tips[base] = self.github.branch_tip(base)
+            try:
+                self.tips[base] = self.github.branch_tip(base)
+            except RateLimitError:
+                raise
+            except OrchestratorError as exc:  # its pull requests are looked at, their mergeability not
+                log.warning("%s: the tip of %s could not be read: %s", self.github.repo, base, exc)
 
     def _unchanged(self, entry: IssueState, oldest: str) -> bool:
         """Not on the pages read, and provably as last seen: its updated_at then was not older than the
@@ -122,6 +133,8 @@ class PullWatch:
 
     def look(self, entry: IssueState) -> PullNews:
         """What is new on entry's pull request, and what its upkeep calls for."""
+        if entry.pr_number in self.failed:
+            raise OrchestratorError(self.failed[entry.pr_number])
         upkeep, marks = dict(entry.upkeep), dict(entry.follow_marks)
         news = PullNews()
         pull = self.pulls.get(entry.pr_number)
@@ -134,11 +147,13 @@ class PullWatch:
                                  or _head(pull) != upkeep.get("head_sha")):
             if _head(pull) != upkeep.get("head_sha"):
                 upkeep["head_since"] = self.now.replace(microsecond=0).isoformat()
-            upkeep.update(updated_at=pull.get("updated_at"), head_sha=_head(pull), base=(pull.get("base") or {}).get("ref"))
+            upkeep.update(updated_at=pull.get("updated_at"), head_sha=_head(pull),
+                          base=(pull.get("base") or {}).get("ref"))
             upkeep.pop("checks_done", None)  # something changed: the checks are looked at again, once
             work = review_work(self.github, self.trusted, entry.pr_number, self.settings, marks)
             if work and entry.follow_rounds >= self.settings.max_rounds:
-                news.bound = f"follow_up.max_rounds ({self.settings.max_rounds}) follow-ups ran for reviews and comments"
+                news.bound = (f"follow_up.max_rounds ({self.settings.max_rounds}) follow-ups ran for reviews"
+                              " and comments")
             news.work = {} if news.bound else work
             if work:
                 return _with_changes(news, entry, marks, upkeep)
@@ -220,7 +235,7 @@ def look_at_each(entries: Sequence[IssueState], github: Callable[[str], GitHubCl
             watch.survey(mine)
         except RateLimitError:
             raise
-        except OrchestratorError as exc:  # no such repository, the listing, a base's tip: none can be looked at
+        except OrchestratorError as exc:  # no such repository, or its listing: none can be looked at
             yield from ((entry, str(exc)) for entry in mine)
             continue
         for entry in mine:

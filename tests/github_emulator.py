@@ -1397,13 +1397,15 @@ class GitHubEmulator:
         full_name = repo.full_name
         repo_ref = {"id": repo.id, "url": f"{base}/repos/{full_name}", "name": repo.name}
         heads: Dict[str, List[Dict[str, Any]]] = {}
+        branches = self._branches(repo)  # one git call for every pull request
         for issue in repo.issues.values():
             if issue.pull is not None and issue.state == "open":
-                sha = self._head_sha(repo, issue)
+                sha = self._head_sha(repo, issue, branches)
+                tip = branches.get(issue.pull["base_ref"]) if branches is not None else None
                 heads.setdefault(sha, []).append({
                     "url": f"{base}/repos/{full_name}/pulls/{issue.number}", "id": issue.id, "number": issue.number,
                     "head": {"ref": issue.pull["head_ref"], "sha": sha, "repo": repo_ref},
-                    "base": {"ref": issue.pull["base_ref"], "sha": self._branch_sha(repo, issue.pull["base_ref"]),
+                    "base": {"ref": issue.pull["base_ref"], "sha": tip or self._branch_sha(repo, issue.pull["base_ref"]),
                              "repo": repo_ref}})
         return heads
 

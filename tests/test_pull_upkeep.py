@@ -56,7 +56,8 @@ def test_a_conflict_with_the_base_is_merged_and_resolved_by_the_same_session_the
     follow = world.standin.invocations()[-1]
     assert follow["resume"] and follow["session_id"] == session
     prompt = follow["prompt"]
-    assert "stopped on conflicts in 1 file(s)" in prompt and f"[1] fix_issue_{number}.txt: both sides added it" in prompt
+    assert "stopped on conflicts in 1 file(s)" in prompt
+    assert f"[1] fix_issue_{number}.txt: both sides added it" in prompt
     assert "<<<<<<<" in prompt and "Hello from trunk" in prompt and f"Fixed issue #{number}" in prompt  # both sides
     assert "Another greeting on trunk" in prompt  # the base's commits the branch lacks
     merged = world.github.pull(pull)["head"]["sha"]
