@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 CHECKS_QUIET_SECONDS = 3600
 #: Checks still queued or running this long after the head was first seen are not waited for any more.
 CHECKS_PATIENCE_SECONDS = 24 * 3600
+#: A first page whose oldest pull request was updated less than this long ago (GitHub's stamps are in
+#: seconds, and its clock is not ours) is no proof for the pull requests below it: they are looked for.
+STAMP_MARGIN_SECONDS = 120
 
 
 @dataclass
@@ -92,7 +95,7 @@ class PullWatch:
             for page in pages:
                 first = self.stamp is None
                 if first:
-                    self.stamp = _page_stamp(page)
+                    self.stamp = self._stamp(page)
                 for pull in page:
                     if unresolved.pop(pull["number"], None) is not None:
                         self.pulls[pull["number"]] = pull
@@ -129,7 +132,19 @@ class PullWatch:
         """Not on the pages read, and provably as last seen: its updated_at then was not older than the
         oldest on them, or the first page is the one it was last resolved against."""
         seen = entry.upkeep.get("updated_at")
-        return bool(seen) and (seen >= oldest or entry.upkeep.get("listing") == self.stamp)
+        return bool(seen) and (seen >= oldest or bool(self.stamp) and entry.upkeep.get("listing") == self.stamp)
+
+    def _stamp(self, page: List[Dict[str, Any]]) -> str:
+        """The first page's identity: which pull requests, updated when. A change to any pull request
+        puts it first with a later updated_at, so an equal stamp means nothing changed in between; but
+        only when the page's oldest was updated before the stamp was taken (a change in the very same
+        second could sort below it), so a page as recent as STAMP_MARGIN_SECONDS gets none (""),
+        which nothing matches."""
+        oldest = parse_iso(page[-1].get("updated_at")) if page else None
+        if oldest is None or (self.now - oldest).total_seconds() < STAMP_MARGIN_SECONDS:
+            return ""
+        listed = ",".join(f"{pull.get('number')}@{pull.get('updated_at')}" for pull in page)
+        return hashlib.sha1(listed.encode()).hexdigest()[:16]
 
     def look(self, entry: IssueState) -> PullNews:
         """What is new on entry's pull request, and what its upkeep calls for."""
@@ -138,7 +153,7 @@ class PullWatch:
         upkeep, marks = dict(entry.upkeep), dict(entry.follow_marks)
         news = PullNews()
         pull = self.pulls.get(entry.pr_number)
-        if entry.pr_number in self.deep:
+        if entry.pr_number in self.deep and self.stamp:
             upkeep["listing"] = self.stamp
         if pull is not None and pull.get("state") == "closed":
             news.ended = ProcessStatus.MERGED if pull.get("merged_at") or pull.get("merged") else ProcessStatus.CLOSED
@@ -222,16 +237,17 @@ class PullWatch:
             news.work = {"kind": "ci", "sha": head, "failures": failures}
 
 
-def look_at_each(entries: Sequence[IssueState], github: Callable[[str], GitHubClient],
-                 trust: Callable[[str], Callable[[Optional[str]], bool]], settings: FollowUp,
-                 dry_run: bool = False) -> Iterator[Tuple[IssueState, Union[PullNews, str]]]:
+def look_at_each(entries: Sequence[IssueState], github: Callable[[Optional[str]], GitHubClient],
+                 trust: Callable[[Optional[str]], Callable[[Optional[str]], bool]], settings: FollowUp,
+                 dry_run: bool = False, now: Optional[datetime] = None
+                 ) -> Iterator[Tuple[IssueState, Union[PullNews, str]]]:
     """(entry, what its look found) for each entry, its repository's pull requests surveyed at once
     (`github(repo)` and `trust(repo)` give that repository's client and trust); a look that failed
     gives the sentence why instead. A rate limit is raised: it ends the tick."""
-    for repo in sorted({entry.repo or "" for entry in entries}):
-        mine = [entry for entry in entries if (entry.repo or "") == repo]
+    for repo in sorted({entry.repo for entry in entries}, key=str):
+        mine = [entry for entry in entries if entry.repo == repo]
         try:
-            watch = PullWatch(github(repo), trust(repo), settings, dry_run=dry_run)
+            watch = PullWatch(github(repo), trust(repo), settings, dry_run=dry_run, now=now)
             watch.survey(mine)
         except RateLimitError:
             raise
@@ -249,13 +265,6 @@ def look_at_each(entries: Sequence[IssueState], github: Callable[[str], GitHubCl
 
 def _head(pull: Dict[str, Any]) -> Optional[str]:
     return (pull.get("head") or {}).get("sha")
-
-
-def _page_stamp(page: List[Dict[str, Any]]) -> str:
-    """The first page's identity: which pull requests, updated when. Any change to any pull request
-    puts it first with a later updated_at, so an equal stamp means nothing changed in between."""
-    listed = ",".join(f"{pull.get('number')}@{pull.get('updated_at')}" for pull in page)
-    return hashlib.sha1(listed.encode()).hexdigest()[:16]
 
 
 def _with_changes(news: PullNews, entry: IssueState, marks: Dict[str, int], upkeep: Dict[str, Any]) -> PullNews:

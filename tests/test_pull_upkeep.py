@@ -124,6 +124,10 @@ def test_a_base_that_moved_cleanly_is_only_shown_unless_update_branch_is_always(
 
     world.write_config(follow_up={"update_branch": "always"})
     head = world.github.pull(pull)["head"]["sha"]
+    before = len(world.github.requests)
+    dry = world.tick("--dry-run", wait=False)
+    assert "would bring its pull request up to date with trunk" in dry.stdout + dry.stderr
+    assert not [r for r in world.github.requests[before:] if r.method != "GET"]  # --dry-run changes nothing
     _, asked = requests_of(world)
     puts = [(r.path, r.status, r.json()) for r in asked if r.method == "PUT"]
     assert puts == [(f"/repos/octo/widgets/pulls/{pull}/update-branch", 202, {"expected_head_sha": head})]

@@ -5,6 +5,7 @@ tick's own handling of what is found is in test_pull_upkeep.py (real ticks)."""
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -37,11 +38,11 @@ def followed(emulator, count):
     return entries
 
 
-def tick(github, entries):
-    """One tick's look at `entries` (their changes stored, as the tick does); {PR number: news}."""
+def tick(github, entries, now=None):
+    """One tick's look at `entries` (their changes stored, as the tick does), as if at `now`; {PR number: news}."""
     found = {}
     for entry, news in look_at_each(entries, lambda repo: github, lambda repo: lambda login: login == "maintainer",
-                                    SETTINGS):
+                                    SETTINGS, now=now):
         assert not isinstance(news, str), news
         for name, value in news.changes.items():
             setattr(entry, name, value)
@@ -61,17 +62,25 @@ def test_deep_followed_pull_requests_in_a_busy_repository_cost_one_request_when_
     time.sleep(1.1)  # GitHub's stamps are in seconds: the others are newer
     for index in range(150):
         github_emulator.add_pull(f"other-{index}", f"Other {index}", user="someone")
+    mark = len(github_emulator.requests)
     tick(github, mine)  # read as deep as they are: the second page
     tick(github, mine)  # mergeability computed
+    tick(github, mine)  # the first page's oldest changed a moment ago: it proves nothing yet, the second is read
+    assert [path for path, _ in asked(github_emulator, mark)[-3:]] == [
+        "/repos/octo/widgets/pulls", f"/repositories/{github.get_repository()['id']}/pulls",
+        "/repos/octo/widgets/git/ref/heads/trunk"]
+    later = datetime.now(timezone.utc) + timedelta(hours=1)  # the clock, the one thing faked
+    tick(github, mine, now=later)
 
     mark = len(github_emulator.requests)
-    tick(github, mine)
+    tick(github, mine, now=later)
     assert asked(github_emulator, mark) == [("/repos/octo/widgets/pulls", 304),
                                             ("/repos/octo/widgets/git/ref/heads/trunk", 304)]
 
+    time.sleep(1.1)  # a second after the others, as any later change
     github_emulator.add_comment(mine[3].pr_number, "Looks fine.", user="someone")  # untrusted: nothing to do
     mark = len(github_emulator.requests)
-    news = tick(github, mine)
+    news = tick(github, mine, now=later)
     paths = asked(github_emulator, mark)
     next_page = f"/repositories/{github.get_repository()['id']}/pulls"  # GitHub's links name the repository's id
     assert paths[:2] == [("/repos/octo/widgets/pulls", 200), (next_page, 200)]  # the second page: the rest
@@ -84,7 +93,7 @@ def test_deep_followed_pull_requests_in_a_busy_repository_cost_one_request_when_
     assert not any(n.work for n in news.values())
 
     mark = len(github_emulator.requests)
-    tick(github, mine)  # the others are known against this first page now
+    tick(github, mine, now=later)  # the others are known against this first page now
     assert [path for path, _ in asked(github_emulator, mark)] == ["/repos/octo/widgets/pulls",
                                                                   "/repos/octo/widgets/git/ref/heads/trunk"]
 
