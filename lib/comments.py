@@ -166,6 +166,13 @@ def merge_lines(work: Mapping[str, Any], outcome: Outcome) -> str:
             f" {len(names)} file(s): {', '.join(names[:30])}{' ...' if len(names) > 30 else ''}.")
 
 
+def conflict_help_comment(base: Optional[str], base_sha: Optional[str], bound: int) -> str:
+    """Said once when merges of the base by Claude Code reached follow_up.max_conflict_fixes."""
+    return (f"⚠️ This pull request conflicts with `{inert(base)}` ({str(base_sha)[:12]}), and {bound} merge(s) of it"
+            " by Claude Code (follow_up.max_conflict_fixes) did not resolve the conflicts. Please merge the base into"
+            " this branch and resolve them by hand; Claude Code tries again when the base moves on.")
+
+
 def inert(text: Any) -> str:
     """A name from the repository (a branch, a file) for inline code, which GitHub shows as it is: no
     backtick to close it, on one line, at most 200 characters."""

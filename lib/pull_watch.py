@@ -32,6 +32,8 @@ Per tick and repository, `PullWatch`:
 
 Reviews go first, then conflicts, then failing checks. A tick with idle followed pull requests in a
 repository makes two requests for them all: the listing's first page and the base's tip, both 304s.
+GitHub's `updated_at` is in seconds: two changes within one second with a look between them leave it
+as it was, and the second change is seen with the next one.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
+from lib.comments import conflict_help_comment
 from lib.config import FollowUp
 from lib.follow_up import failing_checks, review_work
 from lib.github_client import GitHubClient, RateLimitError
@@ -207,7 +210,8 @@ class PullWatch:
                 upkeep["asked_human"] = base_sha
                 log.warning("Issue %s: its pull request still conflicts with %s after %s merge(s); a human is asked",
                             ref, upkeep.get("base"), used)
-                news.notice = (f"conflict-help:{base_sha}", _help_wanted(upkeep, self.settings.max_conflict_fixes))
+                news.notice = (f"conflict-help:{base_sha}", conflict_help_comment(
+                    upkeep.get("base"), base_sha, self.settings.max_conflict_fixes))
         elif upkeep.get("mergeable") and mode == "always" and upkeep.get("behind_by") \
                 and upkeep.get("updated_for") != f"{base_sha}:{head}":
             upkeep["updated_for"] = f"{base_sha}:{head}"  # asked once for this base tip and head
@@ -272,9 +276,3 @@ def _with_changes(news: PullNews, entry: IssueState, marks: Dict[str, int], upke
                     if value != getattr(entry, name)}
     return news
 
-
-def _help_wanted(upkeep: Dict[str, Any], bound: int) -> str:
-    return (f"⚠️ This pull request conflicts with `{upkeep.get('base')}` ({str(upkeep.get('base_sha'))[:12]}), and"
-            f" {bound} merge(s) of it by Claude Code (follow_up.max_conflict_fixes) did not resolve the conflicts."
-            " Please merge the base into this branch and resolve them by hand; Claude Code tries again when the"
-            " base moves on.")
