@@ -161,16 +161,18 @@ def merge_lines(work: Mapping[str, Any], outcome: Outcome) -> str:
         return f"The branch already held {merged}: nothing was merged."
     if not names:
         return f"Merged {merged} (a merge commit): no conflict."
-    done = "resolved by Claude Code in" if outcome.status == ProcessStatus.COMPLETED else "in"
-    return (f"Merged {merged} (a merge commit, never a rebase or a force-push); conflicts {done}"
-            f" {len(names)} file(s): {', '.join(names[:30])}{' ...' if len(names) > 30 else ''}.")
+    files = f"{len(names)} file(s): {', '.join(names[:30])}{' ...' if len(names) > 30 else ''}"
+    if outcome.status != ProcessStatus.COMPLETED:
+        return f"Merging {merged} into this branch met conflicts in {files}."
+    return (f"Merged {merged} (a merge commit, never a rebase or a force-push); conflicts resolved by Claude Code"
+            f" in {files}.")
 
 
 def conflict_help_comment(base: Optional[str], base_sha: Optional[str], bound: int) -> str:
     """Said once when merges of the base by Claude Code reached follow_up.max_conflict_fixes."""
-    return (f"⚠️ This pull request conflicts with `{inert(base)}` ({str(base_sha)[:12]}), and {bound} merge(s) of it"
-            " by Claude Code (follow_up.max_conflict_fixes) did not resolve the conflicts. Please merge the base into"
-            " this branch and resolve them by hand; Claude Code tries again when the base moves on.")
+    return (f"⚠️ This pull request conflicts with `{inert(base)}` ({str(base_sha)[:12]}), and {bound} merge(s)"
+            " of it by Claude Code (follow_up.max_conflict_fixes) did not resolve the conflicts. Please merge the"
+            " base into this branch and resolve them by hand; Claude Code tries again when the base moves on.")
 
 
 def inert(text: Any) -> str:

@@ -86,7 +86,7 @@ def test_a_conflict_the_session_cannot_resolve_is_tried_max_conflict_fixes_times
     number, pull, _ = opened_pull(world)
     branch = f"issue-{number}"
     pushed = git(world.origin, "rev-parse", f"refs/heads/{branch}")
-    conflicting_base(world, number, "Hello from trunk\n")  # the agent's answer: commit everything, markers too
+    tip = conflicting_base(world, number, "Hello from trunk\n")  # the agent's answer: commit everything, markers too
 
     for _ in range(4):
         world.tick()
@@ -97,6 +97,7 @@ def test_a_conflict_the_session_cannot_resolve_is_tried_max_conflict_fixes_times
     assert ref_history(world.origin, branch)[-1][1] == pushed
     failures = [c for c in world.comments(pull) if c.startswith("❌ Claude Code could not finish merging `trunk`")]
     assert len(failures) == 2 and "conflict markers are left in fix_issue_" in failures[0]
+    assert f"Merging `trunk` at {tip[:12]} into this branch met conflicts in 1 file(s)" in failures[0]
     assert "the attempt is kept on refs/orchestrator/backup/" in failures[0]
     asked = [c for c in world.comments(pull) if "follow_up.max_conflict_fixes" in c]
     assert len(asked) == 1 and asked[0].startswith("⚠️ This pull request conflicts with `trunk`")
