@@ -2,7 +2,7 @@
 never a force-push.
 
 The tick found the pull request in conflict with its base (lib/pull_watch.py) and started a `follow`
-runner whose work is {"kind": "conflict", "base", "base_sha", "head_sha"}. In the slot, prepared on
+runner whose work is {"kind": "conflict", "base", "base_sha"}. In the slot, prepared on
 the branch as origin has it and with origin's base just fetched:
 
 1. `merge_base`: `git merge --no-ff` of origin's base into the branch, with diff3 conflict markers

@@ -205,7 +205,7 @@ class PullWatch:
         if upkeep.get("mergeable") is False:
             used = conflict_fixes_used(upkeep)
             if used < self.settings.max_conflict_fixes:
-                news.work = {"kind": "conflict", "base": upkeep.get("base"), "base_sha": base_sha, "head_sha": head}
+                news.work = {"kind": "conflict", "base": upkeep.get("base"), "base_sha": base_sha}
             elif upkeep.get("asked_human") != base_sha:
                 upkeep["asked_human"] = base_sha
                 log.warning("Issue %s: its pull request still conflicts with %s after %s merge(s); a human is asked",

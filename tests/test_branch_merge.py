@@ -29,7 +29,7 @@ def slot_on_branch(repos, origin, tmp_path):
                               setup_log=tmp_path / "setup.log").path
 
 
-WORK = {"kind": "conflict", "base": "trunk", "base_sha": "", "head_sha": ""}
+WORK = {"kind": "conflict", "base": "trunk", "base_sha": ""}
 
 
 def test_a_clean_merge_is_a_merge_commit_of_the_base_and_needs_no_agent(repos, origin_repo, tmp_path):
