@@ -5,18 +5,9 @@ claude, the GitHub emulator computing mergeability from the origin."""
 
 from claude_standin import scenario
 from git_fixtures import commit_to, git, ref_history
-from world import MAINTAINER
+from world import opened_pull
 
 WORKING, COMPLETED, FAILED = "claude-working", "claude-completed", "claude-failed"
-
-
-def opened_pull(world):
-    """An issue run to a pull request; returns (issue number, PR number, first session id)."""
-    number = world.add_issue("Add a greeting")
-    world.tick()
-    entry = world.entry(number)
-    assert entry["status"] == "completed" and entry["following"], entry
-    return number, entry["pr_number"], entry["session_id"]
 
 
 def assert_only_fast_forwards(world, branch):

@@ -212,6 +212,15 @@ def _cwd(process: psutil.Process) -> str:
         return ""
 
 
+def opened_pull(world: World):
+    """An issue run to a pull request that is now followed; returns (issue number, PR number, session id)."""
+    number = world.add_issue("Add a greeting")
+    world.tick()
+    entry = world.entry(number)
+    assert entry["status"] == "completed" and entry["following"], entry
+    return number, entry["pr_number"], entry["session_id"]
+
+
 @pytest.fixture
 def world(tmp_path: Path):
     emulator = GitHubEmulator().start()
