@@ -11,9 +11,10 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def measure_idle_ticks(config: Path, github, runs: int) -> int:
+def measure_idle_ticks(config: Path, github, runs: int, what: str = "idle ticks after the first") -> int:
     """Run `runs` ticks; print each one's wall time, requests and rate-limit points (GitHub charges every
-    authenticated answer except a 304 to a conditional request). Returns an exit code."""
+    authenticated answer except a 304 to a conditional request), then the median of `what` (the ticks
+    after the first). Returns an exit code."""
     walls = []
     for run in range(1, runs + 1):
         before = len(github.requests)
@@ -29,5 +30,5 @@ def measure_idle_ticks(config: Path, github, runs: int) -> int:
         walls.append(wall)
         print(f"tick {run}: {wall:.3f} s wall, {len(requests)} requests, {points} rate-limit points")
     later = walls[1:] or walls
-    print(f"idle ticks after the first: median {statistics.median(later):.3f} s, max {max(later):.3f} s")
+    print(f"{what}: median {statistics.median(later):.3f} s, max {max(later):.3f} s")
     return 0

@@ -39,7 +39,9 @@ JSON shape (`claude_monitor.py [monitor] --format json`), stable:
       "children": [12350],           # pids of the live process's descendants (tool commands)
       "process_state": "sleeping",   # psutil status of the live process, else null
       "cost_usd": 0.025, "num_turns": 3,            # from the state, else the log's last `result`
-      "pr_url": null, "error": null, "question": null
+      "pr_url": null, "error": null, "question": null,
+      "upkeep": null                 # a followed pull request: {"pr_number", "base", "mergeable", "mergeable_state",
+                                     # "behind_by", "conflict_fixes_used", "max_conflict_fixes", "summary"}
     }
 
 `status --issue N --format json` prints one Instance plus "source" ("transcript" | "stream_log" |
@@ -84,6 +86,7 @@ from lib.models import (
     utc_now_iso,
 )
 from lib.processes import live_process
+from lib.pull_upkeep import upkeep_view
 from lib.state_manager import RunKey, StateStore, key_text, parse_key
 from lib.transcripts import (
     ConversationReader,
@@ -404,7 +407,7 @@ class ClaudeMonitor:
             session_id=session_id, branch=entry.branch, cwd=str(slot) if slot else None,
             start_time=entry.start_time, end_time=entry.end_time, cost_usd=entry.cost_usd,
             num_turns=entry.num_turns, pr_url=entry.pr_url, error=entry.error, question=entry.question,
-            host=entry.host,
+            host=entry.host, upkeep=upkeep_view(entry, self.config.follow_up),
         )
         process = None
         if not entry.is_finished and not self.elsewhere(entry):

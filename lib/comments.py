@@ -133,11 +133,15 @@ def refused_model_comment(label: str, prefix: Optional[str]) -> str:
 
 def follow_up_comment(entry: IssueState, outcome: Outcome, head: str, duration: Optional[float]) -> str:
     """The summary of one follow-up, on the pull request."""
-    what = "the failing checks" if entry.follow_work.get("kind") == "ci" else "the review"
+    work = entry.follow_work
+    what = {"ci": "the failing checks", "conflict": f"merging `{inert(work.get('base'))}` into this branch"}.get(
+        work.get("kind"), "the review")
     headline = {ProcessStatus.COMPLETED: f"🔁 Claude Code worked on {what}.",
                 ProcessStatus.FAILED: f"❌ Claude Code could not finish {what}: {outcome.reason}."}.get(
         outcome.status, f"⏹️ Stopped: {outcome.reason}.")
     lines = [headline, ""]
+    if work.get("kind") == "conflict":
+        lines += [merge_lines(work, outcome), ""]
     if outcome.summary:
         lines += [quote_for_markdown(outcome.summary), ""]
     if head:
@@ -146,3 +150,32 @@ def follow_up_comment(entry: IssueState, outcome: Outcome, head: str, duration: 
         lines.append(f"Checks: {summary_line(outcome.checks)}")
     lines.append(f"{figures(outcome, duration)} · Session: `{entry.session_id or 'n/a'}`")
     return "\n".join(lines)
+
+
+def merge_lines(work: Mapping[str, Any], outcome: Outcome) -> str:
+    """What a merge of the base brought in and which conflicts it met (file names are the repository's:
+    shown inert)."""
+    merged = f"`{inert(work.get('base'))}` at {str(work.get('merged_sha') or work.get('base_sha'))[:12]}"
+    names = [f"`{inert(conflict.get('path'))}`" for conflict in work.get("conflicts") or []]
+    if work.get("up_to_date"):
+        return f"The branch already held {merged}: nothing was merged."
+    if not names:
+        return f"Merged {merged} (a merge commit): no conflict."
+    files = f"{len(names)} file(s): {', '.join(names[:30])}{' ...' if len(names) > 30 else ''}"
+    if outcome.status != ProcessStatus.COMPLETED:
+        return f"Merging {merged} into this branch met conflicts in {files}."
+    return (f"Merged {merged} (a merge commit, never a rebase or a force-push); conflicts resolved by Claude Code"
+            f" in {files}.")
+
+
+def conflict_help_comment(base: Optional[str], base_sha: Optional[str], bound: int) -> str:
+    """Said once when merges of the base by Claude Code reached follow_up.max_conflict_fixes."""
+    return (f"⚠️ This pull request conflicts with `{inert(base)}` ({str(base_sha)[:12]}), and {bound} merge(s)"
+            " of it by Claude Code (follow_up.max_conflict_fixes) did not resolve the conflicts. Please merge the"
+            " base into this branch and resolve them by hand; Claude Code tries again when the base moves on.")
+
+
+def inert(text: Any) -> str:
+    """A name from the repository (a branch, a file) for inline code, which GitHub shows as it is: no
+    backtick to close it, on one line, at most 200 characters."""
+    return " ".join(str(text or "").replace("`", "'").split())[:200]

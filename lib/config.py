@@ -148,6 +148,8 @@ SCHEMA: Dict[str, Dict[str, tuple]] = {
         "mentions": (string_list, ["@claude", "/claude"]),
         "max_rounds": (int_at_least(0), 5),
         "max_ci_fixes": (int_at_least(0), 2),
+        "max_conflict_fixes": (int_at_least(0), 2),
+        "update_branch": (one_of(("on_conflict", "always", "never")), "on_conflict"),
     },
     "executor": {
         "type": (one_of(("local", "celery")), "local"),
@@ -229,9 +231,14 @@ def default_config_path(env: Optional[Mapping[str, str]] = None) -> Path:
 
 
 def github_host(api_url: str) -> str:
-    """The host `gh` knows an API by: github.com for api.github.com, else the Enterprise server's."""
-    host = urlsplit(api_url).hostname or "github.com"
-    return "github.com" if host == "api.github.com" else host
+    """The host `gh` knows an API by: github.com for api.github.com, else the Enterprise server's, with
+    its port when the URL has one (`gh auth login --hostname ghe.local:8443` stores it so)."""
+    parts = urlsplit(api_url)
+    host = parts.hostname or "github.com"
+    if host == "api.github.com":
+        return "github.com"
+    host = f"[{host}]" if ":" in host else host  # an IPv6 address, as in a URL
+    return f"{host}:{parts.port}" if parts.port else host
 
 
 def gh_auth_token(api_url: str = "https://api.github.com", timeout: float = 10) -> Optional[str]:

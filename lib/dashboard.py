@@ -38,6 +38,7 @@ from lib.costs import CostFigures, CostReport, parse_since
 from lib.ledger import Record, RunHistory
 from lib.models import (ACTIVE_STATUSES, IssueState, Message, OrchestratorError, ProcessStatus, StateError, UsageError,
                         clock, format_cost, format_duration, parse_iso, seconds_between, utc_now_iso)
+from lib.pull_upkeep import upkeep_view
 from lib.redaction import redact
 
 REFRESH_SECONDS = 10
@@ -134,8 +135,12 @@ class DashboardData:
         recent = [{**run(entry), "pr_url": entry.pr_url, "ended": entry.end_time,
                    "duration_seconds": seconds_between(entry.start_time, entry.end_time), "error": entry.error}
                   for entry in finished]
+        settings = self.monitor.config.follow_up
+        followed = [{"repo": e.repo, "issue": e.issue_number, "title": e.title, "pr_url": e.pr_url,
+                     "page": run_page_path(e.repo, e.issue_number), **(upkeep_view(e, settings) or {})}
+                    for e in sorted(states.values(), key=lambda e: (e.repo or "", e.issue_number)) if e.following]
         return {"generated": utc_now_iso(), "slots": slots, "queue": queue, "questions": questions,
-                "recent": recent}
+                "recent": recent, "followed": followed}
 
     def slot_holders(self, states: Dict[Any, IssueState]):
         """(repository, slot index, host, the active entry or None): every slot of this machine; in the
@@ -200,6 +205,10 @@ def _link(run: Dict[str, Any]) -> str:
     return f'<a href="{show(run["page"])}">{show(run["repo"])}#{show(run["issue"])}</a>'
 
 
+def _pull_link(url: Optional[str]) -> str:
+    return f'<a href="{show(url)}">{show(url)}</a>' if str(url or "").startswith("https://") else show(url or "")
+
+
 def _table(headers: List[str], rows: List[List[str]], empty: str) -> str:
     if not rows:
         return f'<p class="muted">{show(empty)}</p>'
@@ -252,11 +261,13 @@ def overview_html(data: Dict[str, Any], costs: CostReport) -> str:
     queue = [[_link(q), show(q["title"]), show(clock(q["not_before"])), show(q["reason"])] for q in data["queue"]]
     questions = [[_link(q), show(q["title"]), f'<pre>{show(q["question"])}</pre>', show(clock(q["asked"]))]
                  for q in data["questions"]]
-    recent = [[_link(r), show(r["title"]), show(r["status"]),
-               f'<a href="{show(r["pr_url"])}">{show(r["pr_url"])}</a>' if str(r["pr_url"] or "").startswith("https://")
-               else show(r["pr_url"] or ""), show(_money(r["cost_usd"], r["unknown_cost"])),
+    recent = [[_link(r), show(r["title"]), show(r["status"]), _pull_link(r["pr_url"]),
+               show(_money(r["cost_usd"], r["unknown_cost"])),
                show(format_duration(r["duration_seconds"])) if r["duration_seconds"] is not None else "",
                show(clock(r["ended"]))] for r in data["recent"]]
+    followed = [[_link(f), _pull_link(f["pr_url"]), show({True: "yes", False: "no: conflicts"}.get(
+        f.get("mergeable"), "not known yet")), show(f.get("behind_by") if f.get("behind_by") is not None else "?"),
+        show(f'{f.get("conflict_fixes_used", 0)} of {f.get("max_conflict_fixes")}')] for f in data["followed"]]
     outcomes = [(status, count, str(count), f"{status}: {count} run(s)")
                 for status, count in sorted(costs.total.outcomes.items())]
     body = (f'<h1>Claude Code agents</h1><p class="muted">{show(clock(data["generated"]))} · refreshes every'
@@ -266,6 +277,9 @@ def overview_html(data: Dict[str, Any], costs: CostReport) -> str:
             + "<h2>Queue</h2>" + _table(["issue", "title", "not before", "why"], queue, "Nothing waits for a launch.")
             + "<h2>Questions waiting for an answer</h2>"
             + _table(["issue", "title", "question", "asked"], questions, "No question waits.")
+            + "<h2>Followed pull requests</h2>"
+            + _table(["issue", "pull request", "mergeable", "behind base by", "conflict fixes (this base commit)"],
+                     followed, "No pull request is followed.")
             + "<h2>Recent runs</h2>"
             + _table(["issue", "title", "outcome", "pull request", "cost", "duration", "ended"], recent,
                      "No run finished yet.")

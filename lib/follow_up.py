@@ -1,22 +1,20 @@
-"""Following a pull request the orchestrator opened: what is new on it, and what the agent is told.
+"""Following a pull request the orchestrator opened: what counts on it, and what the agent is told.
 
-The tick looks at each followed pull request with conditional requests (an unchanged one costs no
-rate-limit point): merged or closed ends the following; a trusted review, inline comment or PR
-comment that is newer than the last one seen, or a check that failed on the head commit (once per
-commit, `follow_up.max_ci_fixes` per pull request), becomes the work of a follow-up that resumes the
-same session. Our own comments carry the marker and never count; untrusted text never reaches a
-prompt, and trusted text reaches it cleaned and capped.
+What the tick asks, and when, is lib/pull_watch.py's. From what it found, this module takes the
+work of a follow-up that resumes the same session: a trusted review, inline comment or PR comment
+newer than the last one seen, or a check that failed on the head commit (once per commit,
+`follow_up.max_ci_fixes` per pull request), or the conflicts a merge of the base stopped on. Our own
+comments carry the marker and never count; untrusted text never reaches a prompt, and trusted text
+(and the repository's, in a conflict) reaches it cleaned and capped.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from lib.config import FollowUp
 from lib.github_client import COMMENT_MARKER, GitHubClient
-from lib.models import IssueState, ProcessStatus
 from lib.prompts import clean_issue_text
 
 FAILING_CONCLUSIONS = ("failure", "timed_out", "cancelled")
@@ -26,42 +24,11 @@ BODY_CHARS = 4000
 HUNK_CHARS = 1500
 SUMMARY_CHARS = 3000
 ANNOTATIONS = 20
+#: A conflicted file's conflict hunks, and the files and base commits a conflict prompt shows.
+CONFLICT_CHARS = 6000
+CONFLICT_FILES = 20
+BASE_COMMITS = 20
 _ADDRESSED_RE = re.compile(r"^[ \t>*_`]*ADDRESSED[*_`]*\s+(\d+)\s*:[*_`]*[ \t]*(.*)$", re.M)
-
-
-@dataclass
-class PullNews:
-    """What one look at a followed pull request found."""
-
-    ended: Optional[ProcessStatus] = None  # MERGED or CLOSED
-    work: Dict[str, Any] = field(default_factory=dict)  # the follow-up to run, if any
-    marks: Dict[str, int] = field(default_factory=dict)  # the newest ids seen, to store
-    bound: Optional[str] = None  # a bound was reached: say this once on the PR and stop following
-
-
-def look(github: GitHubClient, trusted: Callable[[Optional[str]], bool], entry: IssueState,
-         settings: FollowUp) -> PullNews:
-    """What is new on entry's pull request since it was last looked at."""
-    pull = github.get_pull(entry.pr_number, cached=True)
-    if pull.get("state") == "closed":
-        return PullNews(ended=ProcessStatus.MERGED if pull.get("merged") else ProcessStatus.CLOSED)
-    marks = dict(entry.follow_marks)
-    review_work = _review_work(github, trusted, entry.pr_number, settings, marks)
-    if review_work:
-        if entry.follow_rounds >= settings.max_rounds:
-            return PullNews(marks=marks, bound=f"follow_up.max_rounds ({settings.max_rounds}) follow-ups ran for"
-                                                " reviews and comments")
-        return PullNews(work=review_work, marks=marks)
-    sha = (pull.get("head") or {}).get("sha")
-    if not sha or sha in entry.ci_fixed_shas:
-        return PullNews(marks=marks)
-    failures = _failing_checks(github, sha)
-    if not failures:
-        return PullNews(marks=marks)
-    if entry.ci_fixes >= settings.max_ci_fixes:
-        return PullNews(marks=marks, bound=f"follow_up.max_ci_fixes ({settings.max_ci_fixes}) follow-ups ran for"
-                                            " failing checks")
-    return PullNews(work={"kind": "ci", "sha": sha, "failures": failures}, marks=marks)
 
 
 def _counts(body: Optional[str], settings: FollowUp) -> bool:
@@ -75,7 +42,7 @@ def _ours(body: Optional[str]) -> bool:
     return COMMENT_MARKER in (body or "")
 
 
-def _review_work(github: GitHubClient, trusted, number: int, settings: FollowUp, marks: Dict[str, int]) -> dict:
+def review_work(github: GitHubClient, trusted, number: int, settings: FollowUp, marks: Dict[str, int]) -> dict:
     """Trusted reviews, inline comments and PR comments newer than the marks; the marks move past
     everything looked at, trusted or not, so nothing is judged twice."""
     reviews = [r for r in github.list_reviews(number, cached=True)
@@ -103,9 +70,12 @@ def _review_work(github: GitHubClient, trusted, number: int, settings: FollowUp,
             "comments": [{"id": c["id"], "login": login(c), "body": c.get("body") or ""} for c in talk]}
 
 
-def _failing_checks(github: GitHubClient, sha: str) -> List[Dict[str, Any]]:
+def failing_checks(github: GitHubClient, sha: str) -> Tuple[List[Dict[str, Any]], bool, bool]:
+    """(the failing checks of commit `sha`, whether some check is still queued or running (a pending
+    status too), whether it has any check or status at all)."""
     failures = []
-    for run in github.list_check_runs(sha, cached=True):
+    runs = github.list_check_runs(sha, cached=True)
+    for run in runs:
         if run.get("status") == "completed" and run.get("conclusion") in FAILING_CONCLUSIONS:
             output = run.get("output") or {}
             annotations = github.list_check_run_annotations(run["id"])[:ANNOTATIONS] \
@@ -116,11 +86,14 @@ def _failing_checks(github: GitHubClient, sha: str) -> List[Dict[str, Any]]:
                                               "level": a.get("annotation_level"), "message": a.get("message") or ""}
                                              for a in annotations]})
     combined = github.get_combined_status(sha, cached=True)
-    for status in combined.get("statuses") or []:
+    statuses = combined.get("statuses") or []
+    for status in statuses:
         if status.get("state") in FAILING_STATES:
             failures.append({"name": status.get("context"), "conclusion": status.get("state"),
                              "title": status.get("description") or "", "summary": "", "annotations": []})
-    return failures
+    waiting = any(run.get("status") != "completed" for run in runs) \
+        or any(status.get("state") == "pending" for status in statuses)
+    return failures, waiting, bool(runs or statuses)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,7 +107,9 @@ def numbered_comments(work: Mapping[str, Any]) -> List[Mapping[str, Any]]:
 
 
 def follow_prompt(work: Mapping[str, Any], pr_url: Optional[str], branch: str) -> str:
-    if work.get("kind") == "ci":
+    if work.get("kind") == "conflict":
+        parts = conflict_prompt(work, pr_url, branch)
+    elif work.get("kind") == "ci":
         parts = [f"Checks failed on the head commit {work.get('sha', '')[:12]} of your pull request {pr_url or ''}"
                  f" (branch {branch}). Fix the cause, commit on the branch, and end with a short summary."]
         for failure in work.get("failures") or []:
@@ -162,6 +137,34 @@ def follow_prompt(work: Mapping[str, Any], pr_url: Optional[str], branch: str) -
               "If you cannot go on without an answer from a person, end your final message with one line:",
               "NEEDS_INPUT: <your question>"]
     return "\n".join(parts)
+
+
+def conflict_prompt(work: Mapping[str, Any], pr_url: Optional[str], branch: str) -> List[str]:
+    """The merge of the base stopped on conflicts (lib/branch_merge.py): each conflicted file with both
+    sides of each conflict, and the base's commits the branch lacks."""
+    base, sha = clean_issue_text(work.get("base")), str(work.get("merged_sha") or work.get("base_sha") or "")[:12]
+    conflicts = list(work.get("conflicts") or [])
+    parts = [f"The base branch {base} moved on while your pull request {pr_url or ''} waited, and merging it"
+             f" ({sha}) into your branch {branch} stopped on conflicts in {len(conflicts)} file(s). The merge is in"
+             " progress in this working tree.",
+             "", "Resolve every conflict so that the pull request still does what it did and the changes of"
+             f" {base} are kept too. Remove every conflict marker (<<<<<<<, |||||||, =======, >>>>>>>), `git add`"
+             " the files, and conclude the merge with `git commit --no-edit`. Do not rebase, reset, abort or"
+             " restart the merge: the orchestrator checks the merge before it pushes your branch."]
+    commits = work.get("base_commits") or []
+    if commits:
+        parts += ["", f"Commits of {base} that your branch lacks, newest first"
+                      f" ({work.get('base_commit_count')} in all):"]
+        parts += [f"- {_cap(line, 200)}" for line in commits[:BASE_COMMITS]]
+    parts += ["", f"Conflicts (\"ours\" is your branch, \"theirs\" is {base}; \"base\" is where they forked):"]
+    for number, conflict in enumerate(conflicts[:CONFLICT_FILES], start=1):
+        parts += ["", f"[{number}] {clean_issue_text(conflict.get('path'))}: {conflict.get('how')}"]
+        if conflict.get("hunks"):
+            parts += ["```", _cap(conflict["hunks"], CONFLICT_CHARS), "```"]
+    if len(conflicts) > CONFLICT_FILES:
+        parts += ["", f"... and {len(conflicts) - CONFLICT_FILES} more conflicted file(s): `git status` lists them."]
+    parts += ["", "End with a short summary of how you resolved each file."]
+    return parts
 
 
 def _cap(text: Optional[str], limit: int) -> str:

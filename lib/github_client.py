@@ -26,6 +26,7 @@ from urllib3.exceptions import (ConnectTimeoutError, MaxRetryError, NameResoluti
 from urllib3.util.retry import Retry
 
 from lib.files import atomic_write
+from lib.github_pulls import PullRequestCalls
 from lib.models import OrchestratorError
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,9 @@ class _BearerAuth(AuthBase):
         return "<BearerAuth>"
 
 
-class GitHubClient:
-    """The REST calls the orchestrator makes against one repository (github.com or Enterprise)."""
+class GitHubClient(PullRequestCalls):
+    """The REST calls the orchestrator makes against one repository (github.com or Enterprise); those
+    of following pull requests cheaply are in lib/github_pulls.py."""
 
     def __init__(self, token: str, repo: str, api_url: str = "https://api.github.com", *,
                  poll_cache_file: Union[str, os.PathLike, None] = None, timeout: Timeout = (5, 30),

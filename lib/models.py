@@ -219,6 +219,9 @@ class IssueState:
     #: answers taken from a chat and posted on GitHub by the orchestrator, newest last (20 kept): {"comment":
     #: its id, "service", "who"}. Only a comment whose id is here counts as a chat answer (lib/answers.py).
     chat_answers: List[Dict[str, Any]] = field(default_factory=list)
+    #: what the tick last learned of the pull request (lib/pull_upkeep.py): its updated_at and head, the
+    #: base tip it was compared with, mergeable, behind_by, the conflict fixes used for that base tip
+    upkeep: Dict[str, Any] = field(default_factory=dict)
     # The Celery executor: the worker host that holds the run (its slot, its transcript), and the task
     # sent for it; a task whose id is not the entry's is a stale or repeated delivery and does nothing.
     host: Optional[str] = None
@@ -301,6 +304,7 @@ class ClaudeInstance:
     error: Optional[str] = None
     question: Optional[str] = None
     host: Optional[str] = None  # the Celery mode: the worker host the run is on
+    upkeep: Optional[Dict[str, Any]] = None  # a followed pull request's upkeep (lib/pull_upkeep.upkeep_view)
 
     def __post_init__(self) -> None:
         self.status = ProcessStatus(self.status)
@@ -406,6 +410,8 @@ def instance_lines(instance: ClaudeInstance, active: bool) -> List[str]:
         lines.append(f"    Turns: {instance.num_turns}")
     if instance.pr_url:
         lines.append(f"    PR: {instance.pr_url}")
+    if instance.upkeep:
+        lines.append(f"    Upkeep: {instance.upkeep['summary']}")
     if instance.question:
         lines.append(f"    Question: {shorten(instance.question, 200, 1)}")
     if instance.error:

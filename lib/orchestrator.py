@@ -23,13 +23,13 @@ from lib.executors import executor_for
 from lib.costs import ceilings
 from lib.events import Event
 from lib.files import exclusive_lock, writable
-from lib.follow_up import look
 from lib.github_client import GitHubClient, GitHubError, RateLimitError, Trust
 from lib.labels import show_status
 from lib.ledger import RunHistory
 from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
 from lib.notifications import Notifications
 from lib.processes import end_session_processes, live_process, process_alive, terminate_tree
+from lib.pull_watch import look_at_each
 from lib.repo_manager import NETWORK_TIMEOUT
 from lib.retention import prune_if_due
 from lib.routing import label_names, model_choice, queue_order, rank, routing_labels
@@ -376,35 +376,36 @@ class IssueOrchestrator:
                 state = self.state.load_state()
 
     def follow_pull_requests(self, state: State, summary: TickSummary) -> None:
-        """Each followed pull request: merged or closed ends the following; new trusted feedback or a
-        failing check starts a follow-up in a free slot (else it waits for the next tick)."""
-        for entry in [e for e in state.issues.values() if e.following and e.pr_number and e.is_finished]:
+        """The followed pull requests, each repository's surveyed at once (lib/pull_watch.py): merged or
+        closed ends the following; new trusted feedback, a conflict with the base or a failing check
+        starts a follow-up in a free slot (else it waits for the next tick)."""
+        followed = [e for e in state.issues.values() if e.following and e.pr_number and e.is_finished]
+        repository = self.config.repository  # an entry of a repository no longer configured is an error line
+        for entry, news in look_at_each(followed, lambda repo: self.github(repository(repo).repo), self.trust,
+                                        self.config.follow_up, self.dry_run):
             ref = self.ref(entry.repo, entry.issue_number)
-            try:
-                repository = self.config.repository(entry.repo)
-                news = look(self.github(entry.repo), self.trust(entry.repo), entry, self.config.follow_up)
-            except RateLimitError:
-                raise
-            except (GitHubError, OrchestratorError) as exc:
-                summary.errors.append(f"{ref}: {exc}")
-                log.error("Issue %s: could not look at its pull request: %s", ref, exc)
-                continue
-            if self.dry_run:
+            if isinstance(news, str):
+                summary.errors.append(f"{ref}: {news}")
+                log.error("Issue %s: could not look at its pull request: %s", ref, news)
+            elif self.dry_run:
                 log.info("[dry-run] issue %s: %s", ref, news.ended or (news.work and "a follow-up") or "nothing new")
-                continue
-            if news.ended:
+            elif news.ended:
                 log.info("Issue %s: its pull request was %s; following it ends", ref, news.ended)
-                self.state.update(run_key(entry), status=news.ended, following=False, follow_marks=news.marks)
+                self.state.update(run_key(entry), status=news.ended, following=False, **news.changes)
             elif news.bound:
                 post_once(self.github(entry.repo), entry.pr_number, "follow-bound",
                           f"Claude Code follows this pull request no more: {news.bound}.")
-                self.state.update(run_key(entry), following=False, follow_marks=news.marks)
-            elif news.work and entry.repo not in self.capped and self._room(self.state.load_state(), repository):
-                self._claim_follow_up(entry, repository, news, summary)
+                self.state.update(run_key(entry), following=False, **news.changes)
+            elif news.work and entry.repo not in self.capped and self._room(self.state.load_state(),
+                                                                             repository(entry.repo)):
+                self._claim_follow_up(entry, repository(entry.repo), news, summary)
             elif news.work:
-                summary.queued.append(ref)
-            elif news.marks != entry.follow_marks:
-                self.state.update(run_key(entry), follow_marks=news.marks)
+                summary.queued.append(ref)  # nothing is stored: the next tick finds the same work
+            else:
+                if news.notice:  # e.g. a conflict past its bound: a human is asked, once
+                    post_once(self.github(entry.repo), entry.pr_number, *news.notice)
+                if news.changes:
+                    self.state.update(run_key(entry), **news.changes)
 
     def spend_ceilings(self) -> Set[str]:
         """The repositories whose new runs (follow-ups too) wait: their spend ceiling, or the global
@@ -441,7 +442,9 @@ class IssueOrchestrator:
                 return
             slot = self._slot(state, repository)
             current.status, current.agent_index, current.start_time = ProcessStatus.PENDING, slot, utc_now_iso()
-            current.follow_work, current.follow_marks = news.work, news.marks
+            current.follow_work = news.work
+            for name, value in news.changes.items():
+                setattr(current, name, value)
             current.end_time = current.error = current.runner_pid = None
             current.updated_at = utc_now_iso()
         ref = self.ref(entry.repo, entry.issue_number)

@@ -1,14 +1,15 @@
 """Publishing an issue's work: commit what the agent left, push the branch, open (or reuse) the pull
-request, and, after a follow-up, answer on the pull request. Every GitHub write is made once: comments
+request (a merge of its base checked first), and, after a follow-up, answer on the pull request. Every GitHub write is made once: comments
 carry a key, pull requests are reused. Called by the ending steps (lib.run_endings) and by a retry.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 from lib import comments
+from lib.branch_merge import settle_merge
 from lib.follow_up import addressed, numbered_comments
 from lib.lifecycle import IssueStatus
 from lib.models import IssueState, OrchestratorError, fault_point
@@ -30,6 +31,10 @@ def save_work(run: Run, outcome: Outcome, duration: Optional[float]) -> Tuple[bo
     try:
         run.collect(path)  # a lost runner's agent may have committed in its wall
         base = run.base_branch()
+        unmerged = entry.follow_work.get("kind") == "conflict" and settle_merge(
+            run.repos, path, entry.follow_work, entry.branch, run.clone_url())
+        if unmerged:
+            return False, entry.pr_url, unmerged
         if run.repos.commit_all(path, f"Work on #{run.number} left uncommitted by Claude Code"):
             log.info("Issue %s: committed changes the agent left uncommitted", run.ref)
         moved = run.repos.bring_branch_to_head(path, entry.branch)
@@ -80,14 +85,3 @@ def report_follow_up(run: Run, entry: IssueState, outcome: Outcome, key: str, du
         if slot is not None and (slot / ".git").exists() else ""
     comments.post_once(run.github, entry.pr_number, f"follow-up:{key}",
                        comments.follow_up_comment(entry, outcome, head, duration))
-
-
-def follow_up_counted(entry: IssueState) -> Dict[str, Any]:
-    """The bounds' counters after a follow-up ended, and its work cleared."""
-    work = entry.follow_work
-    if not work:
-        return {}
-    if work.get("kind") == "ci":
-        return {"follow_work": {}, "ci_fixes": entry.ci_fixes + 1,
-                "ci_fixed_shas": [*entry.ci_fixed_shas, work.get("sha")][-20:]}
-    return {"follow_work": {}, "follow_rounds": entry.follow_rounds + 1}

@@ -163,11 +163,11 @@ class RepoManager:
         except subprocess.TimeoutExpired:
             raise GitError(f"git {args[0]} in {cwd} did not finish within {timeout:g} s") from None
         if check and done.returncode != 0:
-            raise GitError(f"git {args[0]} failed in {cwd} (exit {done.returncode}): {self._last_words(done)}")
+            raise GitError(f"git {args[0]} failed in {cwd} (exit {done.returncode}): {self.last_words(done)}")
         return done
 
     @staticmethod
-    def _last_words(done: subprocess.CompletedProcess) -> str:
+    def last_words(done: subprocess.CompletedProcess) -> str:
         text = (done.stderr or done.stdout or "").strip().splitlines()
         return redact(" / ".join(line.strip() for line in text[-3:]) or "no message")
 
@@ -358,9 +358,9 @@ class RepoManager:
                          path, check=False)
         if saved.returncode != 0 or self._sha(path, "refs/stash") is None:
             self._warn(path, warnings, f"could not keep {len(changes)} uncommitted change(s) on {head or 'HEAD'}"
-                                       f" before cleaning: {self._last_words(saved)}")
+                                       f" before cleaning: {self.last_words(saved)}")
             return
-        backup = self._backup(path, label, "refs/stash")
+        backup = self.backup(path, label, "refs/stash")
         self.git(["stash", "drop", "--quiet"], path)
         self._warn(path, warnings, f"{len(changes)} uncommitted change(s) on {head or 'a detached HEAD'} kept on"
                                    f" {backup} (restore with `git stash apply {backup}`)")
@@ -369,10 +369,11 @@ class RepoManager:
         """Put `ref` on a backup ref when it has commits no branch, remote or backup holds."""
         count = self._count(path, [ref, "--not", "--branches", "--remotes=origin", "--glob=refs/orchestrator/*"])
         if count:
-            backup = self._backup(path, label, ref)
+            backup = self.backup(path, label, ref)
             self._warn(path, warnings, f"{count} unpushed commit(s) of {label} kept on {backup}")
 
-    def _backup(self, path: Path, label: str, ref: str) -> str:
+    def backup(self, path: Path, label: str, ref: str) -> str:
+        """Keep `ref` on a new `refs/orchestrator/backup/<label>-<time>`; returns its name."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name, serial = f"{BACKUP_PREFIX}{label}-{stamp}", 1
         while self._sha(path, name) is not None:
@@ -393,11 +394,11 @@ class RepoManager:
         local = self._sha(path, f"refs/heads/{branch}")
         remote = self._sha(path, f"refs/remotes/origin/{branch}")
         unpushed = self._unpushed(path, local) if local else 0
-        if unpushed and (remote is None or self._is_ancestor(path, remote, local)):
+        if unpushed and (remote is None or self.is_ancestor(path, remote, local)):
             start, continued = local, True
             self._warn(path, warnings, f"continuing {branch} of this slot with {unpushed} commit(s) not on origin yet")
         elif unpushed:
-            backup = self._backup(path, branch, local)
+            backup = self.backup(path, branch, local)
             self._warn(path, warnings, f"{branch} of this slot and origin's have diverged; continuing origin's,"
                                        f" the {unpushed} local commit(s) are kept on {backup}")
             start, continued = remote, True
@@ -410,7 +411,7 @@ class RepoManager:
             self.git(["update-ref", f"{ON_ORIGIN_PREFIX}{branch}", remote], path)
         return continued
 
-    def _is_ancestor(self, path: Path, older: str, newer: str) -> bool:
+    def is_ancestor(self, path: Path, older: str, newer: str) -> bool:
         return self.git(["merge-base", "--is-ancestor", older, newer], path, check=False).returncode == 0
 
     def _setup_command(self, path: Path) -> Optional[List[str]]:
@@ -501,13 +502,13 @@ class RepoManager:
         if current == branch or head is None or head == tip:
             return None
         where = current or "a detached HEAD"
-        if tip is None or self._is_ancestor(path, tip, head):
+        if tip is None or self.is_ancestor(path, tip, head):
             self.git(["checkout", "--quiet", "--no-track", "-B", branch, head], path)
             return f"Claude Code left its commits on {where}; {branch} was moved forward to them"
-        if not self._unpushed(path, "HEAD") or self._is_ancestor(path, head, tip):
+        if not self._unpushed(path, "HEAD") or self.is_ancestor(path, head, tip):
             self.git(["checkout", "--quiet", branch], path)  # HEAD holds nothing the branch lacks
             return None
-        backup = self._backup(path, current or "detached", "HEAD")
+        backup = self.backup(path, current or "detached", "HEAD")
         self.git(["checkout", "--quiet", branch], path)
         return f"Claude Code left commits on {where} that do not build on {branch}; they are kept on {backup}"
 
@@ -557,4 +558,4 @@ class RepoManager:
         if summary.startswith("[remote rejected]"):
             reason = summary[len("[remote rejected]"):].strip(" ()") or "no reason given"
             raise GitError(f"origin refused {branch} ({reason}); the work is kept in {path}")
-        raise GitError(f"git push of {branch} failed (exit {done.returncode}): {self._last_words(done)}")
+        raise GitError(f"git push of {branch} failed (exit {done.returncode}): {self.last_words(done)}")

@@ -21,7 +21,8 @@ from lib.files import log_tail
 from lib.lifecycle import IssueStatus
 from lib.models import fault_point, seconds_between, utc_now_iso
 from lib.outcomes import Outcome
-from lib.publish import follow_up_counted, report_follow_up, save_work
+from lib.publish import report_follow_up, save_work
+from lib.pull_upkeep import follow_up_counted
 from lib.run_context import Run
 from lib.validation import summary_line
 

@@ -21,6 +21,7 @@ import os
 from typing import Optional, Union
 
 from lib import answers
+from lib.branch_merge import merge_base, merged_cleanly
 from lib.claude_processor import AgentProcess, ClaudeLaunchError, ClaudeProcessor, new_session_id
 from lib.follow_up import follow_prompt
 from lib.lifecycle import IssueStatus
@@ -64,6 +65,10 @@ def preparing(run: Run, status: IssueStatus) -> Optional[IssueStatus]:
     run.work_in_slot = True
     if slot.warnings:
         run.update(slot_notes=slot.warnings)
+    if entry.follow_work.get("kind") == "conflict":  # the base is merged first; the agent only for conflicts
+        entry = run.update(follow_work=merge_base(run.repos, slot.path, entry.follow_work))
+        if not entry.follow_work["conflicts"]:
+            return conclude(run, merged_cleanly(entry.follow_work, entry.branch))
     fault_point("before-claude")
     stop = run.interrupted()
     if stop:

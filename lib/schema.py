@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from typing import Any, Callable, Optional
+from urllib.parse import urlsplit
 
 #: Roles GitHub reports in `role_name` of the collaborator-permission endpoint.
 GITHUB_ROLES = ("admin", "maintain", "write", "triage", "read")
@@ -70,9 +71,13 @@ def boolean(value: Any) -> Optional[str]:
 
 
 def url(value: Any) -> Optional[str]:
-    if isinstance(value, str) and _URL_RE.match(value):
-        return None
-    return f"must be an http(s) URL, {got(value)}"
+    if not (isinstance(value, str) and _URL_RE.match(value)):
+        return f"must be an http(s) URL, {got(value)}"
+    try:
+        urlsplit(value).port
+    except ValueError:
+        return f"must be an http(s) URL whose port is a number from 0 to 65535, {got(value)}"
+    return None
 
 
 def redis_url(value: Any) -> Optional[str]:

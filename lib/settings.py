@@ -42,6 +42,10 @@ class FollowUp:
     mentions: List[str] = field(default_factory=lambda: ["@claude", "/claude"])
     max_rounds: int = 5  # follow-ups for reviews and comments, per pull request
     max_ci_fixes: int = 2  # follow-ups for failing checks, per pull request (one per head commit)
+    max_conflict_fixes: int = 2  # merges of the base that stopped on conflicts, per base commit
+    #: "on_conflict": merge the base in when the pull request has conflicts; "always": also bring a branch
+    #: that fell behind up to date (GitHub's update-branch); "never": show the state, merge nothing
+    update_branch: str = "on_conflict"
 
 
 @dataclass(frozen=True)

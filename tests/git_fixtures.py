@@ -71,9 +71,11 @@ def commit_to(origin: Path, branch: str, files: Mapping[str, str], message: str,
 
 def make_origin(path: Path, files: Optional[Mapping[str, str]] = None, setup_sh: Optional[str] = None) -> Path:
     """A bare repository at `path` whose default branch is `trunk`, with a first commit: a README,
-    a .gitignore (`.venv/`, `*.log`), `files` and, when given, `setup.sh` with that text."""
+    a .gitignore (`.venv/`, `*.log`), `files` and, when given, `setup.sh` with that text. Every update
+    of its branches is kept in their reflogs (`ref_history`), which bare repositories do not do by default."""
     path.parent.mkdir(parents=True, exist_ok=True)
     git(path.parent, "init", "--quiet", "--bare", f"--initial-branch={DEFAULT_BRANCH}", str(path))
+    git(path, "config", "core.logAllRefUpdates", "true")
     first = {"README.md": "# Widgets\n", ".gitignore": ".venv/\n*.log\n"}
     first.update(files or {})
     if setup_sh is not None:
@@ -94,6 +96,14 @@ def read_file(origin: Path, branch: str, name: str) -> Optional[str]:
     done = subprocess.run(["git", "show", f"{branch}:{name}"], cwd=str(origin), capture_output=True, text=True,
                           timeout=60)
     return done.stdout if done.returncode == 0 else None
+
+
+def ref_history(origin: Path, branch: str) -> list:
+    """(old sha, new sha) of each update of `branch` in `origin`, oldest first, from its reflog."""
+    log = origin / "logs" / "refs" / "heads" / branch
+    if not log.exists():
+        return []
+    return [tuple(line.split(" ", 2)[:2]) for line in log.read_text().splitlines() if line.strip()]
 
 
 def branches(origin: Path) -> list:

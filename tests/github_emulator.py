@@ -14,15 +14,18 @@ REST reference), under `/` and under the Enterprise prefix `/api/v3`:
     GET  /repos/{owner}/{repo}/issues/{n}/events
     GET  /repos/{owner}/{repo}/labels
     POST /repos/{owner}/{repo}/labels                      422 already_exists
-    GET  /repos/{owner}/{repo}/pulls                       state, head, base (the "simple" pull: no merged)
+    GET  /repos/{owner}/{repo}/pulls                       state, head, base, sort, direction (the "simple" pull)
     POST /repos/{owner}/{repo}/pulls                       422 "A pull request already exists for ..."
-    GET  /repos/{owner}/{repo}/pulls/{n}                   merged, merged_at, mergeable, commits, ...
+    GET  /repos/{owner}/{repo}/pulls/{n}                   merged, merged_at, mergeable (lazily), commits, ...
+    PUT  /repos/{owner}/{repo}/pulls/{n}/update-branch     202; 422 on conflicts, up to date, expected_head_sha
     GET  /repos/{owner}/{repo}/pulls/{n}/reviews           oldest first; PENDING ones only to their author
     GET  /repos/{owner}/{repo}/pulls/{n}/comments          sort, direction, since (review comments)
     POST /repos/{owner}/{repo}/pulls/{n}/comments/{id}/replies   404 unless a thread's first comment
     GET  /repos/{owner}/{repo}/commits/{ref}/check-runs    check_name, status, filter (latest, all)
     GET  /repos/{owner}/{repo}/commits/{ref}/status        the latest status of each context, combined
     GET  /repos/{owner}/{repo}/check-runs/{id}
+    GET  /repos/{owner}/{repo}/git/ref/heads/{branch}      a branch's tip
+    GET  /repos/{owner}/{repo}/compare/{base}...{head}     status, ahead_by, behind_by, merge_base_commit
     GET  /repos/{owner}/{repo}/check-runs/{id}/annotations
     GET  /repos/{owner}/{repo}/collaborators/{login}/permission
 
@@ -32,7 +35,14 @@ repository (the tests' bare origins), a pull request's head.sha is read from it 
 otherwise shas are made up from the branch names. `{ref}` of the commits endpoints is a sha, a
 branch or a tag, resolved the same way (422 "No commit found for SHA: ..." when it is none). A
 submitted review, a reply in a review thread, a merge or a close updates the pull request's
-updated_at; check runs and commit statuses do not (they belong to the commit).
+updated_at; check runs and commit statuses do not (they belong to the commit), and neither does the
+base branch moving on: `base.sha` is the base's tip when the pull request was opened or its head last
+moved, as on GitHub, where it does not follow the base. `mergeable` is computed from the origin with
+`git merge-tree`, lazily as GitHub does: the first GET of a pull request after its head or its base
+moved answers null ("unknown"), and the next one the result (false with "dirty" on conflicts; else
+true, with "draft", "behind" when the repository requires branches to be up to date, "unstable" when
+a check or status fails on the head, or "clean"). update-branch makes the merge commit of the base
+into the head on the origin, as GitHub's button does.
 
 Lists are paginated with `Link` headers whose URLs use `/repositories/{id}/...` like GitHub's; the
 issues list includes pull requests, as GitHub's does. Every answer carries X-RateLimit-* headers;
@@ -142,6 +152,7 @@ class _Repo:
     check_runs: List[Dict[str, Any]] = field(default_factory=list)
     statuses: List[Dict[str, Any]] = field(default_factory=list)
     check_suites: Dict[Tuple[str, str], int] = field(default_factory=dict)  # (sha, app slug) -> suite id
+    up_to_date_required: bool = False  # branch protection: a pull request behind its base is "behind"
 
     @property
     def full_name(self) -> str:
@@ -165,6 +176,8 @@ def _touch(issue: _Issue) -> str:
 def _new_pull(head_ref: str, head_label: str, base_ref: str, draft: bool) -> Dict[str, Any]:
     return {"head_ref": head_ref, "head_label": head_label, "base_ref": base_ref, "draft": draft,
             "head_sha": None,  # the head's last known sha (read from a local origin at each request)
+            "base_sha": None,  # the base's tip when the pull request was opened or its head last moved
+            "merge_check": None,  # {"pair": (base tip, head), "clean": bool}: mergeability, computed lazily
             "merged": False, "merged_at": None, "merged_by": None, "merge_commit_sha": None,
             "reviews": [], "review_comments": []}
 
@@ -275,12 +288,14 @@ class GitHubEmulator:
     # ------------------------------------------------------------------------------------------
 
     def add_repo(self, owner_name: str, default_branch: str = "trunk", clone_url: Optional[str] = None,
-                 private: bool = False, drafts: bool = True, push: bool = True) -> None:
+                 private: bool = False, drafts: bool = True, push: bool = True,
+                 up_to_date_required: bool = False) -> None:
         owner, name = owner_name.split("/")
         with self.lock:
             self._repos[owner_name.casefold()] = _Repo(
                 next(self._ids), owner, name, default_branch,
-                clone_url or f"https://github.com/{owner_name}.git", private, drafts, push)
+                clone_url or f"https://github.com/{owner_name}.git", private, drafts, push,
+                up_to_date_required=up_to_date_required)
             self._default_repo = self._default_repo or owner_name
 
     def add_issue(self, title: str, body: Optional[str] = None, labels: Iterable[str] = (), user: str = "alice",
@@ -298,6 +313,19 @@ class GitHubEmulator:
             r.issues[issue.number] = issue
             for label in labels:
                 self._label(r, issue, label, labeled_by)
+            return issue.number
+
+    def add_pull(self, head: str, title: str = "A change", body: Optional[str] = None, base: Optional[str] = None,
+                 user: str = "orchestrator-bot", draft: bool = False, repo: Optional[str] = None) -> int:
+        """`user` opens a pull request from branch `head` (of a local origin: its real commits) into
+        `base` (default: the default branch). Returns its number."""
+        with self.lock:
+            r = self._repo(repo)
+            stamp = _now()
+            issue = _Issue(len(r.issues) + 1, next(self._ids), title, body, user, stamp, stamp)
+            issue.pull = _new_pull(head, f"{r.owner}:{head}", base or r.default_branch, draft)
+            r.issues[issue.number] = issue
+            self._head_sha(r, issue)
             return issue.number
 
     def add_label_event(self, number: int, label: str, actor: str, event: str = "labeled",
@@ -709,6 +737,17 @@ class GitHubEmulator:
                 return 200, self._check_run_json(repo, run, base), {}
             return self._paged(repo, f"check-runs/{run['id']}/annotations",
                                [self._annotation_json(repo, run, a) for a in run["annotations"]], query, base)
+        if method == "GET" and len(rest) >= 4 and rest[:3] == ["git", "ref", "heads"]:
+            branch = "/".join(rest[3:])
+            sha = self._branch_tip(repo, branch)
+            if sha is None:
+                raise _NotFound()
+            return 200, {"ref": f"refs/heads/{branch}", "node_id": f"REF_{_fake_sha(branch)[:12]}",
+                         "url": f"{base}/repos/{repo.full_name}/git/refs/heads/{quote(branch)}",
+                         "object": {"sha": sha, "type": "commit",
+                                    "url": f"{base}/repos/{repo.full_name}/git/commits/{sha}"}}, {}
+        if method == "GET" and len(rest) >= 2 and rest[0] == "compare":
+            return self._compare(repo, "/".join(rest[1:]), query, base)
         if method == "GET" and len(rest) == 3 and rest[0] == "collaborators" and rest[2] == "permission":
             role = self.roles.get(rest[1])
             if role is None:
@@ -775,6 +814,8 @@ class GitHubEmulator:
                 items.sort(key=lambda c: (c[field_name], c["id"]), reverse=query.get("direction", "desc") != "asc")
             return self._paged(repo, f"{sub}/comments", [self._review_comment_json(repo, issue, c, base)
                                                          for c in items], query, base)
+        if method == "PUT" and rest == ["update-branch"]:
+            return self._update_branch(repo, issue, data if isinstance(data, dict) else {})
         if method == "POST" and len(rest) == 3 and rest[0] == "comments" and rest[2] == "replies":
             # Only a thread's first comment takes replies ("Replies to replies are not supported"): 404.
             comment = next((c for c in pull["review_comments"] if str(c["id"]) == rest[1]
@@ -786,6 +827,63 @@ class GitHubEmulator:
             reply = self._reply(repo, issue, comment, data["body"], self.login)
             return 201, self._review_comment_json(repo, issue, reply, base), {}
         raise _NotFound()
+
+    def _update_branch(self, repo: _Repo, issue: _Issue, data: Dict[str, Any]) -> Tuple[int, Any, Dict[str, str]]:
+        """Merge the base's tip into the head, as GitHub's "Update branch" does (a merge commit)."""
+        pull = issue.pull
+        assert pull is not None
+        docs = f"{DOCS}/pulls/pulls#update-a-pull-request-branch"
+        head = self._head_sha(repo, issue)
+        expected = data.get("expected_head_sha")
+        if issue.state != "open":
+            return 422, {"message": "Pull request is not open.", "documentation_url": docs}, {}
+        if expected is not None and expected != head:
+            return 422, {"message": "expected head sha didn't match current head ref.", "documentation_url": docs}, {}
+        tip = self._branch_sha(repo, pull["base_ref"])
+        if self._contains(repo, head, tip):
+            return 422, {"message": "There are no new commits on the base branch.", "documentation_url": docs}, {}
+        git_dir = _git_dir(repo.clone_url)
+        if git_dir is None:
+            pull["head_sha"] = _fake_sha(f"update {head} {tip}")
+            _touch(issue)
+        else:
+            status, tree = _git(git_dir, "merge-tree", "--write-tree", head, tip)
+            if status != 0:
+                return 422, {"message": "merge conflict between base and head", "documentation_url": docs}, {}
+            status, sha = _git(git_dir, "commit-tree", tree.split()[0], "-p", head, "-p", tip, "-m",
+                               f"Merge branch '{pull['base_ref']}' into {pull['head_ref']}")
+            assert status == 0, "git commit-tree failed"
+            status, _ = _git(git_dir, "update-ref", f"refs/heads/{pull['head_ref']}", sha, head)
+            assert status == 0, "git update-ref failed"
+        return 202, {"message": "Updating pull request branch.",
+                     "url": f"https://github.com/repos/{repo.full_name}/pulls/{issue.number}"}, {}
+
+    def _compare(self, repo: _Repo, basehead: str, query: Dict[str, str], base: str) -> Tuple[int, Any, Dict[str, str]]:
+        """GET /compare/{base}...{head}: how `head` stands against `base`, its commits paginated."""
+        left, dots, right = basehead.partition("...")
+        older, newer = self._resolve(repo, left), self._resolve(repo, right)
+        if not dots or older is None or newer is None:
+            raise _NotFound()
+        git_dir = _git_dir(repo.clone_url)
+        if git_dir is None:
+            fork, ahead, behind, listed = older, int(older != newer), 0, [] if older == newer else [newer]
+        else:
+            fork = _git(git_dir, "merge-base", older, newer)[1]
+            ahead = int(_git(git_dir, "rev-list", "--count", f"{older}..{newer}")[1] or 0)
+            behind = int(_git(git_dir, "rev-list", "--count", f"{newer}..{older}")[1] or 0)
+            listed = _git(git_dir, "rev-list", "--reverse", f"{older}..{newer}")[1].split()
+        status = ("identical" if not ahead and not behind else "ahead" if not behind else
+                  "behind" if not ahead else "diverged")
+        page, headers = self._page(repo, f"compare/{basehead}", [{"sha": sha} for sha in listed], query, base)
+        full = repo.full_name
+        return 200, {"url": f"{base}/repos/{full}/compare/{basehead}",
+                     "html_url": f"https://github.com/{full}/compare/{basehead}",
+                     "permalink_url": f"https://github.com/{full}/compare/{older[:7]}...{newer[:7]}",
+                     "diff_url": f"https://github.com/{full}/compare/{basehead}.diff",
+                     "patch_url": f"https://github.com/{full}/compare/{basehead}.patch",
+                     "base_commit": {"sha": older}, "merge_base_commit": {"sha": fork}, "status": status,
+                     "ahead_by": ahead, "behind_by": behind, "total_commits": ahead, "commits": page,
+                     "files": []}, headers
 
     def _visible(self, pull: Dict[str, Any], comment: Dict[str, Any]) -> bool:
         """A comment of a pending review is seen by its author only."""
@@ -823,21 +921,81 @@ class GitHubEmulator:
         assert issue.pull is not None, f"#{number} is an issue, not a pull request"
         return issue
 
-    def _head_sha(self, repo: _Repo, issue: _Issue) -> str:
+    def _head_sha(self, repo: _Repo, issue: _Issue, branches: Optional[Dict[str, str]] = None) -> str:
         """The head's sha: read from a local origin while the pull request is open (a push moves it,
-        and updates the pull request's updated_at); a closed one keeps the last it had."""
+        updates the pull request's updated_at, and takes the base's tip as its base.sha); a closed one
+        keeps the last it had. `branches`: the origin's branch -> sha, read once for many pull requests."""
         pull = issue.pull
         assert pull is not None
         git_dir = _git_dir(repo.clone_url)
         if git_dir is not None and issue.state == "open":
-            status, sha = _git(git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{pull['head_ref']}^{{commit}}")
+            if branches is None:
+                status, sha = _git(git_dir, "rev-parse", "--verify", "--quiet",
+                                   f"refs/heads/{pull['head_ref']}^{{commit}}")
+            else:
+                status, sha = (0, branches[pull["head_ref"]]) if pull["head_ref"] in branches else (1, "")
             if status == 0 and sha != pull["head_sha"]:
                 if pull["head_sha"] is not None:
                     _touch(issue)  # new commits pushed
                 pull["head_sha"] = sha
+                pull["base_sha"] = branches.get(pull["base_ref"]) if branches is not None else None
         if pull["head_sha"] is None:
             pull["head_sha"] = _fake_sha(pull["head_ref"])
+        if pull["base_sha"] is None:
+            pull["base_sha"] = self._branch_sha(repo, pull["base_ref"])
         return pull["head_sha"]
+
+    def _branches(self, repo: _Repo) -> Optional[Dict[str, str]]:
+        """Every branch of a local origin and its sha (one git call), else None."""
+        git_dir = _git_dir(repo.clone_url)
+        if git_dir is None:
+            return None
+        _, listing = _git(git_dir, "for-each-ref", "--format=%(refname:lstrip=2) %(objectname)", "refs/heads")
+        return dict(line.split(" ", 1) for line in listing.splitlines() if " " in line)
+
+    def _branch_tip(self, repo: _Repo, branch: str) -> Optional[str]:
+        """The sha branch `branch` points to, None when there is no such branch."""
+        if _git_dir(repo.clone_url) is not None:
+            return (self._branches(repo) or {}).get(branch)
+        known = {repo.default_branch} | {i.pull[k] for i in repo.issues.values() if i.pull is not None
+                                         for k in ("head_ref", "base_ref")}
+        return _fake_sha(branch) if branch in known else None
+
+    def _mergeability(self, repo: _Repo, issue: _Issue, tip: str, head: str) -> Tuple[Optional[bool], str]:
+        """(mergeable, mergeable_state) of an open pull request, computed lazily as GitHub does: the
+        first read after the head or the base moved starts the computation and answers (None, "unknown")."""
+        pull = issue.pull
+        assert pull is not None
+        check = pull["merge_check"]
+        if check is None or check["pair"] != [tip, head]:
+            pull["merge_check"] = {"pair": [tip, head], "clean": self._merges_cleanly(repo, tip, head)}
+            return None, "unknown"
+        if not check["clean"]:
+            return False, "dirty"
+        if pull["draft"]:
+            return True, "draft"
+        if repo.up_to_date_required and not self._contains(repo, head, tip):
+            return True, "behind"
+        return True, "unstable" if self._failing(repo, head) else "clean"
+
+    def _merges_cleanly(self, repo: _Repo, tip: str, head: str) -> bool:
+        git_dir = _git_dir(repo.clone_url)
+        return git_dir is None or _git(git_dir, "merge-tree", "--write-tree", tip, head)[0] == 0
+
+    def _contains(self, repo: _Repo, head: str, commit: str) -> bool:
+        """`head` has `commit` in its history."""
+        git_dir = _git_dir(repo.clone_url)
+        return head == commit if git_dir is None else \
+            _git(git_dir, "merge-base", "--is-ancestor", commit, head)[0] == 0
+
+    def _failing(self, repo: _Repo, sha: str) -> bool:
+        """A check run or a commit status (the latest of its context) fails on `sha`."""
+        latest: Dict[str, str] = {}
+        for status in repo.statuses:
+            if status["sha"] == sha:
+                latest[status["context"]] = status["state"]
+        return any(run["sha"] == sha and run["conclusion"] in ("failure", "timed_out", "cancelled")
+                   for run in repo.check_runs) or bool(set(latest.values()) & {"failure", "error"})
 
     def _branch_sha(self, repo: _Repo, branch: str) -> str:
         git_dir = _git_dir(repo.clone_url)
@@ -920,8 +1078,18 @@ class GitHubEmulator:
                  and (state == "all" or i.state == state)
                  and (head is None or head == (i.pull["head_label"] if ":" in head else i.pull["head_ref"]))
                  and (base_ref is None or base_ref == i.pull["base_ref"])]
-        items.sort(key=lambda i: (i.created_at, i.number), reverse=query.get("direction", "desc") != "asc")
-        return self._paged(repo, "pulls", [self._pull_json(repo, i, base) for i in items], query, base)
+        branches = self._branches(repo)
+        for issue in items:  # a push since the last look moves updated_at: before the sort
+            self._head_sha(repo, issue, branches)
+        sort = query.get("sort", "created")
+        keys = {"created": lambda i: (i.created_at, i.number), "updated": lambda i: (i.updated_at, i.number),
+                "popularity": lambda i: (len(i.comments), i.number),
+                "long-running": lambda i: (i.created_at, i.number)}
+        # GitHub's default direction: desc when sorting by creation (or not at all), else asc.
+        direction = query.get("direction", "desc" if sort == "created" else "asc")
+        items.sort(key=keys.get(sort, keys["created"]), reverse=direction != "asc")
+        return self._paged(repo, "pulls", [self._pull_json(repo, i, base, branches=branches) for i in items],
+                           query, base)
 
     def _list_check_runs(self, repo: _Repo, sha: str, sub: str, query: Dict[str, str],
                          base: str) -> Tuple[int, Any, Dict[str, str]]:
@@ -1122,7 +1290,8 @@ class GitHubEmulator:
             data["label"] = dict(event["label"])
         return data
 
-    def _pull_json(self, repo: _Repo, issue: _Issue, base: str, full: bool = False) -> Dict[str, Any]:
+    def _pull_json(self, repo: _Repo, issue: _Issue, base: str, full: bool = False,
+                   branches: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         """A pull request as the list answers it ("pull-request-simple"); `full`: as GET
         /pulls/{n} (and POST /pulls) answer, with merged, mergeable, merged_by and the counts."""
         full_name = repo.full_name
@@ -1130,8 +1299,8 @@ class GitHubEmulator:
         html = f"https://github.com/{full_name}/pull/{issue.number}"
         pull = issue.pull
         assert pull is not None
-        head_sha = self._head_sha(repo, issue)
-        base_sha = self._branch_sha(repo, pull["base_ref"])
+        head_sha = self._head_sha(repo, issue, branches)
+        base_sha = pull["base_sha"]  # not the base's tip: GitHub's does not follow the base
 
         def ref(label: str, name: str, sha: str) -> Dict[str, Any]:
             return {"label": label, "ref": name, "sha": sha,
@@ -1163,11 +1332,12 @@ class GitHubEmulator:
                 "author_association": self._association(issue.user), "auto_merge": None}
         if full:
             is_open = issue.state == "open"
-            commits, additions, deletions, changed = self._diff_stat(repo, base_sha, head_sha)
+            tip = self._branch_sha(repo, pull["base_ref"])
+            commits, additions, deletions, changed = self._diff_stat(repo, tip, head_sha)
+            mergeable, state = self._mergeability(repo, issue, tip, head_sha) if is_open else (None, "unknown")
             data.update({
-                "merged": pull["merged"], "mergeable": True if is_open else None,
-                "rebaseable": True if is_open else None,
-                "mergeable_state": ("draft" if pull["draft"] else "clean") if is_open else "unknown",
+                "merged": pull["merged"], "mergeable": mergeable, "rebaseable": mergeable,
+                "mergeable_state": state,
                 "merged_by": self._user_json(pull["merged_by"], base), "comments": len(issue.comments),
                 "review_comments": sum(1 for c in pull["review_comments"] if self._visible(pull, c)),
                 "maintainer_can_modify": False, "commits": commits, "additions": additions,
@@ -1233,13 +1403,15 @@ class GitHubEmulator:
         full_name = repo.full_name
         repo_ref = {"id": repo.id, "url": f"{base}/repos/{full_name}", "name": repo.name}
         heads: Dict[str, List[Dict[str, Any]]] = {}
+        branches = self._branches(repo)  # one git call for every pull request
         for issue in repo.issues.values():
             if issue.pull is not None and issue.state == "open":
-                sha = self._head_sha(repo, issue)
+                sha = self._head_sha(repo, issue, branches)
+                tip = branches.get(issue.pull["base_ref"]) if branches is not None else None
                 heads.setdefault(sha, []).append({
                     "url": f"{base}/repos/{full_name}/pulls/{issue.number}", "id": issue.id, "number": issue.number,
                     "head": {"ref": issue.pull["head_ref"], "sha": sha, "repo": repo_ref},
-                    "base": {"ref": issue.pull["base_ref"], "sha": self._branch_sha(repo, issue.pull["base_ref"]),
+                    "base": {"ref": issue.pull["base_ref"], "sha": tip or self._branch_sha(repo, issue.pull["base_ref"]),
                              "repo": repo_ref}})
         return heads
 

@@ -511,6 +511,28 @@ def test_seed_api_and_text_report(setup, processes):
     assert "    Cost: $0.0250" in completed
 
 
+def test_a_followed_pull_request_shows_its_upkeep(setup):
+    setup.put(7, "completed", end_time="2026-11-24T18:06:02+00:00", pr_number=12, following=True,
+              pr_url="https://github.com/owner/my.project/pull/12",
+              upkeep={"base": "trunk", "base_sha": "a" * 40, "mergeable": False, "behind_by": 3,
+                      "conflict_base": "a" * 40, "conflict_rounds": 2, "asked_human": "a" * 40})
+    setup.put(6, "completed", end_time="2026-11-24T18:05:02+00:00", pr_number=11, following=True)
+    setup.put(5, "merged", end_time="2026-11-24T18:04:02+00:00", pr_number=10, upkeep={"mergeable": True})
+
+    text = setup.monitor().monitor_all().to_text()
+
+    assert ("    Upkeep: PR #12, conflicts with trunk, behind trunk by 3 commit(s), conflict fixes 2 of 2 for this"
+            " base commit, a human is asked") in text.splitlines()
+    assert "    Upkeep: PR #11, not looked at yet" in text.splitlines() and text.count("Upkeep:") == 2
+    report = setup.cli_json("monitor", "--format", "json")
+    upkeep = {i["issue_number"]: i["upkeep"] for i in report["completed_instances"]}
+    assert upkeep[5] is None and upkeep[6]["mergeable"] is None
+    assert {key: upkeep[7][key] for key in ("pr_number", "mergeable", "behind_by", "conflict_fixes_used",
+                                             "max_conflict_fixes")} == {"pr_number": 12, "mergeable": False,
+                                                                        "behind_by": 3, "conflict_fixes_used": 2,
+                                                                        "max_conflict_fixes": 2}
+
+
 def test_config_is_found_from_a_folder_a_file_a_repo_or_a_config_object(setup, tmp_path):
     repo = tmp_path / "repo"
     (repo / "scripts" / "issue-orchestrator").mkdir(parents=True)

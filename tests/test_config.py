@@ -56,6 +56,7 @@ def test_defaults_and_paths_resolve_against_the_config_folder(tmp_path):
     assert config.telegram_bot_token is None and config.slack_bot_token is None
     assert config.telegram_api_base_url == "https://api.telegram.org/bot"
     assert config.slack_api_base_url == "https://slack.com/api/"
+    assert config.follow_up.max_conflict_fixes == 2 and config.follow_up.update_branch == "on_conflict"
 
 
 def test_env_wins_over_the_file():
@@ -126,6 +127,13 @@ BROKEN = [
     (dict(claude={"max_retries": -1}), "claude.max_retries"),
     (dict(claude={"inherit_tokens": "yes"}), "claude.inherit_tokens"),
     (dict(pull_request={"draft": "no"}), "pull_request.draft"),
+    (dict(follow_up={"max_conflict_fixes": -1}), "follow_up.max_conflict_fixes: must be an integer >= 0, got -1"),
+    (dict(follow_up={"max_conflict_fixes": "2"}), "follow_up.max_conflict_fixes"),
+    (dict(follow_up={"update_branch": "rebase"}),
+     "follow_up.update_branch: must be one of on_conflict, always, never, got 'rebase'"),
+    (dict(follow_up={"update_branch": True}), "follow_up.update_branch"),
+    (dict(github={"api_url": "https://ghe.example.com:99999/api/v3"}),
+     "github.api_url: must be an http(s) URL whose port is a number from 0 to 65535"),
     (dict(state_file=""), "state_file"),
     (dict(log_dir=[]), "log_dir"),
     (dict(setup_timeout_seconds=0), "setup_timeout_seconds"),

@@ -26,6 +26,7 @@ from test_claude_monitor import QUESTION_SESSION, SUCCESS_SESSION, Setup
 PROJECT = Path(__file__).resolve().parent.parent
 HOSTILE_TITLE = "<img src=x onerror=alert(1)>"
 HOSTILE_QUESTION = "v1 or v2? <img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
+HOSTILE_BASE = "main<b>"  # a base branch name comes from GitHub: text, never markup
 REPO = "owner/my.project"
 TOKEN = "dashboard-token-0123456789"
 GITHUB_TOKEN = "ghp_test123456"
@@ -59,7 +60,9 @@ def make_installation(root: Path, token=None) -> Setup:
               error=f"usage limit reached (token {GITHUB_TOKEN} must never show)")
     setup.put(3, "completed", title="Done one", agent_index=0, repo=REPO, session_id=SUCCESS_SESSION,
               start_time=ago(200), end_time=ago(188), cost_usd=0.015, num_turns=3,
-              pr_url="https://github.com/owner/my.project/pull/12")
+              pr_url="https://github.com/owner/my.project/pull/12", pr_number=12, following=True,
+              upkeep={"base": HOSTILE_BASE, "base_sha": "b" * 40, "mergeable": False, "mergeable_state": "dirty",
+                      "behind_by": 2, "conflict_base": "b" * 40, "conflict_rounds": 1})
     history = RunHistory.for_config(setup.config)
     for record in ({"type": "invocation", "issue": 3, "attempt": 1, "kind": "run", "cost_usd": 0.015, "num_turns": 3,
                     "duration_seconds": 700.0},
@@ -117,7 +120,7 @@ def get_json(server, path, headers=None):
 def test_the_overview_json_holds_slots_queue_questions_and_recent_runs(server):
     overview = get_json(server, "/api/overview")
 
-    assert set(overview) == {"generated", "slots", "queue", "questions", "recent"}
+    assert set(overview) == {"generated", "slots", "queue", "questions", "recent", "followed"}
     running, asking = overview["slots"]
     assert (running["repo"], running["slot"]) == (REPO, 0) and running["cwd"].endswith("my.project_0")
     run = running["run"]
@@ -131,6 +134,11 @@ def test_the_overview_json_holds_slots_queue_questions_and_recent_runs(server):
     [done] = overview["recent"]
     assert (done["issue"], done["status"], done["pr_url"]) == (3, "completed", "https://github.com/owner/my.project/pull/12")
     assert done["cost_usd"] == 0.015 and done["duration_seconds"] == 720.0
+    [followed] = overview["followed"]
+    assert (followed["issue"], followed["pr_number"], followed["mergeable"], followed["behind_by"]) == (3, 12, False, 2)
+    assert (followed["conflict_fixes_used"], followed["max_conflict_fixes"]) == (1, 2)
+    assert followed["summary"] == (f"PR #12, conflicts with {HOSTILE_BASE}, behind {HOSTILE_BASE} by 2 commit(s),"
+                                   " conflict fixes 1 of 2 for this base commit")
 
 
 def test_the_overview_page_shows_it_all_escaped_with_two_charts(server):
@@ -146,6 +154,7 @@ def test_the_overview_page_shows_it_all_escaped_with_two_charts(server):
     assert "Which API?" in text and show(HOSTILE_QUESTION) in text  # the question waiting
     assert "Limited" in text  # the queue
     assert '<a href="https://github.com/owner/my.project/pull/12">' in text and "$0.0150" in text and "12m 0s" in text
+    assert "<h2>Followed pull requests</h2>" in text and "<td>no: conflicts</td><td>2</td><td>1 of 2</td>" in text
     assert text.count("<svg") == 2 and "<title>Cost per day (USD)</title>" in text
     assert "<title>completed: 1 run(s)</title>" in text
 

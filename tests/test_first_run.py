@@ -269,6 +269,24 @@ def test_gh_is_asked_for_the_token_of_the_enterprise_host(tmp_path):
     assert (tmp_path / "gh-calls").read_text() == "auth token --hostname ghe.example.com\n"
 
 
+@pytest.mark.parametrize("api_url, host", [("http://127.0.0.1:8080/api/v3", "127.0.0.1:8080"),
+                                            ("https://[::1]:8443/api/v3", "[::1]:8443"),
+                                            ("https://api.github.com", "github.com")])
+def test_gh_is_asked_for_the_host_as_it_stores_it_with_its_port(tmp_path, monkeypatch, api_url, host):
+    """`gh auth login --hostname 127.0.0.1:8080` stores the host with its port: asked without, gh finds nothing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "gh").write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {tmp_path}/gh-calls\n"
+                                f"[ \"$4\" = '{host}' ] && echo ghp_loggedInToken456 || exit 1\n")
+    (bin_dir / "gh").chmod(0o755)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"github": {"repo": REPO, "base_repo_path": "slots", "api_url": api_url}}))
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+
+    assert Config(config, env={}).github_token == "ghp_loggedInToken456"
+    assert (tmp_path / "gh-calls").read_text() == f"auth token --hostname {host}\n"
+
+
 def test_a_requeue_that_dies_between_its_two_writes_is_finished_by_the_next_tick(world):
     number = world.add_issue("Overloaded", scenario("overloaded-529"))
 

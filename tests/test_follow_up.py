@@ -6,7 +6,7 @@ import pytest
 from claude_standin import alive
 from git_fixtures import commit_to, git
 from lib.follow_up import addressed
-from world import MAINTAINER
+from world import MAINTAINER, opened_pull
 
 READY, WORKING, COMPLETED, FAILED = "ready-for-claude", "claude-working", "claude-completed", "claude-failed"
 
@@ -14,15 +14,6 @@ READY, WORKING, COMPLETED, FAILED = "ready-for-claude", "claude-working", "claud
 def test_the_agent_says_which_comments_it_addressed():
     text = "Done.\n\nADDRESSED 1: Renamed it as you asked.\n**ADDRESSED 2:** Added the test.\nADDRESSED 3:"
     assert addressed(text) == {1: "Renamed it as you asked.", 2: "Added the test."}
-
-
-def opened_pull(world):
-    """An issue run to a pull request; returns (issue number, PR number, first session id)."""
-    number = world.add_issue("Add a greeting")
-    world.tick()
-    entry = world.entry(number)
-    assert entry["status"] == "completed" and entry["following"], entry
-    return number, entry["pr_number"], entry["session_id"]
 
 
 def test_a_trusted_review_goes_back_to_the_same_session_and_each_comment_gets_a_reply(world):

@@ -669,8 +669,11 @@ def test_head_sha_follows_a_push_to_the_origin(github_emulator, local, origin_re
     pull = github.get_pull(number, cached=True)
     assert pull["head"]["sha"] == pushed != first["head"]["sha"]
     assert pull["updated_at"] > first["updated_at"] and pull["commits"] == 2  # a push updates it, as on GitHub
+    assert pull["mergeable"] is None and pull["mergeable_state"] == "unknown"  # computed lazily after a push
+    pull = github.get_pull(number, cached=True)
+    assert pull["mergeable"] is True and pull["mergeable_state"] == "draft"
     assert github.get_pull(number, cached=True) == pull
-    assert statuses(github_emulator, mark) == [(200, 1), (304, 0)]
+    assert statuses(github_emulator, mark) == [(200, 1), (200, 1), (304, 0)]
     assert github.list_check_runs("issue-5") == []  # a branch names its head commit
 
 
@@ -958,3 +961,71 @@ def test_a_version_1_cache_file_is_read_as_empty_without_a_warning(github_emulat
 def test_the_cache_holds_twenty_followed_pull_requests_and_the_reconciled_issues():
     from lib import github_client
     assert github_client.GET_CACHE_MAX >= 20 * 6 + 200
+
+
+# ------------------------------------------------------------------------------------------------
+# Keeping pull requests mergeable: the listing by update, a branch's tip, compare, update-branch
+# ------------------------------------------------------------------------------------------------
+
+
+def test_pull_requests_listed_most_recently_updated_first_each_page_conditional(github_emulator, local, origin_repo):
+    github, _ = local
+    numbers = []
+    for name in ("a", "b", "c"):
+        commit_to(origin_repo, f"topic-{name}", {f"{name}.txt": name}, f"Add {name}")
+        numbers.append(github_emulator.add_pull(f"topic-{name}", f"Add {name}", repo=LOCAL))
+    time.sleep(1.1)  # GitHub's stamps are in seconds
+    commit_to(origin_repo, "topic-a", {"a.txt": "a, again"}, "Again")  # a push moves updated_at
+    mark = len(github_emulator.requests)
+    pages = list(github.pull_pages())
+    assert [pull["number"] for pull in pages[0]] == [numbers[0], numbers[2], numbers[1]]
+    assert "merged" not in pages[0][0] and pages[0][0]["head"]["sha"] == git(origin_repo, "rev-parse", "topic-a")
+    assert list(github.pull_pages()) == pages
+    assert statuses(github_emulator, mark) == [(200, 1), (304, 0)]
+    github_emulator.merge_pull(numbers[1], repo=LOCAL)
+    listed = next(github.pull_pages())
+    assert listed[0]["number"] == numbers[1] and listed[0]["state"] == "closed" and listed[0]["merged_at"]
+
+
+def test_base_sha_of_a_pull_request_does_not_follow_its_base_but_its_tip_does(github_emulator, local, origin_repo):
+    github, _ = local
+    number = open_pull(github)["number"]
+    first = github.get_pull(number)
+    tip = commit_to(origin_repo, "trunk", {"NEWS.md": "news\n"}, "News")
+    assert github.branch_tip("trunk") == tip and github.get_pull(number)["base"]["sha"] == first["base"]["sha"] != tip
+    mark = len(github_emulator.requests)
+    assert github.branch_tip("trunk") == tip
+    assert statuses(github_emulator, mark) == [(304, 0)]
+    with pytest.raises(GitHubNotFoundError, match=f"^Branch nope not found in {LOCAL}"):
+        github.branch_tip("nope")
+
+
+def test_mergeable_is_computed_lazily_from_the_origin_and_false_on_conflicts(github_emulator, local, origin_repo):
+    github, _ = local
+    number = open_pull(github)["number"]
+    assert github.get_pull(number)["mergeable"] is True  # computed since the pull request was opened
+    commit_to(origin_repo, "trunk", {"hello.py": "print('bonjour')\n"}, "French")  # the same file, other text
+    first, second = github.get_pull(number), github.get_pull(number)
+    assert (first["mergeable"], first["mergeable_state"]) == (None, "unknown")  # the first read after a change
+    assert (second["mergeable"], second["mergeable_state"]) == (False, "dirty")
+    compared = github.compare("trunk", "issue-5")
+    assert (compared["status"], compared["ahead_by"], compared["behind_by"]) == ("diverged", 1, 1)
+    assert compared["merge_base_commit"]["sha"] == git(origin_repo, "merge-base", "trunk", "issue-5")
+
+
+def test_update_branch_merges_the_base_in_or_says_why_not(github_emulator, local, origin_repo):
+    github, _ = local
+    number = open_pull(github)["number"]
+    head = git(origin_repo, "rev-parse", "issue-5")
+    assert github.update_branch(number, head) == (422, "There are no new commits on the base branch.")
+    tip = commit_to(origin_repo, "trunk", {"NEWS.md": "news\n"}, "News")
+    assert github.update_branch(number, "0" * 40) == (422, "expected head sha didn't match current head ref.")
+    status, message = github.update_branch(number, head)
+    assert (status, message) == (202, "Updating pull request branch.")
+    merged = git(origin_repo, "rev-parse", "issue-5")
+    assert git(origin_repo, "rev-list", "--parents", "-n", "1", merged).split()[1:] == [head, tip]
+    assert git(origin_repo, "log", "-1", "--format=%s", merged) == "Merge branch 'trunk' into issue-5"
+    assert github.get_pull(number)["head"]["sha"] == merged
+    commit_to(origin_repo, "trunk", {"hello.py": "print('bonjour')\n"}, "French")
+    assert github.update_branch(number, merged) == (422, "merge conflict between base and head")
+    assert git(origin_repo, "rev-parse", "issue-5") == merged

@@ -21,8 +21,10 @@ import pytest
 
 from chat_standins import SLACK_CHANNEL_ID, SLACK_TOKEN, TELEGRAM_CHAT_ID, TELEGRAM_TOKEN
 from claude_standin import STANDIN, STANDIN_ENV, Standin, end_grandchild, sandbox_settings, standin_env
-from git_fixtures import git_env, make_origin, read_file
+from git_fixtures import commit_to, git_env, make_origin, read_file
 from github_emulator import REPO, TOKEN, GitHubEmulator
+from lib.models import IssueState, ProcessStatus, utc_now_iso
+from lib.state_manager import StateManager
 
 PROJECT = Path(__file__).resolve().parent.parent
 MAINTAINER = "maintainer"
@@ -98,6 +100,26 @@ class World:
                   labels=("ready-for-claude",), labeled_by: str = MAINTAINER, **kwargs: Any) -> int:
         """Open an issue (in `repo=`, default the world's REPO) with `labels` applied by `labeled_by`."""
         return self.github.add_issue(title, body, labels=labels, labeled_by=labeled_by, **kwargs)
+
+    def follow_pulls(self, count: int, check: Optional[str] = "success") -> List[int]:
+        """`count` finished issues, each with its branch pushed to origin, its pull request open and a
+        state entry following it (as a run leaves them, without running anything); with `check`, a
+        check run of that conclusion on each head. Returns the pull request numbers."""
+        state = StateManager(self.state_file, default_repo=REPO)
+        pulls = []
+        for index in range(count):
+            number = self.add_issue(f"Done issue {index}", "finished", labels=("claude-completed",))
+            head = commit_to(self.origin, f"issue-{number}", {f"fix_issue_{number}.txt": f"Fixed #{number}\n"},
+                             f"Fix #{number}")
+            pull = self.github.add_pull(f"issue-{number}", f"Done issue {index} (#{number})", f"Closes #{number}")
+            if check:
+                self.github.add_check_run(head, "tests", check)
+            state.put(IssueState(issue_number=number, status=ProcessStatus.COMPLETED, branch=f"issue-{number}",
+                                 start_time=utc_now_iso(), end_time=utc_now_iso(), agent_index=0, repo=REPO,
+                                 pr_number=pull, pr_url=f"https://github.com/{REPO}/pull/{pull}", following=True,
+                                 session_id="d4e36535-7fb3-4ea9-a3c8-4018f155a1be"))
+            pulls.append(pull)
+        return pulls
 
     # --- running -------------------------------------------------------------------------------
 
@@ -199,6 +221,15 @@ def _cwd(process: psutil.Process) -> str:
         return process.cwd()
     except (psutil.Error, OSError):
         return ""
+
+
+def opened_pull(world: World):
+    """An issue run to a pull request that is now followed; returns (issue number, PR number, session id)."""
+    number = world.add_issue("Add a greeting")
+    world.tick()
+    entry = world.entry(number)
+    assert entry["status"] == "completed" and entry["following"], entry
+    return number, entry["pr_number"], entry["session_id"]
 
 
 @pytest.fixture
