@@ -22,7 +22,7 @@ import json
 import os
 import sys
 
-from lib.claude_monitor import HISTORY_LIMIT, OUTPUT_FORMATS, ClaudeMonitor
+from lib.claude_monitor import MESSAGES_SHOWN, OUTPUT_FORMATS, ClaudeMonitor
 from lib.costs import DEFAULT_SINCE, GROUPINGS, cost_report
 from lib.config import print_error
 from lib.models import OrchestratorError, UsageError
@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("monitor", parents=[common], help="every active and finished instance")
     commands.add_parser("status", parents=[common, issue], help="one issue: process facts and last messages")
     history = commands.add_parser("history", parents=[common, issue], help="the conversation of one issue")
-    history.add_argument("--limit", type=int, default=HISTORY_LIMIT, metavar="N",
-                         help=f"show the last N entries (default {HISTORY_LIMIT}; 0: all)")
+    history.add_argument("--limit", type=int, default=MESSAGES_SHOWN, metavar="N",
+                         help=f"show the last N entries (default {MESSAGES_SHOWN}; 0: all)")
     history.add_argument("--full", action="store_true", help="do not shorten tool calls and tool results")
     follow = commands.add_parser("follow", parents=[common, issue],
                                  help="print a running agent's activity as it happens (Ctrl-C stops)")

@@ -28,8 +28,8 @@ sys.path.insert(0, str(PROJECT / "tests"))
 from chat_desk import BOB, Desk  # noqa: E402
 from chat_standins import SilentServer, SlackStandIn, TelegramStandIn, telegram_user  # noqa: E402
 from github_emulator import REPO, TOKEN, GitHubEmulator  # noqa: E402
-from lib.models import ProcessStatus  # noqa: E402
-from lib.state_manager import run_key  # noqa: E402
+from lib.models import IssueStatus  # noqa: E402
+from lib.state_manager import issue_key  # noqa: E402
 
 logging.disable(logging.WARNING)  # the silent case warns once a read: the figures say it
 
@@ -46,7 +46,7 @@ def one_case(questions: int, case: str) -> tuple:
         asked = [desk.ask(f"Question {i}") for i in range(questions)]
         if case == "none open":
             for entry in asked:
-                desk.state.update(run_key(entry), status=ProcessStatus.RUNNING)
+                desk.state.update(issue_key(entry), status=IssueStatus.RUNNING)
         if case == "all answered":
             for i, entry in enumerate(asked):
                 if i % 2:

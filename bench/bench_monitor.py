@@ -51,7 +51,7 @@ def build(root: Path, megabytes: int) -> Path:
     (root / "config.json").chmod(0o600)
     (root / "processing-state.json").write_text(json.dumps({"_schema": 1, str(ISSUE): {
         "issue_number": ISSUE, "status": "running", "branch": f"issue-{ISSUE}",
-        "start_time": "2026-11-24T18:05:59+00:00", "session_id": SESSION, "agent_index": 0}}))
+        "start_time": "2026-11-24T18:05:59+00:00", "session_id": SESSION, "slot": 0}}))
     cycle = (SAMPLE.read_text().replace("/home/user/work/myproject_0", str(slot))
              .replace("/home/user/.claude", str(claude_dir)).encode())
     transcript = claude_dir / "projects" / project_dir_name(str(slot)) / f"{SESSION}.jsonl"

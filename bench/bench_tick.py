@@ -29,7 +29,7 @@ sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(PROJECT / "tests"))
 
 from github_emulator import REPO, TOKEN, GitHubEmulator  # noqa: E402
-from lib.models import IssueState, ProcessStatus, utc_now_iso  # noqa: E402
+from lib.models import IssueState, IssueStatus, utc_now_iso  # noqa: E402
 from lib.state_manager import StateManager  # noqa: E402
 
 import psutil  # noqa: E402
@@ -63,8 +63,8 @@ def build(root: Path, github: GitHubEmulator, queued: int, busy: int) -> tuple:
                                   labeled_by="maintainer")
         runner = subprocess.Popen(["sleep", "3600"])
         runners.append(runner)
-        state.put(IssueState(issue_number=number, status=ProcessStatus.RUNNING.value, branch=f"issue-{number}",
-                             start_time=utc_now_iso(), agent_index=index, repo=REPO, runner_pid=runner.pid,
+        state.put(IssueState(issue_number=number, status=IssueStatus.RUNNING.value, branch=f"issue-{number}",
+                             start_time=utc_now_iso(), slot=index, repo=REPO, runner_pid=runner.pid,
                              runner_create_time=psutil.Process(runner.pid).create_time()))
     for index in range(queued):
         github.add_issue(f"Queued issue {index}", "please do it", labels=("ready-for-claude",),
@@ -102,7 +102,7 @@ def main() -> int:
                 print(f"tick {run}: {figures['wall']:.3f} s wall, {figures['maxrss_kb'] / 1024:.1f} MB peak RSS,"
                       f" {len(requests)} requests ({not_modified} answered 304), {points} rate-limit points")
             launched = [n for n, entry in StateManager(config.parent / "processing-state.json").load().items()
-                        if entry.status != ProcessStatus.RUNNING.value]
+                        if entry.status != IssueStatus.RUNNING.value]
             print(f"median {statistics.median(walls):.3f} s, max {max(walls):.3f} s;"
                   f" entries launched beyond the busy slots: {len(launched)}")
         finally:

@@ -20,7 +20,7 @@ _EXPORTS = {
     "IssueOrchestrator": "orchestrator",
     # models and the lifecycle
     "IssueStatus": "lifecycle",
-    "ProcessStatus": "models",
+    "ProcessStatus": "models",  # the seed README's names of IssueStatus
     "InstanceStatus": "models",
     "IssueState": "models",
     "Message": "models",

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from lib.comments import keyed, quote_for_markdown
 from lib.github_client import Trust
-from lib.models import IssueState, ProcessStatus
+from lib.models import IssueState, IssueStatus
 
 SERVICE_NAMES = {"telegram": "Telegram", "slack": "Slack"}
 #: GitHub refuses a comment body longer than this many characters.
@@ -38,7 +38,7 @@ def asked_in_chat(entry: IssueState, sent: Mapping[str, Tuple[str, str]]) -> Lis
 
 def is_open(entry: IssueState, question: Mapping[str, Any]) -> bool:
     """The chat message `question` asked the question the entry still waits an answer for."""
-    return entry.status == ProcessStatus.NEEDS_INPUT and question.get("question") == entry.question_comment_id \
+    return entry.status == IssueStatus.NEEDS_INPUT and question.get("question") == entry.question_comment_id \
         and entry.question_comment_id is not None
 
 

@@ -27,7 +27,7 @@ import stat
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from lib.models import ProcessStatus
+from lib.models import IssueStatus
 from lib.outcomes import Outcome
 from lib.repo_manager import GitError, RepoManager
 
@@ -82,8 +82,8 @@ def merged_cleanly(work: Dict[str, Any], branch: str) -> Outcome:
     """The outcome of a merge of the base that needed no agent (or that git could not even start)."""
     base, sha = work.get("base"), str(work.get("merged_sha"))[:12]
     if work.get("error"):
-        return Outcome(status=ProcessStatus.FAILED, reason=work["error"])
-    return Outcome(status=ProcessStatus.COMPLETED, summary=(
+        return Outcome(status=IssueStatus.FAILED, reason=work["error"])
+    return Outcome(status=IssueStatus.COMPLETED, summary=(
         f"{branch} already holds {base} ({sha}): nothing to merge." if work.get("up_to_date") else
         f"Merged {base} ({sha}) into {branch}: the merge was clean, no conflict to resolve."))
 

@@ -36,10 +36,10 @@ from lib.answers import (SERVICE_NAMES, answered, chat_answer_comment, chat_answ
 from lib.comments import post_once
 from lib.events import ChatMessage, NotifierError, clip, one_line
 from lib.github_client import GitHubError, RateLimitError
-from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point
+from lib.models import IssueState, OrchestratorError, IssueStatus, fault_point
 from lib.notifications import Notifications, within
 from lib.operations import Operations
-from lib.state_manager import State, key_text, run_key
+from lib.state_manager import State, key_text, issue_key
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class ChatInbox:
     def _read(self) -> None:
         self.snapshot = self.state.load_state()
         asking = [entry for entry in self.snapshot.issues.values()
-                  if entry.status == ProcessStatus.NEEDS_INPUT and entry.question_comment_id is not None]
+                  if entry.status == IssueStatus.NEEDS_INPUT and entry.question_comment_id is not None]
         if not asking:
             return  # no open question: no chat request at all
         chats = {notifier.name.lower(): notifier for notifier in Notifications.from_config(self.config).notifiers
@@ -99,7 +99,7 @@ class ChatInbox:
         for entry in asking if "slack" in chats else ():
             for question in entry.chat_questions:
                 if question["service"] == "slack" and is_open(entry, question):
-                    calls.append((f"Slack ({key_text(run_key(entry))})", lambda e=entry, q=question: (
+                    calls.append((f"Slack ({key_text(issue_key(entry))})", lambda e=entry, q=question: (
                         e, q, chats["slack"].thread_replies(q["chat"], q["id"], q.get("seen")))))
         warned = set()  # a revoked token fails every thread alike: one line says it
         for name, found, error in within(self.config.notification_timeout_seconds, calls):
@@ -181,7 +181,7 @@ class ChatInbox:
                 self._say(message, "That message asks nothing, so " + NOT_USED)
             return None
         entry, question = found
-        ref = key_text(run_key(entry))
+        ref = key_text(issue_key(entry))
         if not allowed:
             log.warning("%s: a reply by %s to the question of %s is ignored: user %s is not in %s.allowed_user_ids",
                         service, _shown(message.name), ref, message.user, message.service)
@@ -205,7 +205,7 @@ class ChatInbox:
 
     def _answer(self, message: ChatMessage, entry: IssueState) -> Optional[Change]:
         """Post the answer on the issue, then record it: the tick's reconcile resumes the session with it."""
-        ref = key_text(run_key(entry))
+        ref = key_text(issue_key(entry))
         asked_on = entry.question_number or entry.issue_number  # a follow-up asks on its pull request
         key = f"chat-answer:{message.service}:{message.chat}:{message.id}"
         try:
@@ -232,7 +232,7 @@ class ChatInbox:
         if message.service == "slack":
             text += " Later replies in this thread are not read."
         self._say(message, text, (comment["html_url"], "the comment") if comment.get("html_url") else None)
-        who, service, key_of = message.name, message.service, run_key(entry)
+        who, service, key_of = message.name, message.service, issue_key(entry)
 
         def record(state: State) -> None:
             current = state.issues.get(key_of)
@@ -295,16 +295,16 @@ class ChatInbox:
 
 def _closed(entry: IssueState, question: Dict[str, Any]) -> str:
     """Why the question `question` asked is no longer open."""
-    ref = key_text(run_key(entry))
-    if entry.is_finished or entry.status == ProcessStatus.WAITING:
+    ref = key_text(issue_key(entry))
+    if entry.is_finished or entry.status == IssueStatus.WAITING:
         return f"{ref} is {entry.status} now, so its question is closed"
-    if question.get("question") != entry.question_comment_id and entry.status == ProcessStatus.NEEDS_INPUT:
+    if question.get("question") != entry.question_comment_id and entry.status == IssueStatus.NEEDS_INPUT:
         return f"That question of {ref} was answered already (its newest question is another message)"
     return f"The question of {ref} was answered already and the session went on"
 
 
 def _mark_seen(state: State, entry: IssueState, question: Dict[str, Any], ts: str) -> None:
-    current = state.issues.get(run_key(entry))
+    current = state.issues.get(issue_key(entry))
     for asked in current.chat_questions if current is not None else ():
         if (asked["service"], asked["chat"], asked["id"]) == (question["service"], question["chat"], question["id"]):
             asked["seen"] = ts

@@ -28,7 +28,7 @@ JSON shape (`claude_monitor.py [monitor] --format json`), stable:
       "status": "running",           # pending | preparing | running | validating | fixing | needs_input | waiting | lost |
                                      # unknown (active); completed | failed | cancelled (completed)
       "pid": 12345,                  # the live claude (else runner) pid, or the recorded one when lost
-      "agent_index": 0, "session_id": "...", "branch": "issue-101",
+      "slot": 0, "session_id": "...", "branch": "issue-101",
       "cwd": "/path/to/clones/myproject_0",
       "start_time": "...", "end_time": null,            # ISO 8601 as in the state file
       "runtime_seconds": 120.5,      # live process age; end - start once finished
@@ -77,7 +77,7 @@ from lib.models import (
     Message,
     MonitorReport,
     OrchestratorError,
-    ProcessStatus,
+    IssueStatus,
     UsageError,
     instance_lines,
     local_time,
@@ -87,7 +87,7 @@ from lib.models import (
 )
 from lib.processes import live_process
 from lib.pull_upkeep import upkeep_view
-from lib.state_manager import RunKey, StateStore, key_text, parse_key
+from lib.state_manager import IssueKey, StateStore, key_text, parse_key
 from lib.transcripts import (
     ConversationReader,
     default_claude_config_dir,
@@ -107,13 +107,13 @@ STATUS_RECENT_MESSAGES = 5
 #: `history --limit N` counts every message of files up to this size; of larger ones it reads the end.
 HISTORY_FULL_SCAN_BYTES = 16 * 1024 * 1024
 #: Default `--limit` of `history`.
-HISTORY_LIMIT = 50
+MESSAGES_SHOWN = 50
 #: The default command lists this many finished runs when nothing is active.
 RECENT_FINISHED = 5
 CLAUDE_PROCESS_NAMES = frozenset({"claude", "claude.exe"})
 
 
-def _sort_key(key: RunKey) -> Tuple[str, int]:
+def _sort_key(key: IssueKey) -> Tuple[str, int]:
     return key[0] or "", key[1]
 
 
@@ -265,7 +265,7 @@ class ClaudeMonitor:
 
     # --- state ------------------------------------------------------------------------------------
 
-    def load_states(self) -> Dict[RunKey, IssueState]:
+    def load_states(self) -> Dict[IssueKey, IssueState]:
         """The state's entries (of `repo` only, when the monitor was given one)."""
         state_file = self.config.state_file
         if not state_file.is_file() and not self.config.executor.celery:
@@ -293,7 +293,7 @@ class ClaudeMonitor:
                                     f" {self.config.state_file} (known: {known}).")
         return found[0]
 
-    def ref(self, key: RunKey) -> str:
+    def ref(self, key: IssueKey) -> str:
         return key_text(key) if self.config.multi_repo else f"#{key[1]}"
 
     # --- files ------------------------------------------------------------------------------------
@@ -308,10 +308,10 @@ class ClaudeMonitor:
         return folder / f"{entry.attempt}.stream.jsonl"
 
     def slot_path(self, entry: IssueState) -> Optional[Path]:
-        if entry.agent_index is None:
+        if entry.slot is None:
             return None
         try:
-            return self.config.repository(entry.repo).slot_path(entry.agent_index)
+            return self.config.repository(entry.repo).slot_path(entry.slot)
         except OrchestratorError:  # a repository no longer in the config
             return None
 
@@ -403,7 +403,7 @@ class ClaudeMonitor:
         session_id, source = self.locate_conversation(entry)
         slot = self.slot_path(entry)
         instance = ClaudeInstance(
-            issue_number=entry.issue_number, status=entry.status, repo=entry.repo, agent_index=entry.agent_index,
+            issue_number=entry.issue_number, status=entry.status, repo=entry.repo, slot=entry.slot,
             session_id=session_id, branch=entry.branch, cwd=str(slot) if slot else None,
             start_time=entry.start_time, end_time=entry.end_time, cost_usd=entry.cost_usd,
             num_turns=entry.num_turns, pr_url=entry.pr_url, error=entry.error, question=entry.question,
@@ -416,7 +416,7 @@ class ClaudeMonitor:
             recorded_pid = entry.claude_pid or entry.runner_pid
             # Only a run that should have a process can lose it; needs_input and waiting have none.
             if process is None and entry.status in LIVE_STATUSES and recorded_pid:
-                instance.status, instance.pid = ProcessStatus.LOST, recorded_pid
+                instance.status, instance.pid = IssueStatus.LOST, recorded_pid
         if process is not None:
             _describe_process(instance, process)
         else:
@@ -450,7 +450,7 @@ class ClaudeMonitor:
                 return repository.repo, int(found.group(1))
         return None
 
-    def _unknown_instances(self, states: Dict[RunKey, IssueState]) -> List[Tuple[ClaudeInstance, psutil.Process]]:
+    def _unknown_instances(self, states: Dict[IssueKey, IssueState]) -> List[Tuple[ClaudeInstance, psutil.Process]]:
         """`claude` processes working in a slot folder that no unfinished state entry accounts for."""
         known = {pid for entry in states.values() if not entry.is_finished
                  for pid in (entry.claude_pid, entry.runner_pid) if pid}
@@ -468,8 +468,8 @@ class ClaudeMonitor:
                     continue
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-            instance = ClaudeInstance(issue_number=None, status=ProcessStatus.UNKNOWN, repo=slot[0],
-                                      agent_index=slot[1], cwd=info["cwd"])
+            instance = ClaudeInstance(issue_number=None, status=IssueStatus.UNKNOWN, repo=slot[0],
+                                      slot=slot[1], cwd=info["cwd"])
             _describe_process(instance, process)
             self._describe_newest_session(instance, process)
             found.append((instance, process))
@@ -496,7 +496,7 @@ class ClaudeMonitor:
         """Every unfinished issue (running, lost, needing input, queued), then every unknown claude process."""
         return self._active(self.load_states())
 
-    def _active(self, states: Dict[RunKey, IssueState]) -> List[ClaudeInstance]:
+    def _active(self, states: Dict[IssueKey, IssueState]) -> List[ClaudeInstance]:
         sampled: List[Tuple[ClaudeInstance, psutil.Process]] = []
         instances = []
         for key in sorted(states, key=_sort_key):
@@ -513,7 +513,7 @@ class ClaudeMonitor:
             _sample_cpu(sampled + unknown, self.cpu_interval)
         return instances
 
-    def _finished(self, states: Dict[RunKey, IssueState], limit: Optional[int] = None) -> List[ClaudeInstance]:
+    def _finished(self, states: Dict[IssueKey, IssueState], limit: Optional[int] = None) -> List[ClaudeInstance]:
         entries = sorted((entry for entry in states.values() if entry.is_finished),
                          key=lambda entry: entry.end_time or entry.start_time or "", reverse=True)
         return [self._instance(entry, tail_only=True)[0] for entry in entries[:limit]]
@@ -544,7 +544,7 @@ class ClaudeMonitor:
             _sample_cpu([(instance, process)], self.cpu_interval)
         return InstanceStatusReport(instance, source, conversation.messages)
 
-    def history(self, issue_number: Union[int, str], limit: Optional[int] = HISTORY_LIMIT,
+    def history(self, issue_number: Union[int, str], limit: Optional[int] = MESSAGES_SHOWN,
                 full: bool = False) -> ConversationHistory:
         """The last `limit` messages (None or 0: all) of the issue's session, across resumed invocations."""
         entry = self.entry(issue_number)
@@ -602,7 +602,7 @@ class ClaudeMonitor:
             if not running:
                 how = entry.status
                 if entry.status in LIVE_STATUSES:
-                    how = f"{ProcessStatus.LOST}: process {recorded_pid} is gone"
+                    how = f"{IssueStatus.LOST}: process {recorded_pid} is gone"
                 yield Message("system", "status", f"Issue #{entry.issue_number}: run ended ({how}).", utc_now_iso())
                 return
             time.sleep(poll_interval)

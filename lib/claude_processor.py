@@ -8,7 +8,7 @@
   stream log, `<attempt>.prompt-<n>.txt` (mode 0600), and launches `claude` in its own session with
   that file as stdin, stdout appended to the issue's stream log, stderr beside it, its own TMPDIR,
   the orchestrator's tokens taken out of its environment and a run marker put in
-  (processes.RUN_MARKER_VAR), by which every process it starts is found again. A file, not a
+  (processes.SESSION_MARKER_VAR), by which every process it starts is found again. A file, not a
   pipe: the agent never depends on the runner to feed it.
 * `ClaudeProcessor.watch` tails the stream log (the agent writes to the file, not to a pipe, so it
   keeps going if a runner dies), reports the session id as soon as the `init` event names it,
@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 from lib.files import tail_lines
 from lib.models import OrchestratorError, utc_now_iso
 from lib.outcomes import Outcome, classify, ends_with_question, needs_input_question
-from lib.processes import RUN_HOST_VAR, RUN_MARKER_VAR, end_leftovers, process_create_time, terminate_tree
+from lib.processes import RUN_HOST_VAR, SESSION_MARKER_VAR, end_leftovers, process_create_time, terminate_tree
 from lib.redaction import redact, without_tokens
 from lib.sandbox import CLAUDE_SETTINGS_PATH, Wall, launch
 from lib.transcripts import StreamTracker, iter_records, read_complete_lines, read_last_line
@@ -211,7 +211,7 @@ class ClaudeProcessor:
         tmpdir = Path(tmpdir) if tmpdir is not None else stream_path.parent / "tmp"
         tmpdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         env = self.agent_env(tmpdir=tmpdir)
-        env[RUN_MARKER_VAR] = session_id
+        env[SESSION_MARKER_VAR] = session_id
         if self.config.executor.celery:
             env[RUN_HOST_VAR] = self.config.executor.host
         prompt_path = write_prompt_file(stream_path, prompt)

@@ -10,7 +10,7 @@ import re
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from lib.github_client import COMMENT_MARKER
-from lib.models import IssueState, ProcessStatus, format_figures
+from lib.models import IssueState, IssueStatus, format_figures
 from lib.outcomes import Outcome
 from lib.validation import summary_line
 
@@ -91,8 +91,8 @@ def failing_checks(checks: Sequence[Mapping[str, Any]]) -> list:
 def outcome_comment(entry: IssueState, outcome: Outcome, pr_url: Optional[str], pushed: bool,
                     duration: Optional[float]) -> str:
     headline = {
-        ProcessStatus.COMPLETED: "✅ Claude Code finished this issue.",
-        ProcessStatus.FAILED: f"❌ Claude Code could not finish this issue: {outcome.reason}.",
+        IssueStatus.COMPLETED: "✅ Claude Code finished this issue.",
+        IssueStatus.FAILED: f"❌ Claude Code could not finish this issue: {outcome.reason}.",
     }.get(outcome.status, f"⏹️ Stopped: {outcome.reason}. The work so far is saved.")
     lines = [headline, ""]
     if outcome.summary:
@@ -136,8 +136,8 @@ def follow_up_comment(entry: IssueState, outcome: Outcome, head: str, duration: 
     work = entry.follow_work
     what = {"ci": "the failing checks", "conflict": f"merging `{inert(work.get('base'))}` into this branch"}.get(
         work.get("kind"), "the review")
-    headline = {ProcessStatus.COMPLETED: f"🔁 Claude Code worked on {what}.",
-                ProcessStatus.FAILED: f"❌ Claude Code could not finish {what}: {outcome.reason}."}.get(
+    headline = {IssueStatus.COMPLETED: f"🔁 Claude Code worked on {what}.",
+                IssueStatus.FAILED: f"❌ Claude Code could not finish {what}: {outcome.reason}."}.get(
         outcome.status, f"⏹️ Stopped: {outcome.reason}.")
     lines = [headline, ""]
     if work.get("kind") == "conflict":
@@ -162,7 +162,7 @@ def merge_lines(work: Mapping[str, Any], outcome: Outcome) -> str:
     if not names:
         return f"Merged {merged} (a merge commit): no conflict."
     files = f"{len(names)} file(s): {', '.join(names[:30])}{' ...' if len(names) > 30 else ''}"
-    if outcome.status != ProcessStatus.COMPLETED:
+    if outcome.status != IssueStatus.COMPLETED:
         return f"Merging {merged} into this branch met conflicts in {files}."
     return (f"Merged {merged} (a merge commit, never a rebase or a force-push); conflicts resolved by Claude Code"
             f" in {files}.")

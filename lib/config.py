@@ -638,9 +638,9 @@ class Config:
         return [s for s in (self.github_token, self.telegram_bot_token, self.slack_bot_token, self.dashboard_token,
                             *passwords) if s]
 
-    def get_repo_path(self, agent_index: int) -> Path:
+    def get_repo_path(self, index: int) -> Path:
         """Slot i of the first repository (the seed's call): `<base_repo_path>/<repo_name>_<i>`."""
-        return self.repositories[0].slot_path(agent_index)
+        return self.repositories[0].slot_path(index)
 
     @property
     def multi_repo(self) -> bool:

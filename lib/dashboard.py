@@ -36,7 +36,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 from lib.claude_monitor import ClaudeMonitor, message_to_text
 from lib.costs import CostFigures, CostReport, parse_since
 from lib.ledger import Record, RunHistory
-from lib.models import (ACTIVE_STATUSES, IssueState, Message, OrchestratorError, ProcessStatus, StateError, UsageError,
+from lib.models import (ACTIVE_STATUSES, IssueState, Message, OrchestratorError, IssueStatus, StateError, UsageError,
                         clock, format_cost, format_duration, parse_iso, seconds_between, utc_now_iso)
 from lib.pull_upkeep import upkeep_view
 from lib.redaction import redact
@@ -127,11 +127,11 @@ class DashboardData:
                                "runtime_seconds": instance.runtime_seconds if instance else None,
                                "last_activity": instance.last_activity if instance else holder.last_activity}
             slots.append(slot)
-        waiting = sorted((e for e in states.values() if e.status == ProcessStatus.WAITING),
+        waiting = sorted((e for e in states.values() if e.status == IssueStatus.WAITING),
                          key=lambda e: e.not_before or "")
         queue = [{**run(e), "not_before": e.not_before, "reason": e.error} for e in waiting]
         questions = [{**run(e), "question": e.question, "asked": e.end_time}
-                     for e in states.values() if e.status == ProcessStatus.NEEDS_INPUT]
+                     for e in states.values() if e.status == IssueStatus.NEEDS_INPUT]
         recent = [{**run(entry), "pr_url": entry.pr_url, "ended": entry.end_time,
                    "duration_seconds": seconds_between(entry.start_time, entry.end_time), "error": entry.error}
                   for entry in finished]
@@ -147,13 +147,13 @@ class DashboardData:
         Celery mode the slots of every host that hold a run (each host has its own slot 0)."""
         repositories = [r for r in self.monitor.config.repositories
                         if self.monitor.repo is None or r.repo == self.monitor.repo]
-        active = [e for e in states.values() if e.status in ACTIVE_STATUSES and e.agent_index is not None]
+        active = [e for e in states.values() if e.status in ACTIVE_STATUSES and e.slot is not None]
         if self.monitor.config.executor.celery:
             by_name = {r.repo: r for r in repositories}
-            return [(by_name[e.repo], e.agent_index, e.host, e) for e in
-                    sorted(active, key=lambda e: (e.host or "", e.repo or "", e.agent_index)) if e.repo in by_name]
+            return [(by_name[e.repo], e.slot, e.host, e) for e in
+                    sorted(active, key=lambda e: (e.host or "", e.repo or "", e.slot)) if e.repo in by_name]
         return [(repository, index, None, next((e for e in active if e.repo == repository.repo
-                                                 and e.agent_index == index), None))
+                                                 and e.slot == index), None))
                 for repository in repositories for index in range(repository.max_concurrent)]
 
     def costs(self, since: str = f"{CHART_DAYS}d") -> CostReport:
@@ -309,7 +309,7 @@ def run_html(run: Dict[str, Any]) -> str:
             + f"<h2>Conversation</h2><p class=\"muted\">{show(count if count is not None else 'many')} messages"
               f"{show(f'; the last {shown} entries follow') if history['truncated'] else ''}</p>"
             + (lines or '<p class="muted">No conversation recorded (no transcript and no stream log).</p>'))
-    return page(f'{run["repo"]}#{run["issue"]}', body, refresh=ProcessStatus(run["status"]) in ACTIVE_STATUSES)
+    return page(f'{run["repo"]}#{run["issue"]}', body, refresh=IssueStatus(run["status"]) in ACTIVE_STATUSES)
 
 
 def login_html(problem: Optional[str] = None) -> str:

@@ -48,7 +48,7 @@ class Event:
     issue_number: Optional[int] = None
     title: str = ""
     url: Optional[str] = None  # the issue's html_url
-    agent_index: Optional[int] = None
+    slot: Optional[int] = None
     branch: Optional[str] = None
     duration_seconds: Optional[float] = None
     cost_usd: Optional[float] = None

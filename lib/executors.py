@@ -23,7 +23,7 @@ from lib.lifecycle import MODES, RUN
 from lib.models import IssueState, OrchestratorError, parse_iso, utc_now_iso
 from lib.processes import process_alive, process_create_time
 from lib.runner import launch_runner
-from lib.state_manager import RedisStateStore, run_key
+from lib.state_manager import RedisStateStore, issue_key
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class CeleryExecutor:
         if mode not in MODES:
             raise ValueError(f"unknown runner mode {mode!r}")
         dispatch_id = uuid.uuid4().hex
-        key = run_key(entry)
+        key = issue_key(entry)
         host = None if mode == RUN or entry.host not in self.workers() else entry.host
         with self.state.transaction() as state:
             current = state.issues[key]
@@ -107,7 +107,7 @@ class CeleryExecutor:
 
     def alive(self, entry: IssueState) -> bool:
         """A heartbeat in the shared state, or a task sent and not yet taken (to a host that still beats)."""
-        if self.state.beating(run_key(entry)):
+        if self.state.beating(issue_key(entry)):
             return True
         if entry.dispatched_to and entry.dispatched_to not in self.workers():
             return False  # sent to a host that died before taking it: the next dispatch goes elsewhere

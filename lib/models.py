@@ -167,11 +167,11 @@ class IssueState:
     """
 
     issue_number: int
-    status: ProcessStatus  # a plain value ("running") is taken too
+    status: IssueStatus  # a plain value ("running") is taken too
     branch: str
     start_time: str
     session_id: Optional[str] = None
-    agent_index: Optional[int] = None
+    slot: Optional[int] = None
 
     repo: Optional[str] = None  # "owner/name"
     title: str = ""
@@ -231,7 +231,7 @@ class IssueState:
     updated_at: Optional[str] = None
 
     def __post_init__(self) -> None:
-        self.status = ProcessStatus(self.status)  # ValueError for a status no version wrote
+        self.status = IssueStatus(self.status)  # ValueError for a status no version wrote
 
     @property
     def is_active(self) -> bool:
@@ -249,7 +249,10 @@ class IssueState:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "IssueState":
-        """Build from a state-file entry; unknown keys (a newer minor version) are ignored."""
+        """Build from a state-file entry; unknown keys (a newer minor version) are ignored, and the
+        names of earlier versions are read (`agent_index`, now `slot`)."""
+        if "agent_index" in data and "slot" not in data:
+            data = {**data, "slot": data["agent_index"]}
         return cls(**_known_fields(cls, data))
 
 
@@ -282,10 +285,10 @@ class ClaudeInstance:
     """One Claude Code run as the monitor sees it."""
 
     issue_number: Optional[int]
-    status: ProcessStatus  # a plain value ("running") is taken too
+    status: IssueStatus  # a plain value ("running") is taken too
     pid: Optional[int] = None
     repo: Optional[str] = None  # "owner/name"
-    agent_index: Optional[int] = None
+    slot: Optional[int] = None
     session_id: Optional[str] = None
     branch: Optional[str] = None
     cwd: Optional[str] = None
@@ -307,7 +310,7 @@ class ClaudeInstance:
     upkeep: Optional[Dict[str, Any]] = None  # a followed pull request's upkeep (lib/pull_upkeep.upkeep_view)
 
     def __post_init__(self) -> None:
-        self.status = ProcessStatus(self.status)
+        self.status = IssueStatus(self.status)
 
     def to_dict(self) -> Dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -397,8 +400,8 @@ def instance_lines(instance: ClaudeInstance, active: bool) -> List[str]:
         lines.append(f"    Child Processes: {', '.join(map(str, instance.children))}")
     if instance.repo:
         lines.append(f"    Repository: {instance.repo}")
-    if instance.agent_index is not None:
-        lines.append(f"    Slot: {instance.agent_index} ({instance.cwd})" + (f" on host {instance.host}"
+    if instance.slot is not None:
+        lines.append(f"    Slot: {instance.slot} ({instance.cwd})" + (f" on host {instance.host}"
                                                                          if instance.host else ""))
     if instance.session_id:
         lines.append(f"    Session: {instance.session_id}")

@@ -12,10 +12,10 @@ from typing import List, Optional
 from lib.labels import show_status, unqueue
 from lib.config import Config
 from lib.github_client import GitHubClient
-from lib.models import (IssueState, OrchestratorError, ProcessStatus, UsageError, format_cost, format_duration,
+from lib.models import (IssueState, OrchestratorError, IssueStatus, UsageError, format_cost, format_duration,
                         parse_iso, seconds_between, shorten, utc_now_iso)
 from lib.processes import end_session_processes, live_process, process_alive, terminate_tree
-from lib.state_manager import StateStore, key_text, parse_key, run_key
+from lib.state_manager import StateStore, key_text, parse_key, issue_key
 
 #: A pause with no end: until --unpause.
 FOREVER = datetime(9999, 12, 31, tzinfo=timezone.utc)
@@ -29,7 +29,7 @@ class Operations:
         self.state = state or StateStore.for_config(config)
 
     def _ref(self, entry: IssueState) -> str:
-        return key_text(run_key(entry)) if self.config.multi_repo else f"#{entry.issue_number}"
+        return key_text(issue_key(entry)) if self.config.multi_repo else f"#{entry.issue_number}"
 
     def _entry(self, ref: str) -> IssueState:
         repo, number = parse_key(ref)
@@ -67,7 +67,7 @@ class Operations:
         paused = state.paused_until()
         lines = [f"Launches are paused until {paused:%Y-%m-%d %H:%M} UTC." if paused and paused < FOREVER else
                  "Launches are paused until --unpause." if paused else "Launches are on."]
-        going = sorted((e for e in state.issues.values() if e.is_active or e.status == ProcessStatus.WAITING),
+        going = sorted((e for e in state.issues.values() if e.is_active or e.status == IssueStatus.WAITING),
                        key=lambda e: (e.repo or "", e.issue_number))
         lines += [_facts(entry)[0] for entry in going] or ["Nothing runs and nothing is queued."]
         finished = sorted((e for e in state.issues.values() if e.is_finished),
@@ -82,14 +82,14 @@ class Operations:
         """Stop an issue's agent (its runner saves the work and reports it), or drop a queued one."""
         entry = self._entry(ref)
         labels = self.config.labels
-        if entry.status == ProcessStatus.WAITING:
-            self.state.update(run_key(entry), status=ProcessStatus.CANCELLED, not_before=None, end_time=utc_now_iso(),
+        if entry.status == IssueStatus.WAITING:
+            self.state.update(issue_key(entry), status=IssueStatus.CANCELLED, not_before=None, end_time=utc_now_iso(),
                               error="cancelled by the operator while queued")
             unqueue(self._github(entry), labels, entry.issue_number)
             return f"{self._ref(entry)}: taken out of the queue ({labels.ready} removed)."
         if not entry.is_active:
             raise UsageError(f"{self._ref(entry)} is {entry.status}: there is nothing to cancel.")
-        self.state.update(run_key(entry), cancel_reason="cancelled by the operator")
+        self.state.update(issue_key(entry), cancel_reason="cancelled by the operator")
         runner = live_process(entry.runner_pid, entry.runner_create_time)
         if runner is not None:
             runner.terminate()  # it stops Claude, saves the work and finalizes the issue as cancelled
@@ -99,18 +99,18 @@ class Operations:
     def retry(self, ref: str) -> str:
         """Queue a finished issue again (the next tick starts a new attempt on its branch)."""
         entry = self._entry(ref)
-        if entry.is_active or entry.status == ProcessStatus.WAITING:
+        if entry.is_active or entry.status == IssueStatus.WAITING:
             raise UsageError(f"{self._ref(entry)} is {entry.status}: it is not finished, so it cannot be retried.")
         labels = self.config.labels
         # WAITING with no wait: the operator's word stands for a trusted labeler's.
-        self.state.update(run_key(entry), status=ProcessStatus.WAITING, not_before=utc_now_iso(), requeues=0)
-        show_status(self._github(entry), labels, entry.issue_number, ProcessStatus.WAITING)
+        self.state.update(issue_key(entry), status=IssueStatus.WAITING, not_before=utc_now_iso(), requeues=0)
+        show_status(self._github(entry), labels, entry.issue_number, IssueStatus.WAITING)
         return f"{self._ref(entry)}: queued again; the next tick starts attempt {entry.attempt + 1}."
 
     def free_slot(self, index: int, repo: Optional[str]) -> str:
         """End whatever holds slot `index` of `repo` and mark its issue failed, so the slot is free."""
         repository = self.config.repository(repo)
-        holder = next((e for e in self.state.load_state().active(repository.repo) if e.agent_index == index), None)
+        holder = next((e for e in self.state.load_state().active(repository.repo) if e.slot == index), None)
         if holder is None:
             return f"Slot {index} of {repository.repo} is free already."
         grace = self.config.claude.kill_grace_seconds
@@ -119,28 +119,28 @@ class Operations:
                 terminate_tree(pid, grace_seconds=grace, create_time=created)
         if holder.session_id:
             end_session_processes(holder.session_id, grace)
-        self.state.update(run_key(holder), status=ProcessStatus.FAILED, end_time=utc_now_iso(), claude_pid=None,
+        self.state.update(issue_key(holder), status=IssueStatus.FAILED, end_time=utc_now_iso(), claude_pid=None,
                           error=f"slot {index} was freed by the operator")
         labels = self.config.labels
-        show_status(self._github(holder), labels, holder.issue_number, ProcessStatus.FAILED)
+        show_status(self._github(holder), labels, holder.issue_number, IssueStatus.FAILED)
         return f"Slot {index} of {repository.repo} freed: {self._ref(holder)} is marked failed ({labels.failed})."
 
 
 def _facts(entry: IssueState) -> List[str]:
     """An entry's status in a line, then its other facts, a line each."""
-    line = f"{key_text(run_key(entry))}: {entry.status}"
-    if entry.is_active and entry.agent_index is not None:
-        line += f", slot {entry.agent_index}"
+    line = f"{key_text(issue_key(entry))}: {entry.status}"
+    if entry.is_active and entry.slot is not None:
+        line += f", slot {entry.slot}"
     if entry.is_active and seconds_between(entry.start_time) is not None:
         line += f", for {format_duration(seconds_between(entry.start_time))}"
-    if entry.status == ProcessStatus.WAITING and entry.not_before:
+    if entry.status == IssueStatus.WAITING and entry.not_before:
         line += f", until {entry.not_before}"
     if entry.pr_url:
         line += f", {entry.pr_url}"
     facts = [line]
     if entry.title:
         facts.append(f"Title: {shorten(entry.title, 200, 1)}")
-    if entry.question and entry.status == ProcessStatus.NEEDS_INPUT:
+    if entry.question and entry.status == IssueStatus.NEEDS_INPUT:
         facts.append(f"Question: {shorten(entry.question, 300, 3)}")
     if entry.error and not entry.is_active:
         facts.append(f"Why: {shorten(entry.error, 300, 3)}")

@@ -26,7 +26,7 @@ from lib.files import exclusive_lock, writable
 from lib.github_client import GitHubClient, GitHubError, RateLimitError, Trust
 from lib.labels import show_status
 from lib.ledger import RunHistory
-from lib.models import IssueState, OrchestratorError, ProcessStatus, fault_point, parse_iso, utc_now_iso
+from lib.models import IssueState, OrchestratorError, IssueStatus, fault_point, parse_iso, utc_now_iso
 from lib.notifications import Notifications
 from lib.processes import end_session_processes, live_process, process_alive, terminate_tree
 from lib.pull_watch import look_at_each
@@ -35,7 +35,7 @@ from lib.retention import prune_if_due
 from lib.routing import label_names, model_choice, queue_order, rank, routing_labels
 from lib.lifecycle import FINALIZE, FOLLOW, RESUME, RUN
 from lib.sandbox import unavailable
-from lib.state_manager import State, StateStore, key_text, run_key
+from lib.state_manager import State, StateStore, key_text, issue_key
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class IssueOrchestrator:
         ref = self.ref(entry.repo, entry.issue_number)
         runner_alive = self.executor.alive(entry)
 
-        if entry.status == ProcessStatus.PENDING and not runner_alive and self._never_started(entry):
+        if entry.status == IssueStatus.PENDING and not runner_alive and self._never_started(entry):
             # Claims and spawns happen under the tick lock we hold now: the claiming tick died.
             log.warning("Issue %s was claimed but its runner never started; starting it now", ref)
             self._spawn(entry, RUN, summary.launched)
@@ -172,7 +172,7 @@ class IssueOrchestrator:
             self._cancel(entry, why, runner_alive, summary)
             return
 
-        if entry.status == ProcessStatus.NEEDS_INPUT:
+        if entry.status == IssueStatus.NEEDS_INPUT:
             self._reconcile_waiting_for_input(entry, summary)
             return
 
@@ -235,12 +235,12 @@ class IssueOrchestrator:
         log.info("Issue %s: stopping its agent: %s", ref, why)
         if runner_alive:
             # The runner polls this flag every check_interval, stops Claude and finalizes as cancelled.
-            self.state.update(run_key(entry), cancel_reason=why)
+            self.state.update(issue_key(entry), cancel_reason=why)
             if self.executor.local:  # a runner on another host reads the flag from the shared state
                 self._signal_runner(entry)
         else:
             self._end_processes(entry)
-            self.state.update(run_key(entry), cancel_reason=why)
+            self.state.update(issue_key(entry), cancel_reason=why)
             self._spawn(entry, FINALIZE, [], reason="cancelled")
 
     @staticmethod
@@ -363,7 +363,7 @@ class IssueOrchestrator:
                 continue
             known = known_by_key[key]
             # A requeued issue got its label back from us; its first claim passed the trust check.
-            requeued = known is not None and known.status == ProcessStatus.WAITING
+            requeued = known is not None and known.status == IssueStatus.WAITING
             if not requeued and not self._labeled_by_trusted_user(repo, issue, state):
                 summary.skipped.append(ref)
                 continue
@@ -391,11 +391,11 @@ class IssueOrchestrator:
                 log.info("[dry-run] issue %s: %s", ref, news.ended or (news.work and "a follow-up") or "nothing new")
             elif news.ended:
                 log.info("Issue %s: its pull request was %s; following it ends", ref, news.ended)
-                self.state.update(run_key(entry), status=news.ended, following=False, **news.changes)
+                self.state.update(issue_key(entry), status=news.ended, following=False, **news.changes)
             elif news.bound:
                 post_once(self.github(entry.repo), entry.pr_number, "follow-bound",
                           f"Claude Code follows this pull request no more: {news.bound}.")
-                self.state.update(run_key(entry), following=False, **news.changes)
+                self.state.update(issue_key(entry), following=False, **news.changes)
             elif news.work and entry.repo not in self.capped and self._room(self.state.load_state(),
                                                                              repository(entry.repo)):
                 self._claim_follow_up(entry, repository(entry.repo), news, summary)
@@ -405,7 +405,7 @@ class IssueOrchestrator:
                 if news.notice:  # e.g. a conflict past its bound: a human is asked, once
                     post_once(self.github(entry.repo), entry.pr_number, *news.notice)
                 if news.changes:
-                    self.state.update(run_key(entry), **news.changes)
+                    self.state.update(issue_key(entry), **news.changes)
 
     def spend_ceilings(self) -> Set[str]:
         """The repositories whose new runs (follow-ups too) wait: their spend ceiling, or the global
@@ -437,11 +437,11 @@ class IssueOrchestrator:
 
     def _claim_follow_up(self, entry: IssueState, repository, news, summary: TickSummary) -> None:
         with self.state.transaction() as state:
-            current = state.issues[run_key(entry)]
+            current = state.issues[issue_key(entry)]
             if current.is_active or not self._room(state, repository):
                 return
             slot = self._slot(state, repository)
-            current.status, current.agent_index, current.start_time = ProcessStatus.PENDING, slot, utc_now_iso()
+            current.status, current.slot, current.start_time = IssueStatus.PENDING, slot, utc_now_iso()
             current.follow_work = news.work
             for name, value in news.changes.items():
                 setattr(current, name, value)
@@ -449,7 +449,7 @@ class IssueOrchestrator:
             current.updated_at = utc_now_iso()
         ref = self.ref(entry.repo, entry.issue_number)
         log.info("Issue %s: a follow-up on its pull request (%s) claimed slot %s", ref, news.work["kind"], slot)
-        self.show(entry.repo, entry.issue_number, ProcessStatus.PENDING)
+        self.show(entry.repo, entry.issue_number, IssueStatus.PENDING)
         self._spawn(current, FOLLOW, summary.followed_up)
 
     def _room(self, state: State, repository) -> bool:
@@ -492,19 +492,19 @@ class IssueOrchestrator:
         """A requeued issue that was closed or lost its ready label while it waited is given up."""
         labels = self.config.labels
         for entry in list(state.issues.values()):
-            if entry.repo != repo or entry.status != ProcessStatus.WAITING or entry.issue_number in labeled:
+            if entry.repo != repo or entry.status != IssueStatus.WAITING or entry.issue_number in labeled:
                 continue
             issue = self.github(repo).get_issue_cached(entry.issue_number)
             if issue.get("state") != "closed" and labels.working in label_names(issue):
                 if not self.dry_run:  # our requeue could not swap the labels back: finish that swap
-                    self.show(repo, entry.issue_number, ProcessStatus.WAITING)
+                    self.show(repo, entry.issue_number, IssueStatus.WAITING)
                 continue
             why = _why_withdrawn(issue, labels.ready)
             ref = self.ref(repo, entry.issue_number)
             summary.cancelled.append(ref)
             log.info("Issue %s no longer waits for a launch: %s", ref, why)
             if not self.dry_run:
-                self.state.update(run_key(entry), status=ProcessStatus.CANCELLED, not_before=None,
+                self.state.update(issue_key(entry), status=IssueStatus.CANCELLED, not_before=None,
                                   error=f"withdrawn while queued: {why}", end_time=utc_now_iso())
 
     def _forget_untrusted_verdicts(self, state: State, repo: str, labeled: set) -> None:
@@ -554,27 +554,27 @@ class IssueOrchestrator:
             slot = self._slot(state, repository)
             entry = IssueState(
                 issue_number=number,
-                status=ProcessStatus.PENDING,
+                status=IssueStatus.PENDING,
                 branch=f"issue-{number}",
                 start_time=utc_now_iso(),
-                agent_index=slot,
+                slot=slot,
                 repo=repo,
                 title=issue.get("title") or "",
                 model=model,
                 attempt=previous.attempt + 1 if previous else 1,
-                requeues=previous.requeues if previous and previous.status == ProcessStatus.WAITING else 0,
+                requeues=previous.requeues if previous and previous.status == IssueStatus.WAITING else 0,
                 updated_at=utc_now_iso(),
             )
             state.add(entry)
         fault_point("after-claim")
         log.info("Issue %s claimed for slot %s (attempt %s%s): %s", ref, slot, entry.attempt,
                  f", model {model}" if model else "", entry.title)
-        self.show(repo, number, ProcessStatus.PENDING)
+        self.show(repo, number, IssueStatus.PENDING)
         fault_point("after-label-swap")
         self._spawn(entry, RUN, [])
         return entry
 
-    def show(self, repo: str, number: int, status: ProcessStatus) -> None:
+    def show(self, repo: str, number: int, status: IssueStatus) -> None:
         """The labels of `status` on the issue (lib.labels)."""
         try:
             show_status(self.github(repo), self.config.labels, number, status)
@@ -593,7 +593,7 @@ class IssueOrchestrator:
         recorded = self.executor.dispatch(entry, mode, reason)
         if recorded:
             with self.state.transaction() as state:
-                current = state.issues.get(run_key(entry))
+                current = state.issues.get(issue_key(entry))
                 if current is not None:
                     for name, value in recorded.items():
                         setattr(current, name, value)
@@ -605,7 +605,7 @@ class IssueOrchestrator:
     def wait_for_runners(self, poll_seconds: float = 0.25, out=None) -> None:
         """Block until no runner of the issues active at the start lives, printing each status change (--wait)."""
         out = out or sys.stdout
-        watched = sorted(run_key(entry) for entry in self.state.load_state().active())
+        watched = sorted(issue_key(entry) for entry in self.state.load_state().active())
         last_status: Dict[tuple, str] = {}
         while True:
             self.executor.reap()

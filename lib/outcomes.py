@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from lib.models import ProcessStatus
+from lib.models import IssueStatus
 from lib.transcripts import tool_input_summary
 
 #: API statuses that mean "come back later", not "this issue failed".
@@ -29,7 +29,7 @@ class Outcome:
 
     #: COMPLETED, NEEDS_INPUT (a question for a human), WAITING (usage limit or API outage: run again
     #: after reset_at), FAILED or CANCELLED (a stop was asked for)
-    status: ProcessStatus
+    status: IssueStatus
     reason: Optional[str] = None  # why it failed / was requeued / cancelled; None when completed
     summary: Optional[str] = None  # the final result text, else the last assistant text
     question: Optional[str] = None  # needs_input: what to ask on the issue
@@ -184,7 +184,7 @@ def classify(result: Optional[Mapping[str, Any]], *, exit_code: Optional[int] = 
     duration_ms = result.get("duration_ms")
     status_code = result.get("api_error_status") if isinstance(result.get("api_error_status"), int) else None
     outcome = Outcome(
-        status=ProcessStatus.FAILED,
+        status=IssueStatus.FAILED,
         summary=text or last_text,
         cost_usd=result.get("total_cost_usd"),
         num_turns=result.get("num_turns"),
@@ -200,7 +200,7 @@ def classify(result: Optional[Mapping[str, Any]], *, exit_code: Optional[int] = 
     # Older CLIs reported the subscription limit as a plain success whose text is the notice.
     limit_notice = bool(_USAGE_LIMIT_RE.search(said)) if is_error else bool(_LIMIT_NOTICE_RE.match(said))
     if status_code in REQUEUE_API_STATUSES or limit_notice:
-        outcome.status = ProcessStatus.WAITING
+        outcome.status = IssueStatus.WAITING
         outcome.reset_at = parse_reset_time(said, now)
         prefix = f"API error {status_code}: " if status_code else "usage limit: "
         outcome.reason = _short(prefix + (said or "no details"))
@@ -218,7 +218,7 @@ def _judge_success(outcome: Outcome, text: Optional[str], no_changes: bool) -> N
         question = _denials_question(outcome.permission_denials)
     if not question and no_changes and ends_with_question(text):
         question = text.strip()
-    outcome.status = ProcessStatus.NEEDS_INPUT if question else ProcessStatus.COMPLETED
+    outcome.status = IssueStatus.NEEDS_INPUT if question else IssueStatus.COMPLETED
     outcome.question = question
 
 
@@ -244,9 +244,9 @@ def _error_reason(result: Mapping[str, Any], said: str, status_code: Optional[in
 
 def _classify_without_result(exit_code: Optional[int], killed_by: Optional[str], stop_reason: Optional[str],
                              settings: Any, last_text: Optional[str], stderr_tail: Optional[str]) -> Outcome:
-    outcome = Outcome(status=ProcessStatus.FAILED, summary=last_text)
+    outcome = Outcome(status=IssueStatus.FAILED, summary=last_text)
     if killed_by == "stop":
-        outcome.status, outcome.reason = ProcessStatus.CANCELLED, stop_reason or "stopped on request"
+        outcome.status, outcome.reason = IssueStatus.CANCELLED, stop_reason or "stopped on request"
     elif killed_by == "timeout":
         seconds = _seconds(getattr(settings, "timeout_seconds", "?"))
         outcome.limit, outcome.reason = "timeout", f"timed out after {seconds} s (claude.timeout_seconds)"
@@ -259,6 +259,6 @@ def _classify_without_result(exit_code: Optional[int], killed_by: Optional[str],
         outcome.reason = f"Claude Code was killed by signal {-exit_code} ({_signal_name(-exit_code)}) without a result"
     else:
         outcome.reason = f"Claude Code exited with code {exit_code} without a result"
-    if stderr_tail and outcome.status == ProcessStatus.FAILED and not outcome.limit:
+    if stderr_tail and outcome.status == IssueStatus.FAILED and not outcome.limit:
         outcome.reason = _short(f"{outcome.reason}: {stderr_tail}")
     return outcome

@@ -3,7 +3,7 @@
 * `run` is `spawn.start` with captured output and a timeout that ends the command's whole tree.
 * `live_process` recognises a recorded process: a pid alone is reused, pid + create time is not.
 * `terminate_tree` ends a process, its process group and every descendant, including tools that
-  moved to sessions of their own, found again by the run marker (RUN_MARKER_VAR) they inherited.
+  moved to sessions of their own, found again by the run marker (SESSION_MARKER_VAR) they inherited.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 #: Set to the session id in the agent's environment. Every process Claude starts inherits it, so
 #: what its tools leave behind is found even after it was reparented away from a dead Claude.
-RUN_MARKER_VAR = "CLAUDE_ORCHESTRATOR_SESSION"
-#: Set to the worker host's name beside RUN_MARKER_VAR in the Celery mode: a worker that starts ends
+SESSION_MARKER_VAR = "CLAUDE_ORCHESTRATOR_SESSION"
+#: Set to the worker host's name beside SESSION_MARKER_VAR in the Celery mode: a worker that starts ends
 #: only its own host's leftovers (two "hosts" may share one machine).
 RUN_HOST_VAR = "CLAUDE_ORCHESTRATOR_HOST"
 #: SIGTERM, then this long for a process tree to end, then SIGKILL (claude.kill_grace_seconds).
@@ -143,15 +143,15 @@ def _ourselves() -> Set[int]:
 
 
 def marked_processes(session_id: str) -> List[psutil.Process]:
-    """Live processes whose environment carries RUN_MARKER_VAR=session_id: the agent and all it started."""
+    """Live processes whose environment carries SESSION_MARKER_VAR=session_id: the agent and all it started."""
     found: List[psutil.Process] = []
     # Our own marker is inherited from an agent we run inside (the orchestrator run by an agent).
-    if not session_id or session_id == os.environ.get(RUN_MARKER_VAR):
+    if not session_id or session_id == os.environ.get(SESSION_MARKER_VAR):
         return found
     ourselves = _ourselves()
     for process in psutil.process_iter():
         try:
-            if (process.pid not in ourselves and process.environ().get(RUN_MARKER_VAR) == session_id
+            if (process.pid not in ourselves and process.environ().get(SESSION_MARKER_VAR) == session_id
                     and not _gone(process)):
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
@@ -173,8 +173,8 @@ def _run_markers(processes: Iterable[psutil.Process], host: Optional[str] = None
             env = process.environ()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
-        if env.get(RUN_MARKER_VAR) and (host is None or env.get(RUN_HOST_VAR) == host):
-            markers.add(env[RUN_MARKER_VAR])
+        if env.get(SESSION_MARKER_VAR) and (host is None or env.get(RUN_HOST_VAR) == host):
+            markers.add(env[SESSION_MARKER_VAR])
     return markers
 
 

@@ -25,7 +25,7 @@ def save_work(run: Run, outcome: Outcome, duration: Optional[float]) -> Tuple[bo
 
     Returns (pushed, pr_url, error): error is a sentence when saving failed, else None.
     """
-    entry, path = run.entry, run.slot
+    entry, path = run.entry, run.slot_path
     if path is None or not (path / ".git").exists():
         return False, entry.pr_url, None
     try:
@@ -80,7 +80,7 @@ def report_follow_up(run: Run, entry: IssueState, outcome: Outcome, key: str, du
                     comments.quote_for_markdown(reply, limit=1000), f"reply:{comment['id']}"))
             except OrchestratorError as exc:
                 log.warning("Issue %s: could not reply to review comment %s: %s", run.ref, comment["id"], exc)
-    slot = run.slot
+    slot = run.slot_path
     head = run.repos.git(["rev-parse", "--short", "HEAD"], slot, check=False).stdout.strip() \
         if slot is not None and (slot / ".git").exists() else ""
     comments.post_once(run.github, entry.pr_number, f"follow-up:{key}",

@@ -49,7 +49,7 @@ from lib.comments import conflict_help_comment
 from lib.config import FollowUp
 from lib.follow_up import failing_checks, review_work
 from lib.github_client import GitHubClient, RateLimitError
-from lib.models import IssueState, OrchestratorError, ProcessStatus, parse_iso
+from lib.models import IssueState, OrchestratorError, IssueStatus, parse_iso
 from lib.pull_upkeep import conflict_fixes_used
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ STAMP_MARGIN_SECONDS = 120
 class PullNews:
     """What one look at a followed pull request found."""
 
-    ended: Optional[ProcessStatus] = None  # MERGED or CLOSED
+    ended: Optional[IssueStatus] = None  # MERGED or CLOSED
     work: Dict[str, Any] = field(default_factory=dict)  # the follow-up to run, if any
     changes: Dict[str, Any] = field(default_factory=dict)  # entry fields to store (follow_marks, upkeep)
     bound: Optional[str] = None  # a bound was reached: say this once on the PR and stop following
@@ -159,7 +159,7 @@ class PullWatch:
         if entry.pr_number in self.deep and self.stamp:
             upkeep["listing"] = self.stamp
         if pull is not None and pull.get("state") == "closed":
-            news.ended = ProcessStatus.MERGED if pull.get("merged_at") or pull.get("merged") else ProcessStatus.CLOSED
+            news.ended = IssueStatus.MERGED if pull.get("merged_at") or pull.get("merged") else IssueStatus.CLOSED
             return _with_changes(news, entry, marks, upkeep)
         if pull is not None and (pull.get("updated_at") != upkeep.get("updated_at")
                                  or _head(pull) != upkeep.get("head_sha")):

@@ -109,8 +109,8 @@ class RepoManager:
         self._git_env: Optional[Dict[str, str]] = None  # made on first use: it asks git for an identity
         self._identity: Optional[Dict[str, str]] = None
 
-    def repo_path(self, agent_index: int) -> Path:
-        return self.repository.slot_path(agent_index)
+    def repo_path(self, index: int) -> Path:
+        return self.repository.slot_path(index)
 
     # --- running git ---------------------------------------------------------------------------
 
@@ -185,10 +185,10 @@ class RepoManager:
 
     # --- the slot ------------------------------------------------------------------------------
 
-    def prepare_slot(self, agent_index: int, issue_number: int, *, base_branch: str, clone_url: str,
+    def prepare_slot(self, index: int, issue_number: int, *, base_branch: str, clone_url: str,
                      setup_log: Path, should_stop: Optional[Callable[[], Optional[str]]] = None,
                      wall_for: Optional[Callable[[Path], Optional[Wall]]] = None) -> SlotInfo:
-        """Make slot `agent_index` a clean checkout of `issue-<N>`, with setup.sh run, for the agent.
+        """Make slot `index` a clean checkout of `issue-<N>`, with setup.sh run, for the agent.
 
         Cleaning keeps ignored files (the environments setup.sh made) and every unpushed commit;
         see the module docstring. `should_stop()` (a reason, or None) is polled while setup.sh
@@ -196,9 +196,9 @@ class RepoManager:
         GitError or SetupError with a sentence.
         """
         branch = issue_branch(issue_number)
-        path = self.repo_path(agent_index)
+        path = self.repo_path(index)
         self._refuse_credentials_in(clone_url)
-        log.info("Preparing slot %s (%s) for #%s", agent_index, path, issue_number)
+        log.info("Preparing slot %s (%s) for #%s", index, path, issue_number)
         store = self.store(clone_url)
         if not store.path.exists():
             fault_point("during-clone")
@@ -223,7 +223,7 @@ class RepoManager:
         if dirty:
             self._warn(path, warnings, f"setup.sh left {len(dirty)} uncommitted change(s); the agent starts"
                                        " with them and they will be committed with its work")
-        log.info("Slot %s ready at %s on %s (%s)", agent_index, path, branch,
+        log.info("Slot %s ready at %s on %s (%s)", index, path, branch,
                  "continuing an earlier attempt" if continued else f"new from origin/{base_branch}")
         return SlotInfo(path=path, branch=branch, base_branch=base_branch, continued=continued, warnings=warnings)
 

@@ -91,10 +91,10 @@ class Run:
         return self.state.update(self.key, **changes)
 
     @property
-    def slot(self) -> Optional[Path]:
-        """The slot the issue holds (None before one is taken)."""
+    def slot_path(self) -> Optional[Path]:
+        """The folder of the slot the issue holds (None before it holds one)."""
         entry = self.entry
-        return self.repository.slot_path(entry.agent_index) if entry.agent_index is not None else None
+        return self.repository.slot_path(entry.slot) if entry.slot is not None else None
 
     def log_path(self, suffix: str, attempt: Optional[int] = None) -> Path:
         return self.issue_dir / f"{attempt or self.entry.attempt}.{suffix}"
@@ -132,7 +132,7 @@ class Run:
         issue = self._issue or {}
         return Event(kind=kind, repo=self.repository.repo, issue_number=self.number,
                      title=entry.title or issue.get("title") or "", url=issue.get("html_url"),
-                     agent_index=entry.agent_index, branch=entry.branch, **fields)
+                     slot=entry.slot, branch=entry.branch, **fields)
 
     # --- stopping ----------------------------------------------------------------------------------
 

@@ -54,8 +54,8 @@ def finish(run: Run, status: IssueStatus) -> None:
     pushed, pr_url, save_error = save_work(run, outcome, duration) if run.work_in_slot else (False, None, None)
     entry = run.entry  # saving may have added a note for the comment
     pr_url = pr_url or entry.pr_url
-    if run.slot is not None:
-        run.repos.release(run.slot)  # the branch may run in another slot next time
+    if run.slot_path is not None:
+        run.repos.release(run.slot_path)  # the branch may run in another slot next time
     if outcome.status == IssueStatus.COMPLETED and save_error:
         outcome = Outcome(status=IssueStatus.FAILED, summary=outcome.summary, cost_usd=outcome.cost_usd,
                           num_turns=outcome.num_turns, duration_seconds=outcome.duration_seconds,

@@ -27,7 +27,7 @@ from lib.follow_up import follow_prompt
 from lib.lifecycle import IssueStatus
 from lib.models import IssueState, OrchestratorError, fault_point, utc_now_iso
 from lib.outcomes import Outcome
-from lib.processes import RUN_MARKER_VAR, process_create_time
+from lib.processes import SESSION_MARKER_VAR, process_create_time
 from lib.prompts import build_prompt
 from lib.publish import save_work
 from lib.repo_manager import GitError
@@ -53,7 +53,7 @@ def preparing(run: Run, status: IssueStatus) -> Optional[IssueStatus]:
     run.notifications.notify(run.event("started", entry, **(follow if run.follow else {})))
     try:
         run.issue_dir.mkdir(parents=True, exist_ok=True)
-        slot = run.repos.prepare_slot(entry.agent_index, run.number, base_branch=run.base_branch(),
+        slot = run.repos.prepare_slot(entry.slot, run.number, base_branch=run.base_branch(),
                                       clone_url=run.clone_url(), setup_log=run.log_path("setup.log"),
                                       should_stop=run.should_stop, wall_for=run.walls.for_tools)
     except OrchestratorError as exc:
@@ -83,19 +83,19 @@ def preparing(run: Run, status: IssueStatus) -> Optional[IssueStatus]:
 
 def own_slot(run: Run, entry: IssueState) -> IssueState:
     """In the Celery mode the tick claims no slot: this host's lowest free one is taken here."""
-    if entry.agent_index is not None:
+    if entry.slot is not None:
         return entry
     with run.state.transaction() as state:
         current = state.issues[run.key]
-        current.agent_index = state.free_slot(run.repository.repo, host=run.config.executor.host)
+        current.slot = state.free_slot(run.repository.repo, host=run.config.executor.host)
         current.updated_at = utc_now_iso()
-    log.info("Issue %s: slot %s of host %s", run.ref, current.agent_index, run.config.executor.host)
+    log.info("Issue %s: slot %s of host %s", run.ref, current.slot, run.config.executor.host)
     return current
 
 
 def running(run: Run, status: IssueStatus) -> Optional[IssueStatus]:
     """The agent on `run.launch` in the slot; next: how it ended (`conclude`), a fresh session, a retry."""
-    launch, cwd = run.launch, run.slot
+    launch, cwd = run.launch, run.slot_path
     stream_path = run.log_path("stream.jsonl")
     entry = run.update(status=status, session_id=launch.session_id, log_path=str(stream_path))
     head_at_launch = run.head(cwd)
@@ -148,7 +148,7 @@ def whole_thread_prompt(run: Run, entry: IssueState) -> str:
 def conclude(run: Run, outcome: Outcome) -> IssueStatus:
     """Work the agent calls done goes through the repository's checks first; the rest ends as it ended."""
     run.outcome = outcome
-    cwd = run.slot
+    cwd = run.slot_path
     if (outcome.status == IssueStatus.COMPLETED and run.repository.validate and cwd is not None
             and (cwd / ".git").exists() and run.has_work(cwd)):
         return IssueStatus.VALIDATING
@@ -176,8 +176,8 @@ def validating(run: Run, status: IssueStatus) -> Optional[IssueStatus]:
     """The checks; all pass: completed; one fails: fixing, at most max_fix_rounds times; still failing:
     failed (the work is saved and shown as failing)."""
     entry = run.update(status=status)
-    round_number, cwd = entry.validation_round, run.slot
-    env = {**run.repos.tool_env(), RUN_MARKER_VAR: entry.session_id or ""}
+    round_number, cwd = entry.validation_round, run.slot_path
+    env = {**run.repos.tool_env(), SESSION_MARKER_VAR: entry.session_id or ""}
     results = run_validation(run.repository.validate, cwd=cwd, env=env, should_stop=run.should_stop,
                              log_path=run.log_path(f"validate-{round_number}.log"),
                              grace_seconds=run.repository.claude.kill_grace_seconds, wall=run.walls.for_tools(cwd))

@@ -99,7 +99,7 @@ def start_resume(run: Run) -> Optional[IssueStatus]:
         log.error("Issue %s: no agent starts: %s", run.ref, why)
         run.exit_code = 1
         return None
-    slot = run.slot
+    slot = run.slot_path
     if slot is None or not (slot / ".git").exists():
         run.outcome = Outcome(status=S.FAILED, reason=f"the slot {slot} of the waiting session is gone")
         return S.FAILED

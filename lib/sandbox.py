@@ -293,7 +293,7 @@ def launch(command: Sequence[str], *, wall: Optional[Wall], cwd: os.PathLike, en
     spawn.start's."""
     if wall is None:
         return spawn.start(command, cwd=cwd, env=env, **start_args)
-    marker = {name: env[name] for name in (processes.RUN_MARKER_VAR, processes.RUN_HOST_VAR) if name in env}
+    marker = {name: env[name] for name in (processes.SESSION_MARKER_VAR, processes.RUN_HOST_VAR) if name in env}
     data = json.dumps(plan(wall.with_env(**marker), command)).encode()
     read_end, write_end = os.pipe()
     try:

@@ -151,9 +151,9 @@ class Repository:
     def name(self) -> str:
         return self.repo.split("/")[1]
 
-    def slot_path(self, agent_index: int) -> Path:
+    def slot_path(self, index: int) -> Path:
         """Slot i is its own working tree: `<base_repo_path>/<repo_name>_<i>`."""
-        return self.base_repo_path / f"{self.name}_{agent_index}"
+        return self.base_repo_path / f"{self.name}_{index}"
 
 
 @dataclass(frozen=True)

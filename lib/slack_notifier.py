@@ -146,8 +146,8 @@ def format_blocks(event: Event) -> Tuple[str, List[Dict[str, Any]]]:
     if event.title:
         blocks.append(_plain(event.title, TITLE_CHARS))
     fields = []
-    if event.agent_index is not None:
-        fields.append(f"*Slot*\n{event.agent_index}")
+    if event.slot is not None:
+        fields.append(f"*Slot*\n{event.slot}")
     if event.branch:
         fields.append(f"*Branch*\n{clip_escaped(event.branch, BRANCH_CHARS)}")
     if event.duration_seconds is not None:

@@ -4,7 +4,7 @@ Every read-modify-write holds an exclusive flock on a lock file beside the state
 write is temp file + fsync + os.replace + fsync of the folder: a reader sees the old file or
 the new one, never half of one, and no concurrent update is lost.
 
-A run is (repository, issue number), a RunKey. With one repository the file keeps the seed's shape,
+A run is (repository, issue number), a IssueKey. With one repository the file keeps the seed's shape,
 keyed by issue number; with several its keys are `owner/name#N`. Each entry carries its `repo`, and
 a file of either shape is read by either: the first write after a second repository is configured
 rewrites the keys, under the lock, and running issues carry on.
@@ -33,28 +33,28 @@ from typing import Any, ContextManager, Dict, Iterator, List, Optional, Set, Tup
 
 from lib.files import atomic_write, exclusive_lock
 from lib.lifecycle import check_transition
-from lib.models import IssueState, ProcessStatus, StateError, StateUnreachable, UsageError, parse_iso, utc_now_iso
+from lib.models import IssueState, IssueStatus, StateError, StateUnreachable, UsageError, parse_iso, utc_now_iso
 
 SCHEMA_VERSION = 1
 #: Finished entries kept as history; older ones are dropped on write.
-HISTORY_LIMIT = 500
+FINISHED_KEPT = 500
 
 log = logging.getLogger(__name__)
 
 #: (repository "owner/name", issue number): what identifies a run.
-RunKey = Tuple[Optional[str], int]
+IssueKey = Tuple[Optional[str], int]
 
 
-def run_key(entry: IssueState) -> RunKey:
+def issue_key(entry: IssueState) -> IssueKey:
     return entry.repo, entry.issue_number
 
 
-def key_text(key: RunKey) -> str:
+def key_text(key: IssueKey) -> str:
     """`owner/name#N`, as people write it."""
     return f"{key[0]}#{key[1]}" if key[0] else f"#{key[1]}"
 
 
-def parse_key(text: Union[int, str]) -> RunKey:
+def parse_key(text: Union[int, str]) -> IssueKey:
     """`N`, `#N` or `owner/name#N` -> (repo or None, N); UsageError for anything else."""
     repo, _, number = str(text).strip().rpartition("#")
     if not number.isdigit() or int(number) < 1 or (repo and "/" not in repo):
@@ -64,13 +64,13 @@ def parse_key(text: Union[int, str]) -> RunKey:
 
 @dataclass
 class State:
-    """The whole state file: issues by RunKey, plus orchestrator-wide `meta` (e.g. a pause)."""
+    """The whole state file: issues by IssueKey, plus orchestrator-wide `meta` (e.g. a pause)."""
 
-    issues: Dict[RunKey, IssueState] = field(default_factory=dict)
+    issues: Dict[IssueKey, IssueState] = field(default_factory=dict)
     meta: Dict[str, Any] = field(default_factory=dict)
 
     def add(self, entry: IssueState) -> None:
-        self.issues[run_key(entry)] = entry
+        self.issues[issue_key(entry)] = entry
 
     def active(self, repo: Optional[str] = None) -> List[IssueState]:
         """Entries that own a slot: of `repo`, or of every repository."""
@@ -78,8 +78,8 @@ class State:
 
     def used_slots(self, repo: Optional[str] = None, host: Optional[str] = None) -> Set[int]:
         """Slot indexes held, of `repo` (else every repository), on `host` (else anywhere)."""
-        return {entry.agent_index for entry in self.active(repo)
-                if entry.agent_index is not None and (host is None or entry.host == host)}
+        return {entry.slot for entry in self.active(repo)
+                if entry.slot is not None and (host is None or entry.host == host)}
 
     def paused_until(self) -> Optional[datetime]:
         """The end of a usage-limit pause of every launch and resume, while one is on; else None."""
@@ -108,8 +108,8 @@ class StateStore(ABC):
                                    connect_timeout=config.executor.connect_timeout_seconds, patience=patience)
         return StateManager(config.state_file, default_repo=repo, qualified_keys=config.multi_repo)
 
-    def key(self, issue: Union[int, RunKey]) -> RunKey:
-        """A RunKey from a RunKey or an issue number (of the default repository)."""
+    def key(self, issue: Union[int, IssueKey]) -> IssueKey:
+        """A IssueKey from a IssueKey or an issue number (of the default repository)."""
         return issue if isinstance(issue, tuple) else (self.default_repo, int(issue))
 
     @abstractmethod
@@ -125,19 +125,19 @@ class StateStore(ABC):
     def load_state(self) -> State:
         """A consistent snapshot without the lock (for readers such as the monitor)."""
 
-    def load(self) -> Dict[RunKey, IssueState]:
+    def load(self) -> Dict[IssueKey, IssueState]:
         return self.load_state().issues
 
-    def get(self, issue: Union[int, RunKey]) -> Optional[IssueState]:
+    def get(self, issue: Union[int, IssueKey]) -> Optional[IssueState]:
         return self.load().get(self.key(issue))
 
     def put(self, entry: IssueState) -> None:
         with self.transaction() as state:
             entry.updated_at = utc_now_iso()
             entry.repo = entry.repo or self.default_repo
-            state.issues[run_key(entry)] = entry
+            state.issues[issue_key(entry)] = entry
 
-    def update(self, issue: Union[int, RunKey], **changes: Any) -> IssueState:
+    def update(self, issue: Union[int, IssueKey], **changes: Any) -> IssueState:
         """Set fields of one entry under the lock and return the updated entry."""
         with self.transaction() as state:
             entry = state.issues.get(self.key(issue))
@@ -146,16 +146,16 @@ class StateStore(ABC):
             for name, value in changes.items():
                 if not hasattr(entry, name):
                     raise AttributeError(f"IssueState has no field {name!r}")
-                setattr(entry, name, ProcessStatus(value) if name == "status" else value)
+                setattr(entry, name, IssueStatus(value) if name == "status" else value)
             entry.updated_at = utc_now_iso()
             return entry
 
     @staticmethod
-    def _statuses(state: State) -> Dict[RunKey, ProcessStatus]:
+    def _statuses(state: State) -> Dict[IssueKey, IssueStatus]:
         return {key: entry.status for key, entry in state.issues.items()}
 
     @staticmethod
-    def _check_transitions(before: Dict[RunKey, ProcessStatus], state: State) -> None:
+    def _check_transitions(before: Dict[IssueKey, IssueStatus], state: State) -> None:
         """Every change of status a transaction made to an entry is one the lifecycle has (lib.lifecycle).
         (A new entry is a claim; `put` also seeds a state as it stands, in tests and migrations.)"""
         for key, entry in state.issues.items():
@@ -166,11 +166,11 @@ class StateStore(ABC):
     def _prune_history(state: State) -> None:
         # An entry whose pull request is followed stays, however many runs finish meanwhile.
         finished = [entry for entry in state.issues.values() if entry.is_finished and not entry.following]
-        if len(finished) <= HISTORY_LIMIT:
+        if len(finished) <= FINISHED_KEPT:
             return
         finished.sort(key=lambda entry: entry.end_time or entry.start_time or "")
-        for entry in finished[: len(finished) - HISTORY_LIMIT]:
-            del state.issues[run_key(entry)]
+        for entry in finished[: len(finished) - FINISHED_KEPT]:
+            del state.issues[issue_key(entry)]
 
 
 class StateManager(StateStore):
@@ -439,7 +439,7 @@ class RedisStateStore(StateStore):
             raw, meta_raw = pipe.execute()
         return self._parse(raw, meta_raw or "{}")
 
-    def get(self, issue: Union[int, RunKey]) -> Optional[IssueState]:
+    def get(self, issue: Union[int, IssueKey]) -> Optional[IssueState]:
         """One entry, read alone: a runner polls its own entry often, and the hash holds every run."""
         key = self.key(issue)
         with self.reachable():
@@ -465,7 +465,7 @@ class RedisStateStore(StateStore):
             raise StateError(f"The shared state at {self.where} has a corrupt meta; nothing was changed.")
         return State(issues=issues, meta=meta)
 
-    def take_dispatch(self, key: RunKey, dispatch_id: Optional[str], attempt: Optional[int],
+    def take_dispatch(self, key: IssueKey, dispatch_id: Optional[str], attempt: Optional[int],
                       host: str) -> Optional["Taken"]:
         """A task's runner takes its run: only when the task's dispatch id and attempt are the entry's
         (else None: a repeated or stale delivery, or a newer claim). A run whose host is gone is taken
@@ -477,25 +477,25 @@ class RedisStateStore(StateStore):
             entry.dispatch_id = entry.dispatched_at = entry.dispatched_to = None
             adopted_from = entry.host if entry.host not in (None, host) else None
             if adopted_from:
-                entry.agent_index = entry.session_id = None
+                entry.slot = entry.session_id = None
             entry.host, entry.updated_at = host, utc_now_iso()
         return Taken(adopted_from)
 
     # --- heartbeats --------------------------------------------------------------------------
 
-    def beat(self, key: RunKey, host: str, ttl_seconds: float, token: str = "") -> None:
+    def beat(self, key: IssueKey, host: str, ttl_seconds: float, token: str = "") -> None:
         """The runner of `key` lives on `host`, for the next `ttl_seconds` (by Redis's clock). `token`
         tells this beat from another runner's of the same run on the same host."""
         with self.reachable():
             self.client.set(self.name(f"hb:{key_text(key)}"), f"{host} {token}", px=int(ttl_seconds * 1000))
 
-    def end_beat(self, key: RunKey, host: str, token: str = "") -> None:
+    def end_beat(self, key: IssueKey, host: str, token: str = "") -> None:
         """End this beat, and only this one (a later runner of the run may beat now)."""
         with self.reachable():
             if self.client.get(self.name(f"hb:{key_text(key)}")) == f"{host} {token}":
                 self.client.delete(self.name(f"hb:{key_text(key)}"))
 
-    def beating(self, key: RunKey) -> Optional[str]:
+    def beating(self, key: IssueKey) -> Optional[str]:
         """The host whose runner of `key` beats, or None: there is no live runner of it anywhere."""
         with self.reachable():
             value = self.client.get(self.name(f"hb:{key_text(key)}"))

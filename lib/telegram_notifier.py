@@ -76,8 +76,8 @@ def format_message(event: Event, answers: bool = False) -> str:
     if event.title:
         lines.append(f"<b>{_esc(clip(event.title, TITLE_CHARS))}</b>")
     where = []
-    if event.agent_index is not None:
-        where.append(f"Slot {event.agent_index}")
+    if event.slot is not None:
+        where.append(f"Slot {event.slot}")
     if event.branch:
         where.append(f"branch <code>{_esc(clip(event.branch, BRANCH_CHARS))}</code>")
     if where:

@@ -15,10 +15,10 @@ from lib.chat_inbox import ChatInbox
 from lib.comments import post_once
 from lib.config import Config
 from lib.events import Event
-from lib.models import IssueState, ProcessStatus, utc_now_iso
+from lib.models import IssueState, IssueStatus, utc_now_iso
 from lib.notifications import Notifications
 from lib.orchestrator import IssueOrchestrator
-from lib.state_manager import run_key
+from lib.state_manager import issue_key
 
 MAINTAINER = "maintainer"
 BOB = "U0BOB1234"  # a Slack member listed in slack.allowed_user_ids by default
@@ -59,17 +59,17 @@ class Desk:
         """An issue whose agent asked `question`: its comment, its entry, its notification in both chats."""
         number = self.github.add_issue(title, "Which colour?", repo=repo)
         comment = post_once(self.tick.github(repo), number, f"question:1:{number}", f"Question: {question}")
-        entry = IssueState(number, ProcessStatus.NEEDS_INPUT, f"issue-{number}", utc_now_iso(), session_id="s-1",
+        entry = IssueState(number, IssueStatus.NEEDS_INPUT, f"issue-{number}", utc_now_iso(), session_id="s-1",
                            repo=repo, title=title, question=question, question_comment_id=comment["id"],
                            end_time=utc_now_iso())
         self.state.put(entry)
         sent = Notifications.from_config(self.config).notify(Event(kind="needs_input", repo=repo, issue_number=number,
                                                                    title=title, question=question))
         assert set(sent) == {"telegram", "slack"}, sent
-        return self.state.update(run_key(entry), chat_questions=asked_in_chat(entry, sent))
+        return self.state.update(issue_key(entry), chat_questions=asked_in_chat(entry, sent))
 
     def entry(self, asked: IssueState) -> IssueState:
-        return self.state.get(run_key(asked))
+        return self.state.get(issue_key(asked))
 
     def message_of(self, asked: IssueState, service: str) -> str:
         """The chat message (Telegram: its id; Slack: its ts) that asked the question of `asked`."""

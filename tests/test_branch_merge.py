@@ -11,7 +11,7 @@ from git_fixtures import commit_to, git
 from lib.branch_merge import _hunks, merge_base, merged_cleanly, settle_merge
 from lib.config import Config
 from lib.follow_up import follow_prompt
-from lib.models import ProcessStatus
+from lib.models import IssueStatus
 from lib.repo_manager import RepoManager
 
 BRANCH = "issue-5"
@@ -44,7 +44,7 @@ def test_a_clean_merge_is_a_merge_commit_of_the_base_and_needs_no_agent(repos, o
     assert git(slot, "log", "-1", "--format=%s") == f"Merge branch 'trunk' into {BRANCH}"
     assert settle_merge(repos, slot, work, BRANCH, str(origin_repo)) is None
     outcome = merged_cleanly(work, BRANCH)
-    assert outcome.status == ProcessStatus.COMPLETED and "the merge was clean" in outcome.summary
+    assert outcome.status == IssueStatus.COMPLETED and "the merge was clean" in outcome.summary
     assert merged_cleanly(merge_base(repos, slot, WORK), BRANCH).summary.startswith(f"{BRANCH} already holds trunk")
 
 

@@ -276,7 +276,7 @@ def test_costs_and_the_dashboard_count_the_runs_of_every_host(celery_world):
                                        cpu_interval=0))
     running = drive(cw, lambda entries: any(e.status.value == "running" for e in entries.values()))
     slots = data.overview()["slots"]
-    assert {(s["host"], s["slot"]) for s in slots} <= {(e.host, e.agent_index) for e in running.values()}
+    assert {(s["host"], s["slot"]) for s in slots} <= {(e.host, e.slot) for e in running.values()}
     assert any(s["run"]["status"] == "running" for s in slots) and all(s["host"] in cw.HOSTS for s in slots)
     entries = drive(cw, all_finished(2))
     assert {e.host for e in entries.values()} <= set(cw.HOSTS)

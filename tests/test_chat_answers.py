@@ -21,11 +21,11 @@ from lib.checks import run_checks
 from lib.comments import keyed
 from lib.config import Config
 from lib.events import Event
-from lib.models import ConfigError, ProcessStatus
+from lib.models import ConfigError, IssueStatus
 from lib.notifications import Notifications
 from lib.prompts import build_reply
 from lib.slack_notifier import plain_text
-from lib.state_manager import RedisStateStore, run_key
+from lib.state_manager import RedisStateStore, issue_key
 
 OTHER = "octo/gadgets"
 ALICE = telegram_user(111, "Alice", "alice")
@@ -40,7 +40,7 @@ def desk(tmp_path, github_emulator, telegram_api, slack_api):
 
 def test_no_open_question_no_chat_request(desk):
     asked = desk.ask()
-    desk.state.update(run_key(asked), status=ProcessStatus.RUNNING)
+    desk.state.update(issue_key(asked), status=IssueStatus.RUNNING)
     before = (len(desk.telegram.requests), len(desk.slack.requests))
     desk.telegram.user_message(ALICE, "/status")
 
@@ -148,7 +148,7 @@ def test_the_first_answer_wins_and_later_ones_are_told(desk):
     assert [a["body"] for a in desk.answers(asked)] == ["Blue."]
     assert "answered already, by Alice (@alice) on Telegram" in desk.told("slack")[-1]
     # A tick later the session runs again: the question is closed.
-    desk.state.update(run_key(asked), status=ProcessStatus.RUNNING)
+    desk.state.update(issue_key(asked), status=IssueStatus.RUNNING)
     desk.telegram.user_message(ALICE, "Actually green.", reply_to=message)
     desk.read()
     assert desk.telegram.count("getUpdates") == 1  # no question open: not read
@@ -373,7 +373,7 @@ def test_the_redis_store_keeps_the_offset_and_the_answers_too(tmp_path, github_e
 
     fresh = RedisStateStore(redis_server.url, namespace="chat", default_repo=REPO).load_state()
     assert fresh.meta[OFFSET] == desk.telegram.offsets[-1] and desk.telegram.updates == []
-    assert [a["service"] for a in fresh.issues[run_key(asked)].chat_answers] == ["telegram"]
+    assert [a["service"] for a in fresh.issues[issue_key(asked)].chat_answers] == ["telegram"]
     assert [a["body"] for a in desk.answers(asked)] == ["Blue."] and len(desk.comments(asked)) == 2
 
 

@@ -187,7 +187,7 @@ def test_long_slot_path_uses_the_hashed_folder_name(tmp_path):
     assert find_transcript(QUESTION_SESSION, [str(slot)], setup.claude_dir) == \
         setup.claude_dir / "projects" / expected / f"{QUESTION_SESSION}.jsonl"
 
-    setup.put(7, "completed", session_id=QUESTION_SESSION, agent_index=0)
+    setup.put(7, "completed", session_id=QUESTION_SESSION, slot=0)
     history = setup.monitor().history(7)
     assert history.source.kind == "transcript" and history.message_count == 10
 
@@ -198,7 +198,7 @@ def test_transcript_of_a_resumed_session_from_another_folder_is_found(setup):
     elsewhere = setup.claude_dir / "projects" / "-somewhere-else"
     elsewhere.mkdir(parents=True)
     (elsewhere / f"{QUESTION_SESSION}.jsonl").write_text(setup.fixture("session-history.jsonl", slot))
-    setup.put(7, "completed", session_id=QUESTION_SESSION, agent_index=1)
+    setup.put(7, "completed", session_id=QUESTION_SESSION, slot=1)
     assert setup.monitor().history(7).source.path == elsewhere / f"{QUESTION_SESSION}.jsonl"
 
 
@@ -210,7 +210,7 @@ def test_symlinked_base_path_is_resolved_to_the_physical_cwd(tmp_path):
     physical = setup.slot(0)
     assert str(physical).startswith(str(real))
     path = setup.transcript(setup.fixture("session-history.jsonl", physical), QUESTION_SESSION, physical)
-    setup.put(7, "completed", session_id=QUESTION_SESSION, agent_index=0)
+    setup.put(7, "completed", session_id=QUESTION_SESSION, slot=0)
     assert setup.monitor().history(7).source.path == path
 
 
@@ -223,7 +223,7 @@ def test_agent_config_dir_is_taken_from_the_stream_log(setup):
     transcript = other / "projects" / expected_project_folder(str(slot)) / f"{SUCCESS_SESSION}.jsonl"
     transcript.parent.mkdir(parents=True)
     transcript.write_text(setup.fixture("session-history.jsonl", slot).replace(QUESTION_SESSION, SUCCESS_SESSION))
-    setup.put(8, "completed", agent_index=0)  # no session id recorded: the log's init has it
+    setup.put(8, "completed", slot=0)  # no session id recorded: the log's init has it
     history = setup.monitor().history(8)
     assert (history.session_id, history.source.path) == (SUCCESS_SESSION, transcript)
 
@@ -240,7 +240,7 @@ def test_resumed_session_history_spans_both_invocations(setup):
     sidechain["message"].update(id="msg_side", content=[{"type": "text", "text": "SUBAGENT TEXT"}])
     lines.insert(5, json.dumps(sidechain) + "\n")
     setup.transcript("".join(lines), QUESTION_SESSION, slot)
-    setup.put(7, "completed", session_id=QUESTION_SESSION, agent_index=0)
+    setup.put(7, "completed", session_id=QUESTION_SESSION, slot=0)
 
     history = setup.monitor().history(7)
     assert history.message_count == 10
@@ -266,7 +266,7 @@ def test_resumed_session_history_spans_both_invocations(setup):
 def test_plain_run_falls_back_to_the_stream_log_and_merges_blocks_of_one_message(setup):
     slot = setup.slot(0)
     setup.stream_log(8, setup.fixture("stream-success.jsonl", slot))
-    setup.put(8, "completed", session_id=SUCCESS_SESSION, agent_index=0)  # its transcript is gone
+    setup.put(8, "completed", session_id=SUCCESS_SESSION, slot=0)  # its transcript is gone
     monitor = setup.monitor()
     history = monitor.history(8)
     assert history.source.kind == "stream_log"
@@ -285,7 +285,7 @@ def test_resumed_attempt_stream_log_holds_both_invocations(setup):
     slot = setup.slot(0)
     log = setup.fixture("stream-question.jsonl", slot) + setup.fixture("stream-resumed.jsonl", slot)
     setup.stream_log(7, log)
-    setup.put(7, "completed", session_id=QUESTION_SESSION, agent_index=0)
+    setup.put(7, "completed", session_id=QUESTION_SESSION, slot=0)
     monitor = setup.monitor()
     texts = [m.text for m in monitor.history(7).messages if m.kind == "text"]
     assert texts == ["Before I change anything: should the fix for issue #7 go into the v1 API or the v2 API?",
@@ -298,8 +298,8 @@ def test_interrupted_runs(setup):
     slot = setup.slot(0)
     setup.stream_log(9, setup.fixture("stream-sigint-during-tool.jsonl", slot))
     setup.stream_log(10, setup.fixture("stream-sigint-during-api.jsonl", slot))
-    setup.put(9, "failed", agent_index=0, error="interrupted")
-    setup.put(10, "failed", agent_index=0)
+    setup.put(9, "failed", slot=0, error="interrupted")
+    setup.put(10, "failed", slot=0)
     monitor = setup.monitor()
     during_tool = monitor.history(9).messages
     assert [(m.kind, m.tool_name) for m in during_tool] == [
@@ -314,7 +314,7 @@ def test_interrupted_runs(setup):
 def test_failed_run_shows_why(setup):
     slot = setup.slot(0)
     setup.stream_log(11, setup.fixture("stream-error-max-turns.jsonl", slot))
-    setup.put(11, "failed", agent_index=0)
+    setup.put(11, "failed", slot=0)
     last = setup.monitor().history(11).messages[-1]
     assert (last.kind, last.is_error) == ("error", True)
     assert last.text == "run ended with an error (error_max_turns): Reached maximum number of turns (1)"
@@ -328,7 +328,7 @@ def test_history_limit_and_full(setup):
         if "f8c8239 Fix #7 in v2 API" in line and '"type":"user"' in line:
             lines[index] = line.replace("f8c8239 Fix #7 in v2 API", long_output.replace("\n", "\\n"), 1)
     setup.transcript("".join(lines), QUESTION_SESSION, slot)
-    setup.put(7, "completed", session_id=QUESTION_SESSION, agent_index=0)
+    setup.put(7, "completed", session_id=QUESTION_SESSION, slot=0)
     monitor = setup.monitor()
 
     last_three = monitor.history(7, limit=3)
@@ -349,7 +349,7 @@ def test_oversize_line_counts_as_one_message_shown_as_a_placeholder(setup):
     at = next(i for i, line in enumerate(lines) if '"tool_result"' in line)
     lines[at] = json.dumps(huge) + "\n"
     setup.transcript("".join(lines), QUESTION_SESSION, slot)
-    setup.put(7, "completed", session_id=QUESTION_SESSION, agent_index=0)
+    setup.put(7, "completed", session_id=QUESTION_SESSION, slot=0)
     history = setup.monitor().history(7)
     assert history.message_count == 10
     placeholder = history.messages[2]
@@ -378,14 +378,14 @@ def test_status_of_a_large_file_reads_only_its_end(setup):
     block = "".join(first)
     text = block * (STATUS_FULL_SCAN_BYTES // len(block.encode()) + 1) + "".join(second)
     setup.transcript(text, QUESTION_SESSION, slot)
-    setup.put(7, "completed", session_id=QUESTION_SESSION, agent_index=0)
+    setup.put(7, "completed", session_id=QUESTION_SESSION, slot=0)
     status = setup.monitor().get_status(7)
     assert status.instance.message_count is None  # not counted: that would read the whole file
     assert status.instance.last_activity == "2026-11-24T18:06:01.565Z"
     assert [m.text for m in status.recent_messages][-1].startswith("Done: fixed issue #7")
     assert len(status.recent_messages) == 5
 
-    setup.put(7, "completed", session_id=QUESTION_SESSION, agent_index=0, message_count=1234,
+    setup.put(7, "completed", session_id=QUESTION_SESSION, slot=0, message_count=1234,
               last_activity="2026-11-24T18:06:01.565Z")
     assert setup.monitor().get_status(7).instance.message_count == 1234
 
@@ -410,7 +410,7 @@ def test_running_agent_is_seen_with_its_pid_then_lost_when_it_ends(setup, proces
     agent = processes(slot, "import subprocess, time\n"
                             f"subprocess.Popen([{sys.executable!r}, '-c', 'import time; time.sleep(60)'])\n"
                             "time.sleep(60)")
-    setup.put(7, "running", session_id=QUESTION_SESSION, agent_index=0, claude_pid=agent.pid,
+    setup.put(7, "running", session_id=QUESTION_SESSION, slot=0, claude_pid=agent.pid,
               claude_create_time=created(agent))
     deadline = time.time() + 10
     while not psutil.Process(agent.pid).children() and time.time() < deadline:
@@ -434,7 +434,7 @@ def test_running_agent_is_seen_with_its_pid_then_lost_when_it_ends(setup, proces
 
 def test_reused_pid_is_lost(setup):
     """Our own pid is alive, but it is not the process the state recorded (another create time)."""
-    setup.put(5, "running", agent_index=0, runner_pid=os.getpid(),
+    setup.put(5, "running", slot=0, runner_pid=os.getpid(),
               runner_create_time=psutil.Process().create_time() - 1000)
     [instance] = setup.monitor().get_active_instances()
     assert instance.status == "lost"
@@ -444,7 +444,7 @@ def test_parked_and_pending_runs_are_not_lost(setup):
     ended = subprocess.Popen([sys.executable, "-c", ""])
     ended.wait(timeout=30)
     # The agent that asked has exited, as it should: the run waits for a human, it is not lost.
-    setup.put(3, "needs_input", agent_index=0, question="v1 or v2?", claude_pid=ended.pid, claude_create_time=1.0)
+    setup.put(3, "needs_input", slot=0, question="v1 or v2?", claude_pid=ended.pid, claude_create_time=1.0)
     setup.put(4, "waiting", not_before="2026-11-25T00:00:00+00:00")
     setup.put(6, "pending")  # claimed; its runner has no pid yet
     instances = setup.monitor().get_active_instances()
@@ -460,12 +460,12 @@ def test_unknown_claude_in_a_slot_folder_is_reported(setup, processes):
     outside = processes(setup.root)  # a claude elsewhere is none of our business
     not_claude = processes(setup.slot(1), argv0="python-helper")
     known = processes(setup.slot(0))
-    setup.put(7, "running", agent_index=0, claude_pid=known.pid, claude_create_time=created(known))
+    setup.put(7, "running", slot=0, claude_pid=known.pid, claude_create_time=created(known))
 
     instances = setup.monitor().get_active_instances()
     assert [(i.issue_number, i.status, i.pid) for i in instances] == [
         (7, "running", known.pid), (None, "unknown", stray.pid)]
-    assert instances[1].agent_index == 1 and instances[1].cwd == str(subfolder)
+    assert instances[1].slot == 1 and instances[1].cwd == str(subfolder)
     assert outside.pid not in {i.pid for i in instances} and not_claude.pid not in {i.pid for i in instances}
 
     stop(stray)
@@ -478,11 +478,11 @@ def test_unknown_claude_in_a_slot_folder_is_reported(setup, processes):
 def completed_and_running(setup, processes):
     slot = setup.slot(0)
     setup.transcript(setup.fixture("session-history.jsonl", slot), QUESTION_SESSION, slot)
-    setup.put(7, "completed", session_id=QUESTION_SESSION, agent_index=0, end_time="2026-11-24T18:06:02+00:00",
+    setup.put(7, "completed", session_id=QUESTION_SESSION, slot=0, end_time="2026-11-24T18:06:02+00:00",
               cost_usd=0.025, num_turns=4, pr_url="https://github.com/owner/my.project/pull/12")
     setup.stream_log(8, setup.fixture("stream-success.jsonl", setup.slot(1)))
     agent = processes(setup.slot(1))
-    setup.put(8, "running", session_id=SUCCESS_SESSION, agent_index=1, claude_pid=agent.pid,
+    setup.put(8, "running", session_id=SUCCESS_SESSION, slot=1, claude_pid=agent.pid,
               claude_create_time=created(agent))
     return agent
 
@@ -568,7 +568,7 @@ def test_default_shows_recent_runs_when_nothing_is_active(setup):
     slot = setup.slot(0)
     setup.transcript(setup.fixture("session-history.jsonl", slot), QUESTION_SESSION, slot)
     for number in range(1, 8):
-        setup.put(number, "completed", session_id=QUESTION_SESSION, agent_index=0,
+        setup.put(number, "completed", session_id=QUESTION_SESSION, slot=0,
                   end_time=f"2026-11-24T18:1{number}:00+00:00")
     report = setup.cli_json("--format", "json")
     assert report["active_count"] == 0
@@ -599,7 +599,7 @@ def test_errors_are_one_line_with_exit_codes(setup, tmp_path):
     assert missing.returncode == 1 and missing.stdout == ""
     assert missing.stderr.startswith("error: No state file at ") and missing.stderr.count("\n") == 1
 
-    setup.put(7, "preparing", agent_index=0)
+    setup.put(7, "preparing", slot=0)
     for args in (("status", "--issue", "99"), ("history", "--issue", "99"), ("follow", "--issue", "99")):
         unknown = setup.cli(*args, *config)
         assert unknown.returncode == 1, args
@@ -621,7 +621,7 @@ def test_errors_are_one_line_with_exit_codes(setup, tmp_path):
 
 
 def test_config_from_environment(setup):
-    setup.put(7, "completed", agent_index=0)
+    setup.put(7, "completed", slot=0)
     env = {**setup.env, "ORCHESTRATOR_CONFIG": str(setup.config_file)}
     done = setup.cli("monitor", "--format", "json", env=env)
     assert done.returncode == 0 and json.loads(done.stdout)["completed_count"] == 1
@@ -656,7 +656,7 @@ def test_follow_prints_new_activity_and_ends_with_the_run(setup, processes):
     split = next(i for i, line in enumerate(lines) if "Put it in the v2 API." in line and '"type":"user"' in line)
     transcript = setup.transcript("".join(lines[:split]), QUESTION_SESSION, slot)
     agent = processes(slot)
-    setup.put(7, "running", session_id=QUESTION_SESSION, agent_index=0, claude_pid=agent.pid,
+    setup.put(7, "running", session_id=QUESTION_SESSION, slot=0, claude_pid=agent.pid,
               claude_create_time=created(agent))
 
     follow = subprocess.Popen([sys.executable, "claude_monitor.py", "follow", "--issue", "7",
@@ -689,7 +689,7 @@ def test_follow_ends_when_the_agent_is_lost_and_quietly_on_ctrl_c(setup, process
     slot = setup.slot(0)
     setup.stream_log(8, setup.fixture("stream-success.jsonl", slot))
     agent = processes(slot)
-    setup.put(8, "running", session_id=SUCCESS_SESSION, agent_index=0, claude_pid=agent.pid,
+    setup.put(8, "running", session_id=SUCCESS_SESSION, slot=0, claude_pid=agent.pid,
               claude_create_time=created(agent))
     command = [sys.executable, "claude_monitor.py", "follow", "--issue", "8", "--config", str(setup.config_file)]
 

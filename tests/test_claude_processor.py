@@ -24,7 +24,7 @@ from lib.claude_processor import (ALWAYS_DISALLOWED_TOOLS, SANDBOXED_TOOLS, Clau
 from lib.config import Config
 from lib.outcomes import classify
 from lib.sandbox import CLAUDE_SETTINGS_PATH
-from lib.processes import RUN_MARKER_VAR, end_session_processes, terminate_tree
+from lib.processes import SESSION_MARKER_VAR, end_session_processes, terminate_tree
 from lib.prompts import build_prompt
 from lib.transcripts import find_transcript, project_dir_name, summarize_stream
 
@@ -601,7 +601,7 @@ def test_agent_env_has_no_tokens(tmp_path, claude_standin, slot_repo):
     assert not any(secret in value for value in env.values() for secret in (GITHUB_TOKEN, TELEGRAM_TOKEN, SLACK_TOKEN))
     assert env["ANTHROPIC_API_KEY"] == "sk-ant-kept"
     assert env["TMPDIR"] == str(tmp_path / "logs" / f"issue-{ISSUE_NUMBER}" / "tmp")
-    assert env[RUN_MARKER_VAR] == run.session_id
+    assert env[SESSION_MARKER_VAR] == run.session_id
     [call] = claude_standin.invocations()
     assert not any(GITHUB_TOKEN in arg for arg in call["argv"])
 

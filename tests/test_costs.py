@@ -16,7 +16,7 @@ import pytest
 from lib.config import Config
 from lib.costs import CostReport, ceilings, parse_since, period_bounds
 from lib.ledger import FileRunHistory, RunHistory
-from lib.models import ConfigError, IssueState, ProcessStatus, UsageError
+from lib.models import ConfigError, IssueState, IssueStatus, UsageError
 from lib.outcomes import Outcome
 from lib.run_context import Run
 from lib.state_manager import StateManager
@@ -122,12 +122,12 @@ def test_a_busy_month_fits():
 
 def test_each_invocation_records_what_it_added_to_its_sessions_running_total(tmp_path):
     config = Config(make_config(tmp_path), env={})
-    StateManager.for_config(config).put(IssueState(issue_number=7, status=ProcessStatus.RUNNING, branch="issue-7",
+    StateManager.for_config(config).put(IssueState(issue_number=7, status=IssueStatus.RUNNING, branch="issue-7",
                                                    start_time=NOW.isoformat(), session_id="s1", repo="acme/api"))
     runner = Run(config, 7)
 
     def ended(kind, total, turns=3, seconds=10.0):
-        runner.record_invocation(kind, Outcome(status=ProcessStatus.COMPLETED, cost_usd=total, num_turns=turns,
+        runner.record_invocation(kind, Outcome(status=IssueStatus.COMPLETED, cost_usd=total, num_turns=turns,
                                                duration_seconds=seconds))
 
     ended("run", 0.02)

@@ -52,13 +52,13 @@ def make_installation(root: Path, token=None) -> Setup:
     setup.transcript(setup.fixture("session-history.jsonl", slot1).replace(
         "should the fix for issue #7 go into the v1 API or the v2 API?", HOSTILE_QUESTION), QUESTION_SESSION, slot1)
     setup.stream_log(3, setup.fixture("stream-success.jsonl", slot0))
-    setup.put(5, "running", title=HOSTILE_TITLE, agent_index=0, repo=REPO, start_time=ago(30),
+    setup.put(5, "running", title=HOSTILE_TITLE, slot=0, repo=REPO, start_time=ago(30),
               runner_pid=me.pid, runner_create_time=me.create_time(), last_activity=ago(1))
-    setup.put(7, "needs_input", title="Which API?", agent_index=1, repo=REPO, session_id=QUESTION_SESSION,
+    setup.put(7, "needs_input", title="Which API?", slot=1, repo=REPO, session_id=QUESTION_SESSION,
               question=HOSTILE_QUESTION, start_time=ago(60), end_time=ago(50))
     setup.put(9, "waiting", title="Limited", repo=REPO, start_time=ago(20), not_before=ago(-60),
               error=f"usage limit reached (token {GITHUB_TOKEN} must never show)")
-    setup.put(3, "completed", title="Done one", agent_index=0, repo=REPO, session_id=SUCCESS_SESSION,
+    setup.put(3, "completed", title="Done one", slot=0, repo=REPO, session_id=SUCCESS_SESSION,
               start_time=ago(200), end_time=ago(188), cost_usd=0.015, num_turns=3,
               pr_url="https://github.com/owner/my.project/pull/12", pr_number=12, following=True,
               upkeep={"base": HOSTILE_BASE, "base_sha": "b" * 40, "mergeable": False, "mergeable_state": "dirty",

@@ -151,7 +151,7 @@ def installation(tmp_path):
     (folder / "processing-state.json").write_text(json.dumps({"_schema": 1, "123": {
         "issue_number": 123, "status": "completed", "branch": "issue-123",
         "start_time": "2024-01-15T10:30:00+00:00", "end_time": "2024-01-15T10:42:00+00:00",
-        "session_id": SESSION, "agent_index": 0, "attempt": 1, "cost_usd": 0.015,
+        "session_id": SESSION, "slot": 0, "attempt": 1, "cost_usd": 0.015,
         "pr_url": "https://github.com/owner/myproject/pull/12"}}))
     (tmp_path / "claude-config").mkdir()
     return folder

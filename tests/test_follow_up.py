@@ -178,14 +178,14 @@ def test_a_question_in_a_follow_up_is_asked_on_the_pull_request_and_a_reply_ther
 
 
 def test_a_followed_entry_is_never_pruned_from_the_history(tmp_path):
-    from lib.models import IssueState, ProcessStatus
-    from lib.state_manager import HISTORY_LIMIT, StateManager
+    from lib.models import IssueState, IssueStatus
+    from lib.state_manager import FINISHED_KEPT, StateManager
 
     manager = StateManager(tmp_path / "state.json", default_repo="a/b")
     with manager.transaction() as state:
-        state.add(IssueState(1, ProcessStatus.COMPLETED, "issue-1", "2020-01-01T00:00:00", repo="a/b",
+        state.add(IssueState(1, IssueStatus.COMPLETED, "issue-1", "2020-01-01T00:00:00", repo="a/b",
                              end_time="2020-01-01T00:00:00", pr_number=9, following=True))
-        for n in range(2, HISTORY_LIMIT + 10):
-            state.add(IssueState(n, ProcessStatus.COMPLETED, f"issue-{n}", "2026-01-01T00:00:00", repo="a/b",
+        for n in range(2, FINISHED_KEPT + 10):
+            state.add(IssueState(n, IssueStatus.COMPLETED, f"issue-{n}", "2026-01-01T00:00:00", repo="a/b",
                                  end_time="2026-01-01T00:00:00"))
-    assert manager.get(1) is not None and len(manager.load()) == HISTORY_LIMIT + 1
+    assert manager.get(1) is not None and len(manager.load()) == FINISHED_KEPT + 1

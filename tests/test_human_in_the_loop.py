@@ -107,7 +107,7 @@ def test_an_unanswered_question_expires_pushes_the_work_and_frees_the_slot(world
     assert "no answer came within" in world.comments(number)[-1]
     other = world.add_issue("Next")
     world.tick()
-    assert world.entry(other)["agent_index"] == 0 and world.entry(other)["status"] == "completed"
+    assert world.entry(other)["slot"] == 0 and world.entry(other)["status"] == "completed"
 
 
 def test_a_permission_denial_becomes_a_question_that_names_the_tool(world):

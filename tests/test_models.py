@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from lib.models import ClaudeInstance, InstanceStatus, IssueState, Message, MonitorReport, ProcessStatus
+from lib.models import ClaudeInstance, InstanceStatus, IssueState, Message, MonitorReport, IssueStatus
 
 
 def through_json(model):
@@ -12,13 +12,13 @@ def through_json(model):
 
 
 RUNNING = ClaudeInstance(
-    issue_number=7, status=InstanceStatus.RUNNING.value, pid=4242, agent_index=1,
+    issue_number=7, status=InstanceStatus.RUNNING.value, pid=4242, slot=1,
     session_id="d4e36535-7fb3-4ea9-a3c8-4018f155a1be", branch="issue-7", cwd="/srv/slots/widgets_1",
     start_time="2026-11-24T18:05:50+00:00", runtime_seconds=93.5, message_count=12,
     last_activity="2026-11-24T18:07:20+00:00", cpu_percent=3.5, memory_mb=180.25, children=[4243, 4250],
     process_state="sleeping", cost_usd=0.4125, num_turns=6,
 )
-QUESTION = ClaudeInstance(issue_number=8, status=InstanceStatus.NEEDS_INPUT.value, agent_index=0,
+QUESTION = ClaudeInstance(issue_number=8, status=InstanceStatus.NEEDS_INPUT.value, slot=0,
                           question="Which database should the migration target?")
 FINISHED = ClaudeInstance(issue_number=5, status=InstanceStatus.COMPLETED.value, end_time="2026-11-24T17:00:00+00:00",
                           pr_url="https://github.com/octo/widgets/pull/9")
@@ -35,10 +35,10 @@ MODELS = [
     RUNNING, QUESTION, FINISHED, FAILED, STRANGER,
     REPORT,
     MonitorReport("2026-11-24T18:10:00+00:00"),  # nothing runs
-    IssueState(7, ProcessStatus.RUNNING.value, "issue-7", "2026-11-24T18:05:50+00:00", session_id="s-1",
-               agent_index=1, repo="octo/widgets", runner_pid=4200, runner_create_time=1764007550.25,
+    IssueState(7, IssueStatus.RUNNING.value, "issue-7", "2026-11-24T18:05:50+00:00", session_id="s-1",
+               slot=1, repo="octo/widgets", runner_pid=4200, runner_create_time=1764007550.25,
                cost_usd=0.4125, question_comment_id=123456789),
-    IssueState(8, ProcessStatus.PENDING.value, "issue-8", "2026-11-24T18:05:50+00:00"),
+    IssueState(8, IssueStatus.PENDING.value, "issue-8", "2026-11-24T18:05:50+00:00"),
 ]
 
 
@@ -68,7 +68,7 @@ def test_missing_optional_fields_take_their_defaults():
     assert ClaudeInstance.from_dict({"issue_number": 3, "status": "pending"}) == ClaudeInstance(3, "pending")
 
 
-@pytest.mark.parametrize("status", [*ProcessStatus, *InstanceStatus], ids=lambda s: f"{type(s).__name__}.{s.name}")
+@pytest.mark.parametrize("status", [*IssueStatus, *InstanceStatus], ids=lambda s: f"{type(s).__name__}.{s.name}")
 def test_statuses_round_trip_as_their_value(status):
     written = json.dumps(status)
     assert written == f'"{status.value}"' and type(status)(json.loads(written)) is status

@@ -72,7 +72,7 @@ EXPECTED = {
 
 def make_event(kind, **overrides):
     fields = dict(kind=kind, repo=REPO, issue_number=12, title="Add a widget", url=ISSUE_URL,
-                  agent_index=1, branch="issue-12")
+                  slot=1, branch="issue-12")
     fields.update(EXTRAS.get(kind, {}))
     fields.update(overrides)
     return Event(**fields)

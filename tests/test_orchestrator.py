@@ -34,7 +34,7 @@ def test_label_to_pull_request(world):
     assert entry["status"] == "completed", entry
     [invocation] = world.standin.invocations()
     assert entry["session_id"] == invocation["session_id"] and not invocation["resume"]
-    assert entry["cost_usd"] > 0 and entry["num_turns"] >= 1 and entry["agent_index"] == 0
+    assert entry["cost_usd"] > 0 and entry["num_turns"] >= 1 and entry["slot"] == 0
     assert invocation["cwd"] == str(world.slots / "widgets_0")
     # The branch is on origin, made from trunk (the default branch), with the agent's commit.
     assert world.origin_file(f"issue-{number}", f"fix_issue_{number}.txt") is not None
@@ -94,11 +94,11 @@ def test_max_concurrent_is_never_exceeded(world):
         active = [e for k, e in world.state().items() if not k.startswith("_") and e["status"] in
                   ("pending", "preparing", "running", "needs_input")]
         assert len(active) <= 2
-        assert len({e["agent_index"] for e in active}) == len(active)
+        assert len({e["slot"] for e in active}) == len(active)
         world.tick(wait=False)
         time.sleep(0.2)
     assert most <= 2
-    assert sorted({e["agent_index"] for k, e in world.state().items() if not k.startswith("_")}) == [0, 1]
+    assert sorted({e["slot"] for k, e in world.state().items() if not k.startswith("_")}) == [0, 1]
 
 
 def test_kill_9_of_a_runner_fails_the_issue_on_the_next_tick_and_frees_the_slot(world):

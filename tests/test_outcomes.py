@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from claude_standin import FIXTURES
-from lib.models import ProcessStatus
+from lib.models import IssueStatus
 from lib.outcomes import classify, parse_reset_time
 from lib.transcripts import summarize_stream
 
@@ -52,14 +52,14 @@ def test_a_question_with_no_change_needs_input_and_with_changes_is_done():
     result = summarize_stream(FIXTURES / "stream-question.jsonl").result
 
     asked = classify(result, no_changes=True)
-    assert asked.status == ProcessStatus.NEEDS_INPUT and asked.question.endswith("the v2 API?")
-    assert classify(result, no_changes=False).status == ProcessStatus.COMPLETED
+    assert asked.status == IssueStatus.NEEDS_INPUT and asked.question.endswith("the v2 API?")
+    assert classify(result, no_changes=False).status == IssueStatus.COMPLETED
 
 
 def test_refused_tools_become_a_question_naming_them():
     outcome = classify(summarize_stream(FIXTURES / "stream-permission-denied.jsonl").result)
 
-    assert outcome.status == ProcessStatus.NEEDS_INPUT
+    assert outcome.status == IssueStatus.NEEDS_INPUT
     assert "- Write: /home/user/work/myproject_0/fix_issue_7.txt" in outcome.question
     assert "- Bash: git add -A" in outcome.question and "claude.permission_mode" in outcome.question
 
@@ -76,7 +76,7 @@ def test_an_ended_process_says_which_limit_or_request_ended_it(killed_by, words)
     outcome = classify(None, exit_code=-15, killed_by=killed_by, stop_reason="the issue was closed",
                        settings=Settings())
     assert outcome.reason == words
-    assert outcome.status == (ProcessStatus.CANCELLED if killed_by == "stop" else ProcessStatus.FAILED)
+    assert outcome.status == (IssueStatus.CANCELLED if killed_by == "stop" else IssueStatus.FAILED)
 
 
 def test_a_missing_result_quotes_the_last_stderr_line():
@@ -137,4 +137,4 @@ def test_classification_without_result_names_the_signal():
     assert classify(None, exit_code=None).reason == "Claude Code ended without a result"
     assert classify(result_event(subtype="error_weird", is_error=True, result=None, errors=["boom"])).reason == (
         "Claude Code reported an error (error_weird): boom")
-    assert ProcessStatus.COMPLETED == "completed"
+    assert IssueStatus.COMPLETED == "completed"

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lib.processes import RUN_MARKER_VAR, process_create_time, terminate_tree
+from lib.processes import SESSION_MARKER_VAR, process_create_time, terminate_tree
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def test_an_orchestrator_running_inside_an_agent_never_ends_its_own_session(tmp_
         "terminate_tree(sibling, 0.2)\n"
         "print(found, sibling.returncode)\n"
     )
-    env = {"PATH": os.environ.get("PATH", ""), RUN_MARKER_VAR: "outer-session"}
+    env = {"PATH": os.environ.get("PATH", ""), SESSION_MARKER_VAR: "outer-session"}
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, env=env, capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.split() == ["0", str(-signal.SIGTERM)]  # the sibling only by its own terminate_tree

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from github_emulator import REPO
-from lib.models import IssueState, ProcessStatus
+from lib.models import IssueState, IssueStatus
 from lib.pull_upkeep import upkeep_view
 from lib.pull_watch import look_at_each
 from lib.settings import FollowUp
@@ -26,7 +26,7 @@ def followed(emulator, count):
         number = emulator.add_issue(f"Issue {index}", labels=("claude-completed",))
         pull = emulator.add_pull(f"issue-{number}", f"Fix #{number}", f"Closes #{number}")
         emulator.add_check_run(f"issue-{number}", "tests", "success")
-        entries.append(IssueState(number, ProcessStatus.COMPLETED, f"issue-{number}", "2026-01-01T00:00:00+00:00",
+        entries.append(IssueState(number, IssueStatus.COMPLETED, f"issue-{number}", "2026-01-01T00:00:00+00:00",
                                   repo=REPO, pr_number=pull, following=True))
     return entries
 
@@ -100,8 +100,8 @@ def test_a_merged_and_a_closed_pull_request_are_ended_by_the_listing_alone(githu
     mark = len(github_emulator.requests)
     news = tick(client, mine)
 
-    assert news[mine[0].pr_number].ended == ProcessStatus.MERGED
-    assert news[mine[1].pr_number].ended == ProcessStatus.CLOSED
+    assert news[mine[0].pr_number].ended == IssueStatus.MERGED
+    assert news[mine[1].pr_number].ended == IssueStatus.CLOSED
     assert not any(f"/pulls/{entry.pr_number}" in path or f"/issues/{entry.pr_number}" in path
                    for path, _ in asked(github_emulator, mark) for entry in mine[:2])
 

@@ -10,13 +10,13 @@ import time
 import pytest
 
 from lib.config import Config
-from lib.models import IssueState, ProcessStatus, StateError, StateUnreachable
+from lib.models import IssueState, IssueStatus, StateError, StateUnreachable
 from lib.state_manager import RedisStateStore, StateStore, masked_url
 from redis_fixtures import PASSWORD
 
 
 def entry(number: int, **fields) -> IssueState:
-    return IssueState(issue_number=number, status=fields.pop("status", ProcessStatus.RUNNING),
+    return IssueState(issue_number=number, status=fields.pop("status", IssueStatus.RUNNING),
                       branch=f"issue-{number}", start_time="2026-12-01T10:00:00+00:00", repo="octo/widgets", **fields)
 
 
@@ -55,8 +55,8 @@ def test_a_writer_that_outlived_its_lock_writes_nothing(redis_server, monkeypatc
 
 def test_entries_round_trip_and_the_conveniences_match_the_file_store(redis_server):
     store = RedisStateStore(redis_server.url, namespace="rt", default_repo="octo/widgets")
-    store.put(entry(3, host="host-a", agent_index=1))
-    assert store.update(3, status="needs_input").status == ProcessStatus.NEEDS_INPUT
+    store.put(entry(3, host="host-a", slot=1))
+    assert store.update(3, status="needs_input").status == IssueStatus.NEEDS_INPUT
     assert store.get(3).host == "host-a" and store.get(4) is None
     with store.transaction() as state:
         del state.issues[("octo/widgets", 3)]

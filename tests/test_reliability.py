@@ -111,7 +111,7 @@ def test_twenty_ticks_on_fifty_issues_launch_each_once_and_never_more_than_eight
     launched = [int(re.search(r"issue #(\d+) ", inv["prompt"]).group(1)) for inv in world.standin.invocations()]
     assert sorted(launched) == sorted(numbers)
     assert 1 <= most[0] <= 8
-    assert {world.entry(n)["agent_index"] for n in numbers} <= set(range(8))
+    assert {world.entry(n)["slot"] for n in numbers} <= set(range(8))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -363,13 +363,13 @@ def start_runner_as_earlier_versions_did(world, number, env=None):
     import subprocess
     import sys
 
-    from lib.models import IssueState, ProcessStatus, utc_now_iso
+    from lib.models import IssueState, IssueStatus, utc_now_iso
     from lib.state_manager import StateManager
     from world import PROJECT
 
     state = StateManager(world.state_file)
-    state.put(IssueState(issue_number=number, status=ProcessStatus.PENDING.value, branch=f"issue-{number}",
-                         start_time=utc_now_iso(), agent_index=0, repo=REPO, attempt=1))
+    state.put(IssueState(issue_number=number, status=IssueStatus.PENDING.value, branch=f"issue-{number}",
+                         start_time=utc_now_iso(), slot=0, repo=REPO, attempt=1))
     runner = subprocess.Popen(
         [sys.executable, "-m", "lib.claude_processor", "run", "--issue", str(number), "--config",
          str(world.config_path)], cwd=PROJECT, env={**world.env, **(env or {})}, stdin=subprocess.DEVNULL,

@@ -10,7 +10,7 @@ import pytest
 from claude_standin import scenario
 from github_emulator import REPO
 from lib.config import Config
-from lib.models import ConfigError, IssueState, ProcessStatus
+from lib.models import ConfigError, IssueState, IssueStatus
 from lib.routing import model_choice, queue_order, rank
 from lib.state_manager import StateManager
 from world import MAINTAINER
@@ -129,14 +129,14 @@ def test_the_multi_repository_example_is_a_valid_config():
 # ------------------------------------------------------------------------------------------------
 
 
-def entry(number, repo, status=ProcessStatus.RUNNING, **fields):
-    return IssueState(number, status, f"issue-{number}", "2026-12-01T10:00:00", repo=repo, agent_index=0, **fields)
+def entry(number, repo, status=IssueStatus.RUNNING, **fields):
+    return IssueState(number, status, f"issue-{number}", "2026-12-01T10:00:00", repo=repo, slot=0, **fields)
 
 
 def test_one_repository_keeps_the_seed_shape_and_an_old_file_reads_as_it_was(tmp_path):
     path = tmp_path / "processing-state.json"
     path.write_text(json.dumps({"7": {"issue_number": 7, "status": "running", "branch": "issue-7",
-                                      "start_time": "2024-01-01T00:00:00", "agent_index": 0}}))
+                                      "start_time": "2024-01-01T00:00:00", "slot": 0}}))
     manager = StateManager(path, default_repo="octo/widgets")
 
     assert manager.get(7).repo == "octo/widgets"  # an entry older than the repo field
@@ -151,12 +151,12 @@ def test_with_a_second_repository_the_keys_are_rewritten_once_and_running_work_g
     manager = StateManager(path, default_repo="acme/api", qualified_keys=True)
 
     with manager.transaction() as state:
-        state.add(entry(5, "acme/web", status=ProcessStatus.PENDING))
+        state.add(entry(5, "acme/web", status=IssueStatus.PENDING))
 
     data = json.loads(path.read_text())
     assert set(data) == {"_schema", "acme/api#5", "acme/web#5"}
     assert data["acme/api#5"]["claude_pid"] == 4242 and data["acme/api#5"]["status"] == "running"
-    assert manager.get(("acme/web", 5)).status == ProcessStatus.PENDING
+    assert manager.get(("acme/web", 5)).status == IssueStatus.PENDING
     assert manager.get(5).claude_pid == 4242  # a bare number is the first repository's
     state = manager.load_state()
     assert state.free_slot("acme/api", limit=1) is None and state.free_slot("acme/web", limit=1) is None
@@ -236,7 +236,7 @@ def test_the_same_number_in_two_repositories_is_two_independent_issues(world):
 
     widgets, api = world.entry(1, REPO), world.entry(1, "acme/api")
     assert widgets["status"] == "completed" and api["status"] == "needs_input"
-    assert widgets["agent_index"] == api["agent_index"] == 0  # each repository has its own slots
+    assert widgets["slot"] == api["slot"] == 0  # each repository has its own slots
     assert widgets["log_path"] != api["log_path"]
     assert world.labels(1) == [COMPLETED] and world.labels(1, "acme/api") == ["claude-needs-input", WORKING]
     assert len(world.github.pulls()) == 1 and world.github.pulls("acme/api") == []

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from lib.files import atomic_write
-from lib.models import IssueState, ProcessStatus, StateError
-from lib.state_manager import HISTORY_LIMIT, SCHEMA_VERSION, StateManager
+from lib.models import IssueState, IssueStatus, StateError
+from lib.state_manager import FINISHED_KEPT, SCHEMA_VERSION, StateManager
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -48,29 +48,33 @@ def test_eight_processes_lose_no_update(tmp_path):
     assert not list(tmp_path.glob(".*.tmp")), "a temp file was left behind"
 
 
-def test_file_has_the_seed_readme_shape(tmp_path):
+def test_file_has_the_seed_readme_shape_with_slot_for_its_agent_index(tmp_path):
     manager = StateManager(tmp_path / "s.json")
-    manager.put(entry(123, session_id="abc123", agent_index=0))
+    manager.put(entry(123, session_id="abc123", slot=0))
     data = json.loads((tmp_path / "s.json").read_text())
     assert data["_schema"] == SCHEMA_VERSION
     seed_fields = {"issue_number": 123, "status": "running", "branch": "issue-123",
-                   "start_time": "2024-01-15T10:30:00", "session_id": "abc123", "agent_index": 0}
+                   "start_time": "2024-01-15T10:30:00", "session_id": "abc123", "slot": 0}
     assert seed_fields.items() <= data["123"].items()
     assert oct((tmp_path / "s.json").stat().st_mode & 0o777) == "0o600"
 
 
-def test_seed_format_without_schema_key_is_read(tmp_path):
+def test_seed_format_without_schema_key_is_read_and_its_agent_index_becomes_slot(tmp_path):
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"7": {"issue_number": 7, "status": "completed", "branch": "issue-7",
                                       "start_time": "2024-01-15T10:30:00", "session_id": None,
                                       "agent_index": 1}}))
-    assert StateManager(path).get(7).status == "completed"
+    manager = StateManager(path)
+    assert manager.get(7).status == "completed" and manager.get(7).slot == 1
+    manager.update(7, title="written by this version")
+    written = json.loads(path.read_text())["7"]
+    assert written["slot"] == 1 and "agent_index" not in written
 
 
 def test_update_and_exception_leaves_file_unchanged(tmp_path):
     manager = StateManager(tmp_path / "s.json")
     manager.put(entry(5))
-    assert manager.update(5, status=ProcessStatus.FAILED.value, error="boom").error == "boom"
+    assert manager.update(5, status=IssueStatus.FAILED.value, error="boom").error == "boom"
     before = (tmp_path / "s.json").read_bytes()
     with pytest.raises(RuntimeError):
         with manager.transaction() as state:
@@ -124,20 +128,20 @@ def test_newer_schema_is_refused_and_kept_in_place(tmp_path):
 def test_history_is_bounded_and_active_entries_are_kept(tmp_path):
     manager = StateManager(tmp_path / "s.json")
     with manager.transaction() as state:
-        for n in range(1, HISTORY_LIMIT + 21):
+        for n in range(1, FINISHED_KEPT + 21):
             state.add(entry(n, "completed", end_time=f"2024-01-01T00:{n // 60:02d}:{n % 60:02d}"))
-        state.add(entry(9999, "running", agent_index=0))
+        state.add(entry(9999, "running", slot=0))
     issues = {number for _, number in manager.load()}
-    assert len(issues) == HISTORY_LIMIT + 1
+    assert len(issues) == FINISHED_KEPT + 1
     assert 9999 in issues and 1 not in issues and 20 not in issues and 21 in issues
 
 
 def test_free_slot_skips_busy_ones(tmp_path):
     manager = StateManager(tmp_path / "s.json")
     with manager.transaction() as state:
-        state.add(entry(1, "running", agent_index=0))
-        state.add(entry(2, "completed", agent_index=1))
-        state.add(entry(3, "needs_input", agent_index=2))
+        state.add(entry(1, "running", slot=0))
+        state.add(entry(2, "completed", slot=1))
+        state.add(entry(3, "needs_input", slot=2))
     state = manager.load_state()
     assert state.used_slots() == {0, 2}
     assert state.free_slot(None, limit=3) == 1

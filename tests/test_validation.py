@@ -12,7 +12,7 @@ from claude_standin import alive, scenario
 from git_fixtures import commit_to
 from lib.comments import pr_body
 from lib.config import Config
-from lib.models import ConfigError, ProcessStatus
+from lib.models import ConfigError, IssueStatus
 from lib.outcomes import Outcome
 from lib.validation import fix_prompt, is_test_file, run_validation, summary_line
 
@@ -79,7 +79,7 @@ def test_the_summary_and_the_pull_request_show_each_check_and_the_tests_touched(
               {"name": "lint", "passed": False, "duration_seconds": 0.8, "reason": "exit status 1",
                "tail": "x.py:1: E501 <script>"}]
     assert summary_line(checks) == "✅ tests 12.4 s · ❌ lint 0.8 s"
-    body = pr_body(7, Outcome(status=ProcessStatus.FAILED, summary="Tried.", checks=checks), 30,
+    body = pr_body(7, Outcome(status=IssueStatus.FAILED, summary="Tried.", checks=checks), 30,
                    test_files=["tests/test_x.py"])
     assert body.startswith("⚠️ These checks still fail: lint.\n\n`lint`: exit status 1\n> x.py:1: E501 &lt;script&gt;")
     assert "Checks: ✅ tests 12.4 s · ❌ lint 0.8 s" in body and "Test files this change touches: `tests/test_x.py`" in body

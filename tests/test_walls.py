@@ -17,7 +17,7 @@ import pytest
 from git_fixtures import git
 from lib.config import Config
 from lib.repo_manager import RepoManager
-from lib.processes import RUN_MARKER_VAR, end_session_processes, marked_processes
+from lib.processes import SESSION_MARKER_VAR, end_session_processes, marked_processes
 from lib.sandbox import launch
 from lib.walls import Walls
 
@@ -168,7 +168,7 @@ def test_the_wall_ends_whole_with_its_launcher(slot, request):
     path, _, walls = slot
     marker = str(uuid.uuid4())
     process = launch(["bash", "-c", "setsid sleep 300 & setsid sleep 300 & sleep 300"], wall=walls.for_tools(path),
-                     cwd=path, env={"PATH": "/usr/bin:/bin", RUN_MARKER_VAR: marker})
+                     cwd=path, env={"PATH": "/usr/bin:/bin", SESSION_MARKER_VAR: marker})
     request.addfinalizer(lambda: end_session_processes(marker, 1))
 
     def sleeping():

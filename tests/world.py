@@ -23,7 +23,7 @@ from chat_standins import SLACK_CHANNEL_ID, SLACK_TOKEN, TELEGRAM_CHAT_ID, TELEG
 from claude_standin import STANDIN, STANDIN_ENV, Standin, end_grandchild, sandbox_settings, standin_env
 from git_fixtures import commit_to, git_env, make_origin, read_file
 from github_emulator import REPO, TOKEN, GitHubEmulator
-from lib.models import IssueState, ProcessStatus, utc_now_iso
+from lib.models import IssueState, IssueStatus, utc_now_iso
 from lib.state_manager import StateManager
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -114,8 +114,8 @@ class World:
             pull = self.github.add_pull(f"issue-{number}", f"Done issue {index} (#{number})", f"Closes #{number}")
             if check:
                 self.github.add_check_run(head, "tests", check)
-            state.put(IssueState(issue_number=number, status=ProcessStatus.COMPLETED, branch=f"issue-{number}",
-                                 start_time=utc_now_iso(), end_time=utc_now_iso(), agent_index=0, repo=REPO,
+            state.put(IssueState(issue_number=number, status=IssueStatus.COMPLETED, branch=f"issue-{number}",
+                                 start_time=utc_now_iso(), end_time=utc_now_iso(), slot=0, repo=REPO,
                                  pr_number=pull, pr_url=f"https://github.com/{REPO}/pull/{pull}", following=True,
                                  session_id="d4e36535-7fb3-4ea9-a3c8-4018f155a1be"))
             pulls.append(pull)
