@@ -23,7 +23,7 @@ from lib.config import Config
 from lib.models import OrchestratorError
 from lib.processes import end_session_processes, process_alive, running_markers
 from lib.lifecycle import RESUME, RUN
-from lib.runner import launch_runner
+from lib.runner_command import launch_runner
 from lib.sandbox import unavailable
 from lib.state_manager import REDIS_RESTART_SECONDS, Heartbeat, RedisStateStore, StateStore, masked_url
 

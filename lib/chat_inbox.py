@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from lib.answers import (SERVICE_NAMES, answered, chat_answer_comment, chat_answer_to_open_question, is_open,
-                         replies_to_question)
+                         open_questions, replies_to_question)
 from lib.comments import post_once
 from lib.events import ChatMessage, NotifierError, clip, one_line
 from lib.github_client import GitHubError, RateLimitError
@@ -86,8 +86,7 @@ class ChatInbox:
 
     def _read(self) -> None:
         self.snapshot = self.state.load_state()
-        asking = [entry for entry in self.snapshot.issues.values()
-                  if entry.status == IssueStatus.NEEDS_INPUT and entry.question_comment_id is not None]
+        asking = open_questions(self.snapshot.issues.values())
         if not asking:
             return  # no open question: no chat request at all
         chats = {notifier.name.lower(): notifier for notifier in Notifications.from_config(self.config).notifiers

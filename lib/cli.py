@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from lib import celery_app, install
-from lib.checks import run_checks
 from lib.config import Config, default_config_path, print_error
 from lib.models import OrchestratorError, UsageError
-from lib.operations import Operations
 from lib.orchestrator import EXIT_FAILED, EXIT_OK, IssueOrchestrator
 from lib.redaction import configure_logging
+
+# --check, --init, --cron-line, --systemd, the operator commands and --worker import what they use when
+# asked for: a cron tick loads only what a tick runs (tests/test_lazy_imports.py counts it).
 
 log = logging.getLogger("lib.orchestrator")  # the tick's lines keep the logger name they always had
 
@@ -86,8 +86,12 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         if args.init:
             return _init(config_path, args)
         if args.check:
+            from lib.checks import run_checks
+
             return run_checks(config_path, notify_test=args.notify_test)
         if args.cron_line or args.systemd:
+            from lib import install
+
             config = Config(config_path, require_token=False)
             print(install.cron_line(config) if args.cron_line else install.systemd_units(config))
             return EXIT_OK
@@ -107,6 +111,8 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
         log.warning("config: %s", warning)
     try:
         if args.worker:
+            from lib import celery_app
+
             return celery_app.run_worker(config, loglevel="DEBUG" if args.verbose else "INFO")
         orchestrator = IssueOrchestrator(config, dry_run=args.dry_run)
         summary = orchestrator.run()
@@ -123,19 +129,26 @@ def main(argv: Optional[List[str]] = None, prog: Optional[str] = None) -> int:
 
 def _operation(config: Config, args: argparse.Namespace):
     """The operator command the arguments ask for, ready to run; None for a tick."""
-    operations = Operations(config)
-    asked = [(args.pause is not None, lambda: operations.pause(args.pause)),
-             (args.unpause, operations.unpause),
-             (args.cancel is not None, lambda: operations.cancel(args.cancel)),
-             (args.retry is not None, lambda: operations.retry(args.retry)),
-             (args.free_slot is not None, lambda: operations.free_slot(args.free_slot, args.repo[0] if args.repo else None))]
+    asked = [(args.pause is not None, lambda operations: operations.pause(args.pause)),
+             (args.unpause, lambda operations: operations.unpause()),
+             (args.cancel is not None, lambda operations: operations.cancel(args.cancel)),
+             (args.retry is not None, lambda operations: operations.retry(args.retry)),
+             (args.free_slot is not None,
+              lambda operations: operations.free_slot(args.free_slot, args.repo[0] if args.repo else None))]
     chosen = [run for wanted, run in asked if wanted]
     if len(chosen) > 1:
         raise UsageError("give one of --pause, --unpause, --cancel, --retry, --free-slot at a time")
-    return chosen[0] if chosen else None
+    if not chosen:
+        return None
+    from lib.operations import Operations
+
+    operations = Operations(config)
+    return lambda: chosen[0](operations)
 
 
 def _init(path: Path, args: argparse.Namespace) -> int:
+    from lib import install
+
     notifiers = {}
     for service, target in (("telegram", "chat_id"), ("slack", "channel_id")):
         destination, token = getattr(args, f"{service}_{target}"), os.environ.get(f"{service.upper()}_BOT_TOKEN")

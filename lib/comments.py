@@ -7,12 +7,14 @@ way to forge the marker that tells our own comments from a human's.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
 
 from lib.github_client import COMMENT_MARKER
-from lib.models import IssueState, IssueStatus, format_figures
-from lib.outcomes import Outcome
-from lib.validation import summary_line
+from lib.figures import checks_line, figures_line
+from lib.models import IssueState, IssueStatus
+
+if TYPE_CHECKING:  # only its type: a tick that posts a comment loads none of the classifying
+    from lib.outcomes import Outcome
 
 #: Agent text quoted on GitHub is cut to this many characters.
 SUMMARY_LIMIT = 3000
@@ -53,7 +55,7 @@ def post_once(github, number: int, key: str, body: str) -> Dict[str, Any]:
 
 
 def figures(outcome: Outcome, duration: Optional[float]) -> str:
-    return format_figures(outcome.cost_usd, outcome.num_turns, duration)
+    return figures_line(outcome.cost_usd, outcome.num_turns, duration)
 
 
 def pr_title(issue: Mapping[str, Any]) -> str:
@@ -68,7 +70,7 @@ def pr_body(number: int, outcome: Outcome, duration: Optional[float], test_files
     lines += [f"Closes #{number}", "", "Summary from Claude Code:", "", quote_for_markdown(outcome.summary), ""]
     if outcome.checks:
         # The checks prove their commands exit 0, not that the tests were left alone: show which changed.
-        lines += [f"Checks: {summary_line(outcome.checks)}",
+        lines += [f"Checks: {checks_line(outcome.checks)}",
                   "Test files this change touches: " + (", ".join(f"`{name}`" for name in test_files) or "none"), ""]
     lines += [figures(outcome, duration), ""]
     if followed:
@@ -102,7 +104,7 @@ def outcome_comment(entry: IssueState, outcome: Outcome, pr_url: Optional[str], 
     elif pushed:
         lines.append(f"Branch: `{entry.branch}`")
     if outcome.checks:
-        lines.append(f"Checks: {summary_line(outcome.checks)}")
+        lines.append(f"Checks: {checks_line(outcome.checks)}")
         failing = failing_checks(outcome.checks)[1:]  # the headline already names the failing ones
         if failing:
             lines += [*failing, ""]
@@ -147,7 +149,7 @@ def follow_up_comment(entry: IssueState, outcome: Outcome, head: str, duration: 
     if head:
         lines.append(f"Branch `{entry.branch}` is at {head}.")
     if outcome.checks:
-        lines.append(f"Checks: {summary_line(outcome.checks)}")
+        lines.append(f"Checks: {checks_line(outcome.checks)}")
     lines.append(f"{figures(outcome, duration)} · Session: `{entry.session_id or 'n/a'}`")
     return "\n".join(lines)
 

@@ -90,13 +90,6 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
-def format_figures(cost_usd: Optional[float], num_turns: Optional[int], duration_seconds: Optional[float]) -> str:
-    """"Cost: $0.42 · Turns: 17 · Duration: 12m 5s", with n/a for what is unknown."""
-    cost = format_cost(cost_usd) if cost_usd is not None else "n/a"
-    took = format_duration(duration_seconds) if duration_seconds is not None else "n/a"
-    return f"Cost: {cost} · Turns: {num_turns if num_turns is not None else 'n/a'} · Duration: {took}"
-
-
 def shorten(text: str, limit: int, max_lines: Optional[int] = None) -> str:
     """At most `limit` characters and `max_lines` lines of `text`, saying how much was left out."""
     text = text.rstrip()

@@ -14,7 +14,7 @@ from lib.config import Config
 from lib.github_client import GitHubClient
 from lib.models import (IssueState, OrchestratorError, IssueStatus, UsageError, format_cost, format_duration,
                         parse_iso, seconds_between, shorten, utc_now_iso)
-from lib.processes import end_session_processes, live_process, process_alive, terminate_tree
+from lib.processes import end_run, live_process
 from lib.state_manager import StateStore, key_text, parse_key, issue_key
 
 #: A pause with no end: until --unpause.
@@ -113,12 +113,8 @@ class Operations:
         holder = next((e for e in self.state.load_state().active(repository.repo) if e.slot == index), None)
         if holder is None:
             return f"Slot {index} of {repository.repo} is free already."
-        grace = self.config.claude.kill_grace_seconds
-        for pid, created in ((holder.runner_pid, holder.runner_create_time), (holder.claude_pid, holder.claude_create_time)):
-            if process_alive(pid, created):
-                terminate_tree(pid, grace_seconds=grace, create_time=created)
-        if holder.session_id:
-            end_session_processes(holder.session_id, grace)
+        end_run((holder.runner_pid, holder.runner_create_time), (holder.claude_pid, holder.claude_create_time),
+                holder.session_id, self.config.claude.kill_grace_seconds)
         self.state.update(issue_key(holder), status=IssueStatus.FAILED, end_time=utc_now_iso(), claude_pid=None,
                           error=f"slot {index} was freed by the operator")
         labels = self.config.labels

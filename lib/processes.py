@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterable, List, Mapping, Optional, Sequence, Set, Union
+from typing import Iterable, List, Mapping, Optional, Sequence, Set, Tuple, Union
 
 import psutil
 
@@ -263,6 +263,18 @@ def terminate_tree(target: Union[subprocess.Popen, psutil.Process, int], grace_s
         groups.add(pid)  # started with start_new_session: the group is ours even after its leader exits
     _end_all(popen, leader, tree, groups, grace_seconds)
     return popen.returncode if popen is not None else None
+
+
+def end_run(runner: Tuple[Optional[int], Optional[float]], agent: Tuple[Optional[int], Optional[float]],
+            session_id: Optional[str], grace_seconds: float = KILL_GRACE_SECONDS) -> None:
+    """End whatever is left of a run on this machine, each (pid, create time) only while it is still that
+    process: the runner first (a live runner would take its agent's end for a crash and retry), then the
+    agent's tree, then what carries its session's marker (tools of an agent killed by SIGKILL)."""
+    for pid, created in (runner, agent):
+        if process_alive(pid, created):
+            terminate_tree(pid, grace_seconds=grace_seconds, create_time=created)
+    if session_id:
+        end_session_processes(session_id, grace_seconds)
 
 
 def end_session_processes(session_id: str, grace_seconds: float = KILL_GRACE_SECONDS) -> int:

@@ -88,7 +88,10 @@ class Run:
         return entry
 
     def update(self, **changes) -> IssueState:
-        return self.state.update(self.key, **changes)
+        try:
+            return self.state.update(self.key, **changes)
+        except KeyError:
+            raise OrchestratorError(f"Issue {self.ref} has no entry in {self.config.state_file}.") from None
 
     @property
     def slot_path(self) -> Optional[Path]:

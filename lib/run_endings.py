@@ -24,7 +24,7 @@ from lib.outcomes import Outcome
 from lib.publish import report_follow_up, save_work
 from lib.pull_upkeep import follow_up_counted
 from lib.run_context import Run
-from lib.validation import summary_line
+from lib.figures import checks_line
 
 log = logging.getLogger("lib.runner")
 
@@ -80,7 +80,7 @@ def finish(run: Run, status: IssueStatus) -> None:
     failed = outcome.status == IssueStatus.FAILED
     run.notifications.notify(run.event(
         END_EVENT[outcome.status], entry, duration_seconds=duration, cost_usd=entry.cost_usd, num_turns=entry.num_turns,
-        pr_url=pr_url, checks=summary_line(outcome.checks) if outcome.checks else None,
+        pr_url=pr_url, checks=checks_line(outcome.checks) if outcome.checks else None,
         reason=None if outcome.status == IssueStatus.COMPLETED else outcome.reason,
         log_tail=_log_tail(run) if failed else None))
     log.info("Issue %s: %s%s%s", run.ref, outcome.status, f" ({outcome.reason})" if outcome.reason else "",

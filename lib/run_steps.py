@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from typing import Optional, Union
 
 from lib import answers
@@ -27,13 +26,14 @@ from lib.follow_up import follow_prompt
 from lib.lifecycle import IssueStatus
 from lib.models import IssueState, OrchestratorError, fault_point, utc_now_iso
 from lib.outcomes import Outcome
-from lib.processes import SESSION_MARKER_VAR, process_create_time
+from lib.processes import SESSION_MARKER_VAR
 from lib.prompts import build_prompt
 from lib.publish import save_work
 from lib.repo_manager import GitError
 from lib.run_context import Launch, Run, Stopped
 from lib.settings import ClaudeSettings
-from lib.validation import fix_prompt, run_validation, summary_line
+from lib.figures import checks_line
+from lib.validation import fix_prompt, run_validation
 
 log = logging.getLogger("lib.runner")
 
@@ -41,9 +41,8 @@ log = logging.getLogger("lib.runner")
 def preparing(run: Run, status: IssueStatus) -> Optional[IssueStatus]:
     """A claimed issue (`run.follow`: a follow-up on its pull request): labels, slot, prompt."""
     fresh = {} if run.follow else {"pr_url": None, "question_comment_id": None}
-    entry = run.update(status=status, error=None, end_time=None, question=None, slot_notes=[], runner_pid=os.getpid(),
-                       runner_create_time=process_create_time(os.getpid()), validation_round=0, checks=[],
-                       invocations=[], **fresh)
+    entry = run.update(status=status, error=None, end_time=None, question=None, slot_notes=[], validation_round=0,
+                       checks=[], invocations=[], **fresh)
     stop = run.interrupted()
     if stop:
         return stop
@@ -184,7 +183,7 @@ def validating(run: Run, status: IssueStatus) -> Optional[IssueStatus]:
     run.collect(cwd)
     checks = [result.to_dict() for result in results]
     entry = run.update(checks=checks)
-    log.info("Issue %s: checks after round %s: %s", run.ref, round_number, summary_line(checks))
+    log.info("Issue %s: checks after round %s: %s", run.ref, round_number, checks_line(checks))
     stop = run.interrupted()
     if stop:
         return stop

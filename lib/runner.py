@@ -23,13 +23,12 @@ import argparse
 import logging
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 from lib import answers
-from lib.config import PROJECT_DIR, Config, print_error
+from lib.config import Config, print_error
 from lib.files import exclusive_lock
 from lib.lifecycle import FINALIZE, FOLLOW, MODES, RESUME, IssueStatus, check_transition
 from lib.models import OrchestratorError, issue_ref
@@ -41,7 +40,6 @@ from lib.run_context import Launch, Run, Stopped
 from lib.run_endings import ask, finish, requeue
 from lib.run_steps import conclude, preparing, retry, running, validating
 from lib.sandbox import unavailable
-from lib.spawn import start
 from lib.transcripts import summarize_stream
 
 log = logging.getLogger("lib.runner")  # also when run as `python -m lib.runner` (__main__)
@@ -104,8 +102,7 @@ def start_resume(run: Run) -> Optional[IssueStatus]:
         run.outcome = Outcome(status=S.FAILED, reason=f"the slot {slot} of the waiting session is gone")
         return S.FAILED
     run.work_in_slot = True
-    entry = run.update(status=S.RUNNING, end_time=None, runner_pid=os.getpid(),
-                       runner_create_time=process_create_time(os.getpid()))
+    entry = run.update(status=S.RUNNING, end_time=None)
     run.show(S.RUNNING)
     run.issue()
     run.notifications.notify(run.event("resumed", entry))
@@ -154,22 +151,6 @@ def run_mode(run: Run, mode: str, reason: Optional[str] = None) -> int:
 # --- the process ------------------------------------------------------------------------------------
 
 
-def launch_runner(config: Config, repo: str, number: int, attempt: int, mode: str, reason: Optional[str] = None,
-                  *, env: Optional[Dict[str, str]] = None, own_session: bool = True) -> subprocess.Popen:
-    """Start `python -m lib.runner <mode> --issue N --repo OWNER/NAME --config PATH [--reason R]`,
-    its output to `<attempt>.runner.log`: how the local tick and a Celery task both run a runner."""
-    if mode not in MODES:
-        raise ValueError(f"unknown runner mode {mode!r}")
-    issue_dir = config.issue_dir(repo, number)
-    issue_dir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "lib.runner", mode, "--issue", str(number),
-               "--repo", config.repository(repo).repo, "--config", str(config.path)]
-    if reason:
-        command += ["--reason", reason]
-    with open(issue_dir / f"{attempt}.runner.log", "ab") as runner_log:
-        return start(command, cwd=PROJECT_DIR, env=env, stdout=runner_log, own_session=own_session)
-
-
 def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m lib.runner") -> int:
     """The runner's entry point; the tick starts it detached, with stdout/stderr in `<attempt>.runner.log`."""
     parser = argparse.ArgumentParser(prog=prog, description="Run, resume, follow up or finalize Claude Code on"
@@ -198,6 +179,8 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "python -m lib.runner
         try:
             run = Run(config, args.issue, repository.repo)
             signal.signal(signal.SIGTERM, run.on_sigterm)
+            # Recorded by the runner itself: the tick's claim is one state transaction, and knows no pid.
+            run.update(runner_pid=os.getpid(), runner_create_time=process_create_time(os.getpid()))
             return run_mode(run, args.mode, args.reason)
         except OrchestratorError as exc:
             # The entry stays active; the next tick sees this runner gone and finalizes the issue.

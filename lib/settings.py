@@ -20,6 +20,11 @@ DEFAULT_LABELS = {
 
 DEFAULT_PRIORITIES = {"priority:high": 1, "priority:low": -1}
 
+#: A git network call (clone, fetch, push) may take this long.
+NETWORK_TIMEOUT = 600
+#: A check of `validate` without a timeout_seconds of its own may take this long.
+CHECK_TIMEOUT_SECONDS = 900
+
 
 @dataclass(frozen=True)
 class Labels:
@@ -79,6 +84,10 @@ class Limits:
 
     daily_usd: Optional[float] = None
     monthly_usd: Optional[float] = None
+
+    @property
+    def configured(self) -> bool:
+        return self.daily_usd is not None or self.monthly_usd is not None
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,16 @@ class Repository:
     @property
     def name(self) -> str:
         return self.repo.split("/")[1]
+
+    def longest_run(self, setup_timeout_seconds: float, max_fix_rounds: int) -> float:
+        """The one bound on a runner of this repository, every limit it can reach added up: per attempt
+        (the first, each retry after a crash, a fresh session after a lost one) its git network calls,
+        setup.sh and Claude Code's own timeout (fix rounds share it), and the checks of every round.
+        A tick ends a local runner older than this; a Celery task is invisible to other workers this long."""
+        attempts = self.claude.max_retries + 2
+        checks = sum(check.get("timeout_seconds") or CHECK_TIMEOUT_SECONDS for check in self.validate)
+        return (attempts * (2 * NETWORK_TIMEOUT + setup_timeout_seconds + self.claude.timeout_seconds)
+                + checks * (max_fix_rounds + 1))
 
     def slot_path(self, index: int) -> Path:
         """Slot i is its own working tree: `<base_repo_path>/<repo_name>_<i>`."""

@@ -36,17 +36,13 @@ from lib.events import (
     one_line,
     summary,
 )
-from lib.models import format_cost, format_duration
+from lib.figures import BRANCH_CHARS, LOG_TAIL_LINES, REASON_CHARS, TITLE_CHARS, figures
 from lib.redaction import protect_loggers, redact, register_secret
 
 DEFAULT_API_BASE_URL = "https://slack.com/api/"
 MAX_TEXT = 3000  # a section's text object
 MAX_FALLBACK_TEXT = 1000  # `text`: what notifications and screen readers show; Slack allows more
 
-TITLE_CHARS = 300
-BRANCH_CHARS = 200
-REASON_CHARS = 500
-LOG_TAIL_LINES = 20
 #: What a question's message adds when answers from Slack are taken.
 REPLY_HINT = "↩️ Or reply in this thread with the answer (from a member listed in slack.allowed_user_ids)."
 #: Replies read from a thread at once; more wait for the next read.
@@ -150,12 +146,8 @@ def format_blocks(event: Event) -> Tuple[str, List[Dict[str, Any]]]:
         fields.append(f"*Slot*\n{event.slot}")
     if event.branch:
         fields.append(f"*Branch*\n{clip_escaped(event.branch, BRANCH_CHARS)}")
-    if event.duration_seconds is not None:
-        fields.append(f"*Took*\n{format_duration(event.duration_seconds)}")
-    if event.cost_usd is not None:
-        fields.append(f"*Cost*\n{format_cost(event.cost_usd)}")
-    if event.num_turns is not None:
-        fields.append(f"*Turns*\n{event.num_turns}")
+    fields += [f"*{name}*\n{value}" for name, value in figures(event.cost_usd, event.num_turns, event.duration_seconds,
+                                                               unknown=None)]
     if event.pr_url:
         fields.append(f"*Pull request*\n{_link(event.pr_url, event.pr_url)}")
     if event.checks:

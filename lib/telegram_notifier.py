@@ -37,17 +37,12 @@ from lib.events import (
     one_line,
     summary,
 )
-from lib.models import format_cost, format_duration
+from lib.figures import BRANCH_CHARS, LOG_TAIL_CHARS, LOG_TAIL_LINES, REASON_CHARS, TITLE_CHARS, figures_line
 from lib.redaction import protect_loggers, redact, register_secret
 
 DEFAULT_API_BASE_URL = "https://api.telegram.org/bot"
 MAX_MESSAGE_LENGTH = MessageLimit.MAX_TEXT_LENGTH  # 4096, counted on the text after parsing
 
-TITLE_CHARS = 300  # GitHub allows 256; more comes only from elsewhere
-BRANCH_CHARS = 200
-REASON_CHARS = 500
-LOG_TAIL_LINES = 20
-LOG_TAIL_CHARS = 1500
 #: What a question's message adds when answers from Telegram are taken.
 REPLY_HINT = "↩️ Or reply to this message with the answer (from a user listed in telegram.allowed_user_ids)."
 #: getUpdates answers at most this many updates; the rest wait for the next read.
@@ -85,15 +80,9 @@ def format_message(event: Event, answers: bool = False) -> str:
     lines.append(_esc(summary(event)))
     if answers and event.kind == "needs_input":
         lines.append(_esc(REPLY_HINT))
-    stats = []
-    if event.duration_seconds is not None:
-        stats.append(f"Took {format_duration(event.duration_seconds)}")
-    if event.cost_usd is not None:
-        stats.append(f"cost {format_cost(event.cost_usd)}")
-    if event.num_turns is not None:
-        stats.append(f"{event.num_turns} turns")
+    stats = figures_line(event.cost_usd, event.num_turns, event.duration_seconds, unknown=None)
     if stats:
-        lines.append(" · ".join(stats))
+        lines.append(_esc(stats))
     if event.checks:
         lines.append(f"Checks: {_esc(event.checks)}")
     if event.pr_url:

@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from lib.files import tail_lines
-from lib.models import format_duration
 from lib.processes import terminate_tree
 from lib.prompts import clean_issue_text
 from lib.sandbox import Wall, launch
+from lib.settings import CHECK_TIMEOUT_SECONDS
 
-#: Default timeout of one check.
-CHECK_TIMEOUT_SECONDS = 900
 #: What a fix prompt and a report quote of a failing check's output.
 TAIL_LINES = 40
 TAIL_CHARS = 4000
@@ -98,15 +96,6 @@ def _output_tail(log_path: Path, offset: int) -> str:
     lines = tail_lines(log_path, TAIL_LINES, budget=TAIL_CHARS * 4)
     text = clean_issue_text("\n".join(lines))
     return text[-TAIL_CHARS:]
-
-
-def summary_line(results: Sequence[Mapping[str, Any]]) -> str:
-    """`✅ tests 12.4 s · ❌ lint 0.8 s`."""
-    return " · ".join(f"{'✅' if r['passed'] else '❌'} {r['name']} {_seconds(r['duration_seconds'])}" for r in results)
-
-
-def _seconds(value: float) -> str:
-    return f"{value:.1f} s" if value < 60 else format_duration(value)
 
 
 def fix_prompt(failed: Sequence[Mapping[str, Any]], commands: Mapping[str, str], round_number: int,

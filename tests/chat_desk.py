@@ -82,7 +82,8 @@ class Desk:
         return [c["body"] for c in self.github.comments(asked.issue_number, repo=asked.repo)]
 
     def answers(self, asked: IssueState):
-        """What resuming the session would read: the replies to its question, as the runner reads them."""
+        """What resuming the session would read: the replies to its question, as the runner reads them (and
+        the tick's reconcile asks whether there are any: lib/reconcile.py)."""
         entry = self.entry(asked)
         return replies_to_question(self.tick.trust(entry.repo), entry)
 

@@ -50,3 +50,17 @@ def test_every_exported_name_loads_on_first_use():
     assert report["all"] == report["exports"] and set(report["exports"]) <= set(report["dir"])
     assert report["wrong"] == []
     assert report["missing"] == "module 'lib' has no attribute 'NoSuchName'"
+
+
+#: What `import lib.cli` (a cron tick) may load of the library: what a tick runs, not the runner, the
+#: monitor, the dashboard, Celery, the chats, the checks or the setup commands.
+TICK_MODULES_AT_MOST = 24
+
+
+def test_a_tick_loads_what_it_uses_and_none_of_the_runner_the_monitor_or_celery():
+    loaded = json.loads(python("import json, sys, lib.cli\n"
+                               "print(json.dumps(sorted(m for m in sys.modules if m.startswith('lib.'))))"))
+    assert len(loaded) <= TICK_MODULES_AT_MOST, loaded
+    for module in ("runner", "run_steps", "claude_processor", "sandbox", "repo_manager", "claude_monitor", "dashboard",
+                   "celery_app", "chat_inbox", "checks", "install", "operations", "retention", "telegram_notifier"):
+        assert f"lib.{module}" not in loaded, module

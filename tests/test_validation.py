@@ -14,7 +14,8 @@ from lib.comments import pr_body
 from lib.config import Config
 from lib.models import ConfigError, IssueStatus
 from lib.outcomes import Outcome
-from lib.validation import fix_prompt, is_test_file, run_validation, summary_line
+from lib.figures import checks_line
+from lib.validation import fix_prompt, is_test_file, run_validation
 
 READY, WORKING, COMPLETED, FAILED = "ready-for-claude", "claude-working", "claude-completed", "claude-failed"
 
@@ -78,7 +79,7 @@ def test_the_summary_and_the_pull_request_show_each_check_and_the_tests_touched(
     checks = [{"name": "tests", "passed": True, "duration_seconds": 12.4, "reason": None, "tail": ""},
               {"name": "lint", "passed": False, "duration_seconds": 0.8, "reason": "exit status 1",
                "tail": "x.py:1: E501 <script>"}]
-    assert summary_line(checks) == "✅ tests 12.4 s · ❌ lint 0.8 s"
+    assert checks_line(checks) == "✅ tests 12.4 s · ❌ lint 0.8 s"
     body = pr_body(7, Outcome(status=IssueStatus.FAILED, summary="Tried.", checks=checks), 30,
                    test_files=["tests/test_x.py"])
     assert body.startswith("⚠️ These checks still fail: lint.\n\n`lint`: exit status 1\n> x.py:1: E501 &lt;script&gt;")
