@@ -20,7 +20,7 @@ import os
 from typing import List, Optional
 
 from lib.config import Config
-from lib.models import OrchestratorError
+from lib.models import OrchestratorError, issue_ref
 from lib.processes import end_session_processes, process_alive, running_markers
 from lib.lifecycle import RESUME, RUN
 from lib.runner_command import launch_runner
@@ -87,7 +87,7 @@ def _run_issue_task(config: Config):
                   reason: Optional[str] = None) -> int:
         """Take the dispatch (or leave: another delivery or a newer claim has it), then run the runner
         and beat in the shared state while it runs."""
-        key, ref = (repo, number), f"{repo}#{number}"
+        key, ref = (repo, number), issue_ref(repo, number)
         state = StateStore.for_config(config, patience=REDIS_RESTART_SECONDS)
         try:
             taken = state.take_dispatch(key, dispatch_id, attempt, executor.host)

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from lib.models import OrchestratorError
+from lib.models import OrchestratorError, issue_ref
 
 #: kind -> (emoji, label). The first four are the seed README's.
 EVENT_KINDS = {
@@ -75,7 +75,7 @@ class Event:
     @property
     def issue_ref(self) -> str:
         """`owner/name#12`, or just the repository for events about no single issue (paused, test)."""
-        return f"{self.repo}#{self.issue_number}" if self.issue_number is not None else self.repo
+        return issue_ref(self.repo, self.issue_number) if self.issue_number is not None else self.repo
 
 
 # ------------------------------------------------------------------------------------------------

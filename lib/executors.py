@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 import subprocess
 import uuid
-from datetime import datetime, timezone
 from typing import Any, Dict, Optional
 
 from lib.config import Config
 from lib.lifecycle import RUN
-from lib.models import IssueState, OrchestratorError, parse_iso, utc_now_iso
+from lib.models import IssueState, OrchestratorError, utc_now_iso
 from lib.processes import process_alive
 from lib.runner_command import launch_runner
 from lib.state_manager import IssueKey, issue_key
@@ -104,20 +103,20 @@ class CeleryExecutor:
                 if current.dispatch_id == entry.dispatch_id:
                     current.dispatch_id = current.dispatched_at = current.dispatched_to = None
             raise
+        self.state.note_sent(entry.dispatch_id, self.config.executor.visibility_timeout_seconds)
         return f"a Celery task on {queue}"
 
     def reap(self) -> None:
         """Nothing to reap: no runner is a child of the tick."""
 
     def alive(self, entry: IssueState) -> bool:
-        """A heartbeat in the shared state, or a task sent and not yet taken (to a host that still beats)."""
+        """A heartbeat in the shared state, or a task sent and not yet taken (to a host that still beats;
+        a claim whose tick died before sending has its dispatch id but no task)."""
         if self.state.beating(issue_key(entry)):
             return True
         if entry.dispatched_to and entry.dispatched_to not in self.workers():
             return False  # sent to a host that died before taking it: the next dispatch goes elsewhere
-        sent = parse_iso(entry.dispatched_at) if entry.dispatch_id else None
-        waited = (datetime.now(timezone.utc) - sent).total_seconds() if sent else None
-        return waited is not None and waited < self.config.executor.visibility_timeout_seconds
+        return self.state.sent(entry.dispatch_id)
 
 
 def executor_for(config: Config, state) -> "LocalExecutor | CeleryExecutor":

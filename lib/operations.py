@@ -12,7 +12,7 @@ from typing import List, Optional
 from lib.labels import show_status, unqueue
 from lib.config import Config
 from lib.github_client import GitHubClient
-from lib.models import (IssueState, OrchestratorError, IssueStatus, UsageError, format_cost, format_duration,
+from lib.models import (IssueState, OrchestratorError, IssueStatus, UsageError, format_cost, format_duration, issue_ref,
                         parse_iso, seconds_between, shorten, utc_now_iso)
 from lib.processes import end_run, live_process
 from lib.state_manager import StateStore, key_text, parse_key, issue_key
@@ -27,9 +27,6 @@ class Operations:
     def __init__(self, config: Config, state: Optional[StateStore] = None):
         self.config = config
         self.state = state or StateStore.for_config(config)
-
-    def _ref(self, entry: IssueState) -> str:
-        return key_text(issue_key(entry)) if self.config.multi_repo else f"#{entry.issue_number}"
 
     def _entry(self, ref: str) -> IssueState:
         repo, number = parse_key(ref)
@@ -86,26 +83,26 @@ class Operations:
             self.state.update(issue_key(entry), status=IssueStatus.CANCELLED, not_before=None, end_time=utc_now_iso(),
                               error="cancelled by the operator while queued")
             unqueue(self._github(entry), labels, entry.issue_number)
-            return f"{self._ref(entry)}: taken out of the queue ({labels.ready} removed)."
+            return f"{issue_ref(entry.repo, entry.issue_number)}: taken out of the queue ({labels.ready} removed)."
         if not entry.is_active:
-            raise UsageError(f"{self._ref(entry)} is {entry.status}: there is nothing to cancel.")
+            raise UsageError(f"{issue_ref(entry.repo, entry.issue_number)} is {entry.status}: there is nothing to cancel.")
         self.state.update(issue_key(entry), cancel_reason="cancelled by the operator")
         runner = live_process(entry.runner_pid, entry.runner_create_time)
         if runner is not None:
             runner.terminate()  # it stops Claude, saves the work and finalizes the issue as cancelled
-            return f"{self._ref(entry)}: cancelled; its runner stops the agent and saves the work now."
-        return f"{self._ref(entry)}: cancelled; its runner is gone, so the next tick saves the work and reports it."
+            return f"{issue_ref(entry.repo, entry.issue_number)}: cancelled; its runner stops the agent and saves the work now."
+        return f"{issue_ref(entry.repo, entry.issue_number)}: cancelled; its runner is gone, so the next tick saves the work and reports it."
 
     def retry(self, ref: str) -> str:
         """Queue a finished issue again (the next tick starts a new attempt on its branch)."""
         entry = self._entry(ref)
         if entry.is_active or entry.status == IssueStatus.WAITING:
-            raise UsageError(f"{self._ref(entry)} is {entry.status}: it is not finished, so it cannot be retried.")
+            raise UsageError(f"{issue_ref(entry.repo, entry.issue_number)} is {entry.status}: it is not finished, so it cannot be retried.")
         labels = self.config.labels
         # WAITING with no wait: the operator's word stands for a trusted labeler's.
         self.state.update(issue_key(entry), status=IssueStatus.WAITING, not_before=utc_now_iso(), requeues=0)
         show_status(self._github(entry), labels, entry.issue_number, IssueStatus.WAITING)
-        return f"{self._ref(entry)}: queued again; the next tick starts attempt {entry.attempt + 1}."
+        return f"{issue_ref(entry.repo, entry.issue_number)}: queued again; the next tick starts attempt {entry.attempt + 1}."
 
     def free_slot(self, index: int, repo: Optional[str]) -> str:
         """End whatever holds slot `index` of `repo` and mark its issue failed, so the slot is free."""
@@ -119,7 +116,7 @@ class Operations:
                           error=f"slot {index} was freed by the operator")
         labels = self.config.labels
         show_status(self._github(holder), labels, holder.issue_number, IssueStatus.FAILED)
-        return f"Slot {index} of {repository.repo} freed: {self._ref(holder)} is marked failed ({labels.failed})."
+        return f"Slot {index} of {repository.repo} freed: {issue_ref(holder.repo, holder.issue_number)} is marked failed ({labels.failed})."
 
 
 def _facts(entry: IssueState) -> List[str]:

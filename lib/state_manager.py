@@ -481,7 +481,20 @@ class RedisStateStore(StateStore):
             entry.host, entry.updated_at = host, utc_now_iso()
         return Taken(adopted_from)
 
-    # --- heartbeats --------------------------------------------------------------------------
+    # --- liveness: tasks sent, heartbeats ----------------------------------------------------
+
+    def note_sent(self, dispatch_id: str, ttl_seconds: float) -> None:
+        """The task of `dispatch_id` is on the broker, for the next `ttl_seconds` (its visibility timeout):
+        a fact of the broker's, kept beside the state so that a claim stays one state transaction."""
+        with self.reachable():
+            self.client.set(self.name(f"sent:{dispatch_id}"), "1", px=int(ttl_seconds * 1000))
+
+    def sent(self, dispatch_id: Optional[str]) -> bool:
+        """Whether the task of `dispatch_id` was sent and may still be taken."""
+        if not dispatch_id:
+            return False
+        with self.reachable():
+            return bool(self.client.exists(self.name(f"sent:{dispatch_id}")))
 
     def beat(self, key: IssueKey, host: str, ttl_seconds: float, token: str = "") -> None:
         """The runner of `key` lives on `host`, for the next `ttl_seconds` (by Redis's clock). `token`

@@ -315,7 +315,8 @@ def test_a_tick_killed_between_claim_and_dispatch_is_finished_by_the_next(celery
     number = cw.world.add_issue(title="Claimed", body=f"Work. {scenario('slow', '1')}")
     crashed = cw.world.tick(wait=False, env={"ORCHESTRATOR_FAULT": "after-claim"})
     assert crashed.returncode != 0
-    assert cw.entries()[number].dispatch_id is None and cw.entries()[number].host is None
+    claimed = cw.entries()[number]  # its dispatch id came with the claim; no task was sent, none taken
+    assert claimed.dispatch_id and not cw.store().sent(claimed.dispatch_id) and claimed.host is None
     entry = drive(cw, all_finished(1))[number]
     assert entry.status.value == "completed" and entry.attempt == 1
     assert len(cw.world.standin.invocations()) == 1

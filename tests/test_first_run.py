@@ -326,20 +326,20 @@ def test_cancel_retry_and_free_a_slot(world):
     world.wait_for(lambda: world.entry(number).get("claude_pid"), what="its agent")
 
     cancelled = world.tick("--cancel", str(number), wait=False)
-    assert cancelled.stdout.strip() == f"#{number}: cancelled; its runner stops the agent and saves the work now."
+    assert cancelled.stdout.strip() == f"{REPO}#{number}: cancelled; its runner stops the agent and saves the work now."
     world.wait_for(lambda: world.entry(number).get("status") == "cancelled", what="the cancel")
     assert world.tick("--cancel", str(number), wait=False).stderr.strip() == \
-        f"error: #{number} is cancelled: there is nothing to cancel."
+        f"error: {REPO}#{number} is cancelled: there is nothing to cancel."
 
     retried = world.tick("--retry", f"{REPO}#{number}", wait=False)
-    assert retried.stdout.strip() == f"#{number}: queued again; the next tick starts attempt 2."
+    assert retried.stdout.strip() == f"{REPO}#{number}: queued again; the next tick starts attempt 2."
     assert READY in world.labels(number)
     world.tick(wait=False)
     entry = world.wait_for(lambda: world.entry(number).get("attempt") == 2 and world.entry(number).get("claude_pid")
                            and world.entry(number), what="the second attempt")
 
     freed = world.tick("--free-slot", "0", wait=False)
-    assert freed.stdout.strip() == f"Slot 0 of {REPO} freed: #{number} is marked failed ({FAILED})."
+    assert freed.stdout.strip() == f"Slot 0 of {REPO} freed: {REPO}#{number} is marked failed ({FAILED})."
     assert world.entry(number)["status"] == "failed" and world.labels(number) == [FAILED]
     world.wait_for(lambda: not world.processes(), what="its processes to end")
     assert world.tick("--free-slot", "0", wait=False).stdout.strip() == f"Slot 0 of {REPO} is free already."

@@ -192,6 +192,7 @@ def test_a_runner_alive_past_every_timeout_is_ended_and_its_issue_failed(world, 
     from types import SimpleNamespace
 
     import lib.orchestrator
+    import lib.reconcile
     from lib.config import Config
 
     number = world.add_issue("Hangs", scenario("hang"))
@@ -199,13 +200,13 @@ def test_a_runner_alive_past_every_timeout_is_ended_and_its_issue_failed(world, 
     entry = world.wait_for(lambda: world.entry(number).get("claude_pid") and world.entry(number), what="the agent")
     # The clock is the one thing not real here: the tick sees the runner ten days old.
     ten_days_later = SimpleNamespace(time=lambda: time.time() + 10 * 86400, sleep=time.sleep)
-    monkeypatch.setattr(lib.orchestrator, "time", ten_days_later)
+    monkeypatch.setattr(lib.reconcile, "time", ten_days_later)
     orchestrator = lib.orchestrator.IssueOrchestrator(Config(world.config_path))
 
     summary = orchestrator.run()
     orchestrator.wait_for_runners(poll_seconds=0.2, out=open(os.devnull, "w"))
 
-    assert summary.finalizing == [f"#{number}"]
+    assert summary.finalizing == [f"octo/widgets#{number}"]
     assert not alive(entry["runner_pid"]) and not alive(entry["claude_pid"])
     finished = world.entry(number)
     assert finished["status"] == "failed" and "the runner hung" in finished["error"], finished
@@ -250,7 +251,7 @@ def test_dry_run_changes_nothing(world):
     tick = world.tick("--dry-run", wait=False)
 
     assert tick.returncode == 0, tick.stderr
-    assert "would claim issue #1" in tick.stdout
+    assert "would claim issue octo/widgets#1" in tick.stdout
     assert not world.state_file.exists() and not world.slots.exists()
     assert world.labels(number) == [READY]
     assert [r for r in world.github.requests if r.method != "GET"] == []
