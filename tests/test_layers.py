@@ -24,6 +24,8 @@ LAYERS = [
     ["checks"],
     ["dashboard"],
     ["claude_monitor"],
+    ["monitor_text", "process_view"],
+    ["conversations"],
     ["executors"],
     ["celery_app"],
     ["runner"],
