@@ -52,6 +52,7 @@ LAYERS = [
     ["ledger"],
     ["state_manager", "routing", "labels", "pull_upkeep"],
     ["config", "sandbox"],
+    ["config_schema"],
     ["settings", "schema", "sandbox_launcher"],
     ["processes"],
     ["spawn"],
