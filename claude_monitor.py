@@ -25,7 +25,7 @@ import sys
 from lib.claude_monitor import MESSAGES_SHOWN, OUTPUT_FORMATS, ClaudeMonitor
 from lib.costs import DEFAULT_SINCE, GROUPINGS, cost_report
 from lib.config import print_error
-from lib.models import OrchestratorError, UsageError
+from lib.models import OrchestratorError, UsageError, issue_ref
 
 EXIT_NOTHING, EXIT_INTERRUPTED = 1, 130
 
@@ -115,8 +115,8 @@ def main(argv=None) -> int:
                 print(monitor.render(history), file=sys.stderr)
                 return EXIT_NOTHING
             if history.source is None:
-                print(f"Issue {args.issue if '#' in args.issue else '#' + args.issue}: no conversation found (no transcript and no stream log).",
-                      file=sys.stderr)
+                print(f"Issue {issue_ref(history.repo, history.issue_number)}: no conversation found (no transcript and"
+                      " no stream log).", file=sys.stderr)
                 return EXIT_NOTHING
             print(monitor.render(history))
         else:

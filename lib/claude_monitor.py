@@ -57,47 +57,42 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 import psutil
 
 from lib.config import Config, default_config_path
-from lib.files import iter_lines_reversed
+from lib.conversations import (
+    Conversation,
+    ConversationHistory,
+    ConversationSource,
+    InstanceStatusReport,
+    elsewhere,
+    locate_conversation,
+    read_conversation,
+    slot_path,
+)
 from lib.models import (
-    FINISHED_STATUSES,
     LIVE_STATUSES,
     ClaudeInstance,
     ConfigError,
     IssueState,
+    IssueStatus,
     Message,
     MonitorReport,
     OrchestratorError,
-    IssueStatus,
     UsageError,
-    instance_lines,
-    local_time,
-    report_to_text,
+    issue_ref,
     seconds_between,
     utc_now_iso,
 )
-from lib.processes import live_process
+from lib.process_view import describe_process, run_process, sample_cpu, unknown_instances
 from lib.pull_upkeep import upkeep_view
-from lib.state_manager import IssueKey, StateStore, key_text, parse_key
-from lib.transcripts import (
-    ConversationReader,
-    default_claude_config_dir,
-    find_transcript,
-    iter_records,
-    parse_line,
-    project_dir_name,
-    read_first_record,
-    session_config_dir,
-)
+from lib.state_manager import IssueKey, StateStore, parse_key
+from lib.transcripts import ConversationReader, default_claude_config_dir, iter_records
 
 OUTPUT_FORMATS = ("text", "json")
 
@@ -110,120 +105,10 @@ HISTORY_FULL_SCAN_BYTES = 16 * 1024 * 1024
 MESSAGES_SHOWN = 50
 #: The default command lists this many finished runs when nothing is active.
 RECENT_FINISHED = 5
-CLAUDE_PROCESS_NAMES = frozenset({"claude", "claude.exe"})
 
 
 def _sort_key(key: IssueKey) -> Tuple[str, int]:
     return key[0] or "", key[1]
-
-
-# ------------------------------------------------------------------------------------------------
-# Results
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ConversationSource:
-    path: Path
-    kind: str  # "transcript" | "stream_log"
-
-
-@dataclass
-class ConversationHistory:
-    issue_number: int
-    session_id: Optional[str]
-    source: Optional[ConversationSource]
-    message_count: Optional[int]  # None: only the end of a large file was read
-    messages: List[Message]
-    truncated: bool = False  # older entries were left out (--limit)
-    repo: Optional[str] = None
-    host: Optional[str] = None  # the Celery mode: the conversation is on this other host
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "issue_number": self.issue_number,
-            "repo": self.repo,
-            "session_id": self.session_id,
-            "source": self.source.kind if self.source else None,
-            "conversation_path": str(self.source.path) if self.source else None,
-            "message_count": self.message_count,
-            "truncated": self.truncated,
-            "messages": [message.to_dict() for message in self.messages],
-            "host": self.host,
-        }
-
-
-@dataclass
-class InstanceStatusReport:
-    """`status --issue N`: one instance and its last few messages."""
-
-    instance: ClaudeInstance
-    source: Optional[ConversationSource]
-    recent_messages: List[Message]
-
-    def to_dict(self) -> Dict[str, Any]:
-        data = self.instance.to_dict()
-        data["source"] = self.source.kind if self.source else None
-        data["conversation_path"] = str(self.source.path) if self.source else None
-        data["recent_messages"] = [message.to_dict() for message in self.recent_messages]
-        return data
-
-
-@dataclass
-class _Conversation:
-    """What reading one conversation file gave."""
-
-    message_count: Optional[int]  # None: only the end of the file was read
-    last_activity: Optional[str] = None
-    last_result: Optional[Dict[str, Any]] = None
-    messages: List[Message] = field(default_factory=list)
-    truncated: bool = False
-
-
-# ------------------------------------------------------------------------------------------------
-# Processes
-# ------------------------------------------------------------------------------------------------
-
-
-def _is_claude_process(name: Optional[str], cmdline: Optional[List[str]]) -> bool:
-    if name in CLAUDE_PROCESS_NAMES:
-        return True
-    return bool(cmdline) and os.path.basename(cmdline[0]) == "claude"
-
-
-def _describe_process(instance: ClaudeInstance, process: psutil.Process) -> None:
-    """Fill pid, process state, memory, children and runtime (CPU comes from a shared sample)."""
-    try:
-        with process.oneshot():
-            instance.pid = process.pid
-            instance.process_state = process.status()
-            instance.memory_mb = round(process.memory_info().rss / 1048576, 1)
-            instance.runtime_seconds = round(max(0.0, time.time() - process.create_time()), 1)
-        instance.children = [child.pid for child in process.children(recursive=True)]
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-        pass
-
-
-def _sample_cpu(pairs: List[Tuple[ClaudeInstance, psutil.Process]], interval: float) -> None:
-    """CPU percent of every process over one shared interval (psutil's first reading is meaningless)."""
-    if not pairs:
-        return
-    for _, process in pairs:
-        try:
-            process.cpu_percent(None)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    time.sleep(interval)
-    for instance, process in pairs:
-        try:
-            instance.cpu_percent = round(process.cpu_percent(None), 1)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-
-
-# ------------------------------------------------------------------------------------------------
-# The monitor
-# ------------------------------------------------------------------------------------------------
 
 
 def load_config(path: Union[None, str, os.PathLike, Config] = None) -> Config:
@@ -249,7 +134,8 @@ class ClaudeMonitor:
 
     `ClaudeMonitor(path, output_format="text")`: `path` is the orchestrator folder, its config file,
     or a Config. `claude_config_dir` overrides `$CLAUDE_CONFIG_DIR`/~/.claude; `cpu_interval` is the
-    CPU sampling window of a report (0 skips CPU).
+    CPU sampling window of a report (0 skips CPU). Where a conversation is and how it is read:
+    lib/conversations.py; the processes: lib/process_view.py; text output: lib/monitor_text.py.
     """
 
     def __init__(self, path: Union[None, str, os.PathLike, Config] = None, output_format: str = "text", *,
@@ -284,124 +170,28 @@ class ClaudeMonitor:
         found = [entry for (entry_repo, entry_number), entry in states.items() if entry_number == number
                  and (repo is None or (entry_repo or "").casefold() == repo.casefold())]
         if len(found) > 1:
-            raise UsageError(f"Issue #{number} is in {len(found)} repositories ("
+            raise UsageError(f"Issue {issue_ref(None, number)} is in {len(found)} repositories ("
                              f"{', '.join(sorted(e.repo or '?' for e in found))}): say which with --repo OWNER/NAME"
                              f" or --issue OWNER/NAME#{number}.")
         if not found:
-            known = ", ".join(self.ref(key) for key in sorted(states, key=_sort_key)) or "none"
-            raise OrchestratorError(f"Issue {issue if repo else f'#{number}'} is not in the state file"
+            known = ", ".join(issue_ref(*key) for key in sorted(states, key=_sort_key)) or "none"
+            raise OrchestratorError(f"Issue {issue_ref(repo, number)} is not in the state file"
                                     f" {self.config.state_file} (known: {known}).")
         return found[0]
 
-    def ref(self, key: IssueKey) -> str:
-        return key_text(key) if self.config.multi_repo else f"#{key[1]}"
-
-    # --- files ------------------------------------------------------------------------------------
-
-    def stream_log_path(self, entry: IssueState) -> Path:
-        if entry.log_path:
-            return Path(entry.log_path)
-        try:
-            folder = self.config.issue_dir(entry.repo, entry.issue_number)
-        except OrchestratorError:  # a repository no longer in the config
-            folder = self.config.log_dir / f"issue-{entry.issue_number}"
-        return folder / f"{entry.attempt}.stream.jsonl"
-
-    def slot_path(self, entry: IssueState) -> Optional[Path]:
-        if entry.slot is None:
-            return None
-        try:
-            return self.config.repository(entry.repo).slot_path(entry.slot)
-        except OrchestratorError:  # a repository no longer in the config
-            return None
-
-    def elsewhere(self, entry: IssueState) -> Optional[str]:
-        """The other host a run of the Celery mode is on: its processes and transcript are there."""
-        return entry.host if self.config.executor.celery and entry.host not in (None, self.config.executor.host) \
-            else None
-
     def locate_conversation(self, entry: IssueState) -> Tuple[Optional[str], Optional[ConversationSource]]:
         """(session id, where its conversation is): the transcript, else the stream log, else None."""
-        if self.elsewhere(entry):
-            return entry.session_id, None
-        log_path = self.stream_log_path(entry)
-        init = read_first_record(log_path) if log_path.is_file() else None
-        if init is not None and init.get("subtype") != "init":
-            init = None
-        session_id = entry.session_id or (init or {}).get("session_id")
-        cwds, extra_dirs = [], []
-        if init and isinstance(init.get("cwd"), str):
-            cwds.append(init["cwd"])
-        memory = ((init or {}).get("memory_paths") or {}).get("auto")
-        if isinstance(memory, str):  # the agent's own config dir, whatever this shell's env says
-            extra_dirs.append(Path(memory).parent)
-        slot = self.slot_path(entry)
-        if slot is not None:
-            cwds.append(os.path.realpath(slot))
-        # A sandboxed session's config dir is its issue's own; an unsandboxed one used this machine's.
-        transcript = (find_transcript(session_id, dict.fromkeys(cwds), session_config_dir(log_path.parent))
-                      or find_transcript(session_id, dict.fromkeys(cwds), self.claude_config_dir, extra_dirs))
-        if transcript is not None:
-            return session_id, ConversationSource(transcript, "transcript")
-        if log_path.is_file():
-            return session_id, ConversationSource(log_path, "stream_log")
-        return session_id, None
-
-    def _read_conversation(self, source: Optional[ConversationSource], *, limit: Optional[int] = 0,
-                           full: bool = False, tail_only: bool = False,
-                           full_scan_bytes: int = STATUS_FULL_SCAN_BYTES) -> _Conversation:
-        """Stream the whole file, keeping the last `limit` messages (None: all); with `tail_only`,
-        read only the end of a file larger than `full_scan_bytes`."""
-        if source is None:
-            return _Conversation(0)
-        try:
-            if tail_only and source.path.stat().st_size > full_scan_bytes:
-                return self._read_tail(source.path, limit or 0, full=full)
-            reader = ConversationReader(full=full)
-            kept: Deque[Message] = deque(maxlen=limit)
-            steps = 0
-            with open(source.path, "rb") as handle:
-                for record, _ in iter_records(handle, conversation_only=True):
-                    if record is not None:
-                        messages = reader.feed(record)
-                        steps += len(messages)
-                        kept.extend(messages)
-            messages = reader.flush()
-            kept.extend(messages)
-            steps += len(messages)
-        except OSError:
-            return _Conversation(0)
-        return _Conversation(reader.message_count, reader.last_activity, reader.last_result, list(kept),
-                             truncated=steps > len(kept))
-
-    @staticmethod
-    def _read_tail(path: Path, limit: int, full: bool = False) -> _Conversation:
-        """Last activity and the last `limit` messages, from the end of the file only."""
-        records: List[Dict[str, Any]] = []
-        for line in iter_lines_reversed(path):
-            record = parse_line(line)
-            if record is None or record.get("type") not in ("user", "assistant", "result"):
-                continue
-            records.append(record)
-            # A line gives at most a few messages, and blocks of one message merge: twice is plenty.
-            if len(records) >= 2 * limit + 1:
-                break
-        reader = ConversationReader(full=full)
-        kept: Deque[Message] = deque(maxlen=limit)
-        for record in reversed(records):
-            kept.extend(reader.feed(record))
-        kept.extend(reader.flush())
-        return _Conversation(None, reader.last_activity, reader.last_result, list(kept), truncated=True)
+        return locate_conversation(self.config, entry, self.claude_config_dir)
 
     # --- instances --------------------------------------------------------------------------------
 
     def _instance(self, entry: IssueState, *, tail_only: bool = False,
-                  recent: int = 0) -> Tuple[ClaudeInstance, Optional[psutil.Process], _Conversation,
+                  recent: int = 0) -> Tuple[ClaudeInstance, Optional[psutil.Process], Conversation,
                                             Optional[ConversationSource]]:
         """The instance of one state entry, the live process behind it (if any), and its conversation
         (`recent` messages of it, read only at the end with `tail_only`)."""
         session_id, source = self.locate_conversation(entry)
-        slot = self.slot_path(entry)
+        slot = slot_path(self.config, entry)
         instance = ClaudeInstance(
             issue_number=entry.issue_number, status=entry.status, repo=entry.repo, slot=entry.slot,
             session_id=session_id, branch=entry.branch, cwd=str(slot) if slot else None,
@@ -410,15 +200,14 @@ class ClaudeMonitor:
             host=entry.host, upkeep=upkeep_view(entry, self.config.follow_up),
         )
         process = None
-        if not entry.is_finished and not self.elsewhere(entry):
-            process = (live_process(entry.claude_pid, entry.claude_create_time)
-                       or live_process(entry.runner_pid, entry.runner_create_time))
+        if not entry.is_finished and not elsewhere(self.config, entry):
+            process = run_process(entry)
             recorded_pid = entry.claude_pid or entry.runner_pid
             # Only a run that should have a process can lose it; needs_input and waiting have none.
             if process is None and entry.status in LIVE_STATUSES and recorded_pid:
                 instance.status, instance.pid = IssueStatus.LOST, recorded_pid
         if process is not None:
-            _describe_process(instance, process)
+            describe_process(instance, process)
         else:
             runtime = seconds_between(entry.start_time, entry.end_time)
             instance.runtime_seconds = round(runtime, 1) if runtime is not None else None
@@ -426,9 +215,10 @@ class ClaudeMonitor:
         # A finished run's counts, as its runner recorded them, spare reading its whole transcript.
         recorded = entry.is_finished and entry.message_count is not None and entry.last_activity
         if recorded and not recent:
-            conversation = _Conversation(entry.message_count, entry.last_activity)
+            conversation = Conversation(entry.message_count, entry.last_activity)
         else:
-            conversation = self._read_conversation(source, limit=recent, tail_only=tail_only)
+            conversation = read_conversation(source, limit=recent,
+                                             tail_after=STATUS_FULL_SCAN_BYTES if tail_only else None)
         instance.message_count = (conversation.message_count if conversation.message_count is not None
                                   else entry.message_count)
         instance.last_activity = conversation.last_activity or entry.last_activity
@@ -438,59 +228,6 @@ class ClaudeMonitor:
         if instance.num_turns is None and isinstance(result.get("num_turns"), int):
             instance.num_turns = result["num_turns"]
         return instance, process, conversation, source
-
-    def _slot_of(self, cwd: str) -> Optional[Tuple[str, int]]:
-        """(repository, slot index) of a folder inside a slot of a configured repository, else None."""
-        for repository in self.config.repositories:
-            if self.repo is not None and repository.repo != self.repo:
-                continue
-            relative = os.path.relpath(cwd, os.path.realpath(repository.base_repo_path))
-            found = re.match(rf"^{re.escape(repository.name)}_(\d+)$", relative.split(os.sep)[0])
-            if found:
-                return repository.repo, int(found.group(1))
-        return None
-
-    def _unknown_instances(self, states: Dict[IssueKey, IssueState]) -> List[Tuple[ClaudeInstance, psutil.Process]]:
-        """`claude` processes working in a slot folder that no unfinished state entry accounts for."""
-        known = {pid for entry in states.values() if not entry.is_finished
-                 for pid in (entry.claude_pid, entry.runner_pid) if pid}
-        found = []
-        for process in psutil.process_iter(["name", "cmdline", "cwd"]):
-            info = process.info
-            if not info.get("cwd") or not _is_claude_process(info.get("name"), info.get("cmdline")):
-                continue
-            slot = self._slot_of(info["cwd"])
-            if slot is None:
-                continue
-            try:
-                # A runner's claude is known before the runner has recorded its pid.
-                if process.pid in known or any(parent.pid in known for parent in process.parents()):
-                    continue
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            instance = ClaudeInstance(issue_number=None, status=IssueStatus.UNKNOWN, repo=slot[0],
-                                      slot=slot[1], cwd=info["cwd"])
-            _describe_process(instance, process)
-            self._describe_newest_session(instance, process)
-            found.append((instance, process))
-        return found
-
-    def _describe_newest_session(self, instance: ClaudeInstance, process: psutil.Process) -> None:
-        """An unknown process's conversation: the newest transcript of its folder written since it started."""
-        folder = self.claude_config_dir / "projects" / project_dir_name(instance.cwd or "")
-        try:
-            started = process.create_time()
-            transcripts = [(path.stat().st_mtime, path) for path in folder.glob("*.jsonl")]
-        except (OSError, psutil.NoSuchProcess, psutil.AccessDenied):
-            return
-        recent = [item for item in transcripts if item[0] >= started - 1]
-        if not recent:
-            return
-        path = max(recent)[1]
-        instance.session_id = path.stem
-        conversation = self._read_conversation(ConversationSource(path, "transcript"))
-        instance.message_count = conversation.message_count or 0
-        instance.last_activity = conversation.last_activity
 
     def get_active_instances(self) -> List[ClaudeInstance]:
         """Every unfinished issue (running, lost, needing input, queued), then every unknown claude process."""
@@ -507,10 +244,10 @@ class ClaudeMonitor:
             instances.append(instance)
             if process is not None:
                 sampled.append((instance, process))
-        unknown = self._unknown_instances(states)
+        unknown = unknown_instances(self.config, states, self.claude_config_dir, self.repo)
         instances += [instance for instance, _ in unknown]
         if self.cpu_interval > 0:
-            _sample_cpu(sampled + unknown, self.cpu_interval)
+            sample_cpu(sampled + unknown, self.cpu_interval)
         return instances
 
     def _finished(self, states: Dict[IssueKey, IssueState], limit: Optional[int] = None) -> List[ClaudeInstance]:
@@ -541,7 +278,7 @@ class ClaudeMonitor:
         instance, process, conversation, source = self._instance(self.entry(issue_number), tail_only=True,
                                                                  recent=recent)
         if process is not None and self.cpu_interval > 0:
-            _sample_cpu([(instance, process)], self.cpu_interval)
+            sample_cpu([(instance, process)], self.cpu_interval)
         return InstanceStatusReport(instance, source, conversation.messages)
 
     def history(self, issue_number: Union[int, str], limit: Optional[int] = MESSAGES_SHOWN,
@@ -551,11 +288,11 @@ class ClaudeMonitor:
         session_id, source = self.locate_conversation(entry)
         # The last entries of a large file are read from its end: counting every earlier one would
         # read it all (hundreds of MB), so the count is then unknown ("earlier entries left out").
-        conversation = self._read_conversation(source, limit=limit or None, full=full, tail_only=bool(limit),
-                                               full_scan_bytes=HISTORY_FULL_SCAN_BYTES)
+        conversation = read_conversation(source, limit=limit or None, full=full,
+                                         tail_after=HISTORY_FULL_SCAN_BYTES if limit else None)
         return ConversationHistory(entry.issue_number, session_id, source, conversation.message_count,
                                    conversation.messages, conversation.truncated, repo=entry.repo,
-                                   host=self.elsewhere(entry))
+                                   host=elsewhere(self.config, entry))
 
     def get_conversation_history(self, issue_number: Union[int, str], limit: Optional[int] = None,
                                  full: bool = False) -> List[Message]:
@@ -574,9 +311,7 @@ class ClaudeMonitor:
         while True:
             entry = self.entry(issue_number)
             recorded_pid = entry.claude_pid or entry.runner_pid
-            alive = (live_process(entry.claude_pid, entry.claude_create_time)
-                     or live_process(entry.runner_pid, entry.runner_create_time)) is not None
-            running = entry.status in LIVE_STATUSES and (alive or not recorded_pid)
+            running = entry.status in LIVE_STATUSES and (run_process(entry) is not None or not recorded_pid)
             first_read = source is None
             if source is None:
                 session_id, found = self.locate_conversation(entry)
@@ -603,7 +338,8 @@ class ClaudeMonitor:
                 how = entry.status
                 if entry.status in LIVE_STATUSES:
                     how = f"{IssueStatus.LOST}: process {recorded_pid} is gone"
-                yield Message("system", "status", f"Issue #{entry.issue_number}: run ended ({how}).", utc_now_iso())
+                yield Message("system", "status", f"Issue {issue_ref(entry.repo, entry.issue_number)}: run ended"
+                              f" ({how}).", utc_now_iso())
                 return
             time.sleep(poll_interval)
 
@@ -614,57 +350,6 @@ class ClaudeMonitor:
         if self.output_format == "json":
             return json.dumps(result.to_dict(), indent=None if isinstance(result, Message) else 2,
                               ensure_ascii=False)
-        if isinstance(result, MonitorReport):
-            return report_to_text(result)
-        if isinstance(result, ConversationHistory):
-            return history_to_text(result)
-        if isinstance(result, InstanceStatusReport):
-            return status_to_text(result)
-        return message_to_text(result)
+        from lib.monitor_text import to_text  # the text rendering loads only for text output
 
-
-# ------------------------------------------------------------------------------------------------
-# Text output (the seed README's report format)
-# ------------------------------------------------------------------------------------------------
-
-
-def message_to_text(message: Message) -> str:
-    """One Message as `[time] who: text`, continuation lines indented."""
-    if message.kind == "tool_use":
-        who = f"tool {message.tool_name}"
-    elif message.kind == "tool_result":
-        who = "result (error)" if message.is_error else "result"
-    elif message.kind in ("error", "status"):
-        who = message.kind
-    else:
-        who = message.role
-    stamp = local_time(message.timestamp)
-    prefix = f"[{stamp.strftime('%Y-%m-%d %H:%M:%S') if stamp else '-' * 19}] {who}: "
-    return prefix + message.text.replace("\n", "\n    ")
-
-
-def history_to_text(history: ConversationHistory) -> str:
-    if history.source is None and history.host:  # JSON says it with "host"
-        return (f"Issue #{history.issue_number}: its conversation is on host {history.host}, where it runs"
-                " (run claude_monitor.py there).")
-    if history.source is None:
-        return f"Issue #{history.issue_number}: no conversation recorded (no transcript and no stream log)."
-    header = [f"Conversation of issue #{history.issue_number}"
-              + (f" (session {history.session_id})" if history.session_id else ""),
-              f"From the {history.source.kind.replace('_', ' ')} {history.source.path}",
-              (f"{history.message_count} messages" if history.message_count is not None else
-               "A large conversation: earlier entries left out, not counted")
-              + (f"; the last {len(history.messages)} entries follow (--limit 0 shows all)"
-                 if history.truncated else ""),
-              ""]
-    return "\n".join(header + [message_to_text(message) for message in history.messages])
-
-
-def status_to_text(status: InstanceStatusReport) -> str:
-    lines = instance_lines(status.instance, active=status.instance.status not in FINISHED_STATUSES)
-    if status.source is not None:
-        lines.append(f"    Conversation: {status.source.path}")
-    if status.recent_messages:
-        lines += ["", "  Recent activity:"]
-        lines += ["    " + message_to_text(message).replace("\n", "\n    ") for message in status.recent_messages]
-    return "\n".join(lines)
+        return to_text(result)

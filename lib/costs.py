@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from lib.config import Config
 from lib.ledger import Record, RunHistory
-from lib.models import UsageError, format_cost, format_duration, parse_iso
+from lib.models import UsageError, format_cost, format_duration, issue_ref, parse_iso
 
 GROUPINGS = ("day", "issue", "repo")
 DEFAULT_SINCE = "7d"
@@ -76,7 +76,7 @@ def group_key(record: Record, by: str) -> str:
         return str(record["at"])[:10]  # `at` is UTC
     if by == "repo":
         return str(record.get("repo"))
-    return f"{record.get('repo')}#{record.get('issue')}"
+    return issue_ref(record.get("repo"), record.get("issue"))
 
 
 @dataclass

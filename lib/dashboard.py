@@ -33,11 +33,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, quote, urlsplit
 
-from lib.claude_monitor import ClaudeMonitor, message_to_text
+from lib.claude_monitor import ClaudeMonitor
 from lib.costs import CostFigures, CostReport, parse_since
 from lib.ledger import Record, RunHistory
 from lib.models import (ACTIVE_STATUSES, IssueState, Message, OrchestratorError, IssueStatus, StateError, UsageError,
-                        clock, format_cost, format_duration, parse_iso, seconds_between, utc_now_iso)
+                        clock, format_cost, format_duration, issue_ref, parse_iso, seconds_between, utc_now_iso)
+from lib.monitor_text import message_to_text
 from lib.pull_upkeep import upkeep_view
 from lib.redaction import redact
 
@@ -162,8 +163,8 @@ class DashboardData:
         return CostReport.build(self.history.read(start), since=start, until=now, by="day", repo=self.monitor.repo)
 
     def run(self, repo: str, number: int) -> Dict[str, Any]:
-        history = self.monitor.history(f"{repo}#{number}", limit=RUN_PAGE_MESSAGES)
-        entry = self.monitor.entry(f"{repo}#{number}")
+        history = self.monitor.history(issue_ref(repo, number), limit=RUN_PAGE_MESSAGES)
+        entry = self.monitor.entry(issue_ref(repo, number))
         figures = self.run_figures(self.history.read(parse_iso(entry.start_time)), entry)
         return {"repo": entry.repo, "issue": entry.issue_number, "title": entry.title, "status": str(entry.status),
                 "pr_url": entry.pr_url, "error": entry.error, "question": entry.question,
@@ -202,7 +203,7 @@ def _money(cost: Optional[float], unknown: int = 0) -> str:
 
 
 def _link(run: Dict[str, Any]) -> str:
-    return f'<a href="{show(run["page"])}">{show(run["repo"])}#{show(run["issue"])}</a>'
+    return f'<a href="{show(run["page"])}">{show(issue_ref(run["repo"], run["issue"]))}</a>'
 
 
 def _pull_link(url: Optional[str]) -> str:
@@ -304,12 +305,12 @@ def run_html(run: Dict[str, Any]) -> str:
              ["session", show(history["session_id"])], ["conversation", show(history["conversation_path"])]]
     json_path = "/api" + run_page_path(run["repo"], run["issue"])
     body = (f'<p><a href="/">← all agents</a> · <a href="{show(json_path)}">JSON</a></p>'
-            f'<h1>{show(run["repo"])}#{show(run["issue"])}: {show(run["title"])}</h1>'
+            f'<h1>{show(issue_ref(run["repo"], run["issue"]))}: {show(run["title"])}</h1>'
             + _table(["", ""], [row for row in facts if row[1]], "")
             + f"<h2>Conversation</h2><p class=\"muted\">{show(count if count is not None else 'many')} messages"
               f"{show(f'; the last {shown} entries follow') if history['truncated'] else ''}</p>"
             + (lines or '<p class="muted">No conversation recorded (no transcript and no stream log).</p>'))
-    return page(f'{run["repo"]}#{run["issue"]}', body, refresh=IssueStatus(run["status"]) in ACTIVE_STATUSES)
+    return page(issue_ref(run["repo"], run["issue"]), body, refresh=IssueStatus(run["status"]) in ACTIVE_STATUSES)
 
 
 def login_html(problem: Optional[str] = None) -> str:

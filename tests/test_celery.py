@@ -16,7 +16,7 @@ import pytest
 from claude_standin import alive, scenario
 from github_emulator import TOKEN
 from redis_fixtures import PASSWORD
-from world import MAINTAINER, PROJECT
+from world import MAINTAINER, PROJECT, REPO
 
 pytestmark = pytest.mark.slow
 
@@ -201,10 +201,10 @@ def test_the_monitor_reads_the_shared_state_and_names_the_host_of_a_run(celery_w
     history = subprocess.run(monitor + ["history", "--issue", str(number)], env=here, capture_output=True,
                              text=True, timeout=60)
     assert history.returncode == 1  # nothing to show here, and why
-    assert "Issue #1: its conversation is on host host-b, where it runs" in history.stderr
+    assert f"Issue {REPO}#1: its conversation is on host host-b, where it runs" in history.stderr
     on_b = subprocess.run(monitor + ["history", "--issue", str(number)], capture_output=True, text=True, timeout=60,
                           env={**cw.world.env, "ORCHESTRATOR_HOST": "host-b"})
-    assert "Conversation of issue #1" in on_b.stdout
+    assert f"Conversation of issue {REPO}#1" in on_b.stdout
 
 
 def test_an_answer_resumes_the_session_on_the_host_that_holds_it(celery_world):

@@ -603,7 +603,8 @@ def test_errors_are_one_line_with_exit_codes(setup, tmp_path):
     for args in (("status", "--issue", "99"), ("history", "--issue", "99"), ("follow", "--issue", "99")):
         unknown = setup.cli(*args, *config)
         assert unknown.returncode == 1, args
-        assert unknown.stderr == f"error: Issue #99 is not in the state file {setup.config.state_file} (known: #7).\n"
+        assert unknown.stderr == (f"error: Issue #99 is not in the state file {setup.config.state_file}"
+                                  " (known: owner/my.project#7).\n")
     nothing = setup.cli("history", "--issue", "7", *config)
     assert nothing.returncode == 1 and "no conversation found" in nothing.stderr
 
@@ -707,7 +708,7 @@ def test_follow_ends_when_the_agent_is_lost_and_quietly_on_ctrl_c(setup, process
         stop(agent)
         last = json.loads(output.until("run ended")[-1])
         assert (last["role"], last["kind"]) == ("system", "status")
-        assert last["text"] == f"Issue #8: run ended (lost: process {agent.pid} is gone)."
+        assert last["text"] == f"Issue owner/my.project#8: run ended (lost: process {agent.pid} is gone)."
         assert lost.wait(timeout=20) == 0
     finally:
         for follower in (interrupted, lost):

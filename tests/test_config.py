@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lib.config import ENV_OVERRIDES, Config, config_error_lines, default_config_path
+from lib.config import Config, config_error_lines, default_config_path
+from lib.config_schema import ENV_OVERRIDES
 from lib.redaction import RedactingFilter, redact, register_secret
 from lib.models import ConfigError
 

@@ -499,11 +499,11 @@ def documented_default(default) -> str:
 
 
 def test_configuration_reference_lists_every_key_with_its_default():
-    from lib import config
+    from lib import config_schema
 
-    keys = [(section, key, default) for section, table in config.SCHEMA.items()
+    keys = [(section, key, default) for section, table in config_schema.SCHEMA.items()
             for key, (_, default) in table.items()]
-    keys += [(None, key, default) for key, (_, default) in config.TOP_LEVEL.items()]
+    keys += [(None, key, default) for key, (_, default) in config_schema.TOP_LEVEL.items()]
     problems = []
     for section, key, default in keys:
         name = f"{section}.{key}" if section else key
@@ -512,7 +512,7 @@ def test_configuration_reference_lists_every_key_with_its_default():
             problems.append(f"{name}: not in docs/configuration.md")
         elif default is not None and documented_default(default) not in row:
             problems.append(f"{name}: default {documented_default(default)} not in its row: {row}")
-    for _, _, variables in config.ENV_OVERRIDES:
+    for _, _, variables in config_schema.ENV_OVERRIDES:
         problems += [f"{name}: environment override not documented" for name in variables
                      if f"`{name}`" not in read(PROJECT / "docs" / "configuration.md")]
     assert not problems, "\n".join(problems)

@@ -64,3 +64,21 @@ def test_a_tick_loads_what_it_uses_and_none_of_the_runner_the_monitor_or_celery(
     for module in ("runner", "run_steps", "claude_processor", "sandbox", "repo_manager", "claude_monitor", "dashboard",
                    "celery_app", "chat_inbox", "checks", "install", "operations", "retention", "telegram_notifier"):
         assert f"lib.{module}" not in loaded, module
+
+
+def test_the_monitor_loads_its_text_rendering_only_for_text_and_never_the_dashboard():
+    loaded = json.loads(python(
+        "import json, sys\n"
+        "from lib.claude_monitor import ClaudeMonitor\n"
+        "from lib.config import Config\n"
+        "from lib.models import Message\n"
+        "config = Config.from_dict({'github': {'repo': 'o/n', 'base_repo_path': 'slots'}}, '.', require_token=False)\n"
+        "message = Message('assistant', 'text', 'Done.', '2026-11-24T18:10:00+00:00')\n"
+        "ClaudeMonitor(config, output_format='json').render(message)\n"
+        "as_json = sorted(m for m in sys.modules if m in ('lib.monitor_text', 'lib.dashboard'))\n"
+        "text = ClaudeMonitor(config, output_format='text').render(message)\n"
+        "print(json.dumps([as_json, sorted(m for m in sys.modules if m in ('lib.monitor_text', 'lib.dashboard')),"
+        " text]))\n"
+    ))
+    assert loaded[0] == [] and loaded[1] == ["lib.monitor_text"]
+    assert loaded[2].endswith("] assistant: Done.")
