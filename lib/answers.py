@@ -14,7 +14,7 @@ session in the same prompt and within the same limits as a reply on GitHub (lib/
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from lib.comments import keyed, quote_for_markdown
 from lib.github_client import Trust
@@ -34,11 +34,6 @@ def asked_in_chat(entry: IssueState, sent: Mapping[str, Tuple[str, str]]) -> Lis
     asked = [{"service": service, "chat": chat, "id": message_id, "question": entry.question_comment_id}
              for service, (chat, message_id) in sorted(sent.items())]
     return [*entry.chat_questions, *asked][-KEPT_QUESTIONS:]
-
-
-def open_questions(entries: Iterable[IssueState]) -> List[IssueState]:
-    """The entries with an open question (the tick reads the chats only while there is one)."""
-    return [entry for entry in entries if entry.status == IssueStatus.NEEDS_INPUT and entry.question_comment_id is not None]
 
 
 def is_open(entry: IssueState, question: Mapping[str, Any]) -> bool:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from lib.answers import (SERVICE_NAMES, answered, chat_answer_comment, chat_answer_to_open_question, is_open,
-                         open_questions, replies_to_question)
+                         replies_to_question)
 from lib.comments import post_once
 from lib.events import ChatMessage, NotifierError, clip, one_line
 from lib.github_client import GitHubError, RateLimitError
@@ -86,7 +86,7 @@ class ChatInbox:
 
     def _read(self) -> None:
         self.snapshot = self.state.load_state()
-        asking = open_questions(self.snapshot.issues.values())
+        asking = self.snapshot.asking()
         if not asking:
             return  # no open question: no chat request at all
         chats = {notifier.name.lower(): notifier for notifier in Notifications.from_config(self.config).notifiers

@@ -19,7 +19,6 @@ import logging
 from datetime import datetime, timezone
 from typing import Dict, List, Optional, Set
 
-from lib.comments import post_once, refused_model_comment
 from lib.config import label_specs
 from lib.github_client import GitHubError, RateLimitError
 from lib.lifecycle import FOLLOW, RUN, IssueStatus
@@ -198,11 +197,11 @@ def claim(tick: Tick, repository, issue: dict, model: Optional[str]) -> Optional
 
 def follow_pull_requests(tick: Tick, state: State) -> None:
     """The followed pull requests, each repository's surveyed at once (lib.pull_watch)."""
-    from lib.pull_watch import look_at_each  # a tick with no followed pull request never loads it
-
     followed = [e for e in state.issues.values() if e.following and e.pr_number and e.is_finished]
     if not followed:
         return
+    from lib.comments import post_once
+    from lib.pull_watch import look_at_each  # a tick with no followed pull request never loads these
     repository, summary = tick.config.repository, tick.summary  # a repository no longer configured: an error line
     for entry, news in look_at_each(followed, lambda repo: tick.github(repository(repo).repo), tick.trust,
                                     tick.config.follow_up, tick.dry_run):
@@ -267,6 +266,8 @@ def _refuse_model_label(tick: Tick, repo: str, issue: dict, label: str) -> None:
     tick.summary.skipped.append(ref)
     log.warning("Issue %s: skipped: the label %r names no valid model", ref, label)
     if not tick.dry_run:
+        from lib.comments import post_once, refused_model_comment  # a tick that comments loads what it writes
+
         post_once(tick.github(repo), issue["number"], f"model-label:{label}",
                   refused_model_comment(label, tick.config.labels.model_prefix))
 

@@ -14,7 +14,6 @@ import sys
 import time
 from typing import Dict
 
-from lib.answers import open_questions
 from lib.claims import poll_and_claim
 from lib.files import exclusive_lock, writable
 from lib.github_client import RateLimitError
@@ -61,7 +60,7 @@ class IssueOrchestrator(Tick):
     def _read_chats(self) -> None:
         """Answers from Telegram and Slack go on the issues before reconcile looks (only while a question
         is open: a tick without one makes no chat request, nor loads the chat libraries)."""
-        if self.dry_run or not open_questions(self.state.load_state().issues.values()):
+        if self.dry_run or not self.state.load_state().asking():
             return
         from lib.chat_inbox import ChatInbox
 

@@ -21,7 +21,6 @@ import signal
 import time
 from datetime import datetime, timezone
 
-from lib.answers import replies_to_question
 from lib.github_client import GitHubError, RateLimitError
 from lib.lifecycle import FINALIZE, RESUME, RUN, IssueStatus
 from lib.models import IssueState, issue_ref, parse_iso
@@ -92,6 +91,8 @@ def _never_started(tick: Tick, entry: IssueState) -> bool:
 
 def _waiting_for_input(tick: Tick, entry: IssueState) -> None:
     """A question is open: resume on a trusted reply, or give up after input_wait_hours."""
+    from lib.answers import replies_to_question  # what an answer is loads with an open question only
+
     ref = issue_ref(entry.repo, entry.issue_number)
     asked = parse_iso(entry.end_time or entry.updated_at)
     waited = (datetime.now(timezone.utc) - asked).total_seconds() if asked else 0

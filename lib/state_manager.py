@@ -81,6 +81,11 @@ class State:
         return {entry.slot for entry in self.active(repo)
                 if entry.slot is not None and (host is None or entry.host == host)}
 
+    def asking(self) -> List[IssueState]:
+        """The entries with an open question (a tick reads the chats only while there is one)."""
+        return [entry for entry in self.issues.values()
+                if entry.status == IssueStatus.NEEDS_INPUT and entry.question_comment_id is not None]
+
     def paused_until(self) -> Optional[datetime]:
         """The end of a usage-limit pause of every launch and resume, while one is on; else None."""
         until = parse_iso(self.meta.get("paused_until"))
