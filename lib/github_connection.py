@@ -23,7 +23,7 @@ from urllib3.util.retry import Retry
 from lib.github_errors import GitHubError, Timeout, answer_error, no_answer_reason
 from lib.github_poll_cache import Changes, PollCache
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lib.github_client")  # GitHub's lines keep the logger name they always had
 
 API_VERSION = "2022-11-28"
 PER_PAGE = 100  # GitHub's maximum page size

@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from lib.files import atomic_write
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("lib.github_client")  # GitHub's lines keep the logger name they always had
 
 _POLL_CACHE_VERSION = 2  # 2: every conditional GET in "gets" (a version 1 file is read as empty)
 _GET_KEYS = frozenset({"etag", "json", "used"})  # and "next": the page's next link, if any
