@@ -27,9 +27,10 @@ import stat
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from lib.git_commands import GitError
 from lib.models import IssueStatus
 from lib.outcomes import Outcome
-from lib.repo_manager import GitError, RepoManager
+from lib.repo_manager import RepoManager
 
 #: How each kind of unmerged path (git status's two letters) is put to the agent ("ours" is the branch).
 HOW = {"UU": "both sides changed it", "AA": "both sides added it",

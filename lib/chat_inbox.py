@@ -35,7 +35,7 @@ from lib.answers import (SERVICE_NAMES, answered, chat_answer_comment, chat_answ
                          replies_to_question)
 from lib.comments import post_once
 from lib.events import ChatMessage, NotifierError, clip, one_line
-from lib.github_client import GitHubError, RateLimitError
+from lib.github_errors import GitHubError, RateLimitError
 from lib.models import IssueState, OrchestratorError, IssueStatus, fault_point
 from lib.notifications import Notifications, within
 from lib.operations import Operations

@@ -17,7 +17,8 @@ from typing import Optional
 from lib import celery_app
 from lib.config import Config, gh_auth_token, label_specs
 from lib.files import writable
-from lib.github_client import GitHubClient, GitHubError
+from lib.github_client import GitHubClient
+from lib.github_errors import GitHubError
 from lib.models import ConfigError, OrchestratorError
 from lib.notifications import Notifications
 from lib.sandbox import model_hosts, unavailable

@@ -1,7 +1,7 @@
 """The GitHub calls that make following pull requests cheap and keep them mergeable.
 
-`PullRequestCalls` is mixed into `GitHubClient` (lib/github_client.py), whose session, ETag cache
-and error handling they use:
+`PullRequestCalls` is mixed into `GitHubClient` (lib/github_client.py), whose connection (its
+requests, pages, errors in words and ETag cache: lib/github_connection.py) they use:
 
 * `pull_pages`: the repository's pull requests of every state, most recently updated first, one
   page at a time, each asked conditionally. GitHub moves a pull request's `updated_at` on a push, a
@@ -19,34 +19,34 @@ from __future__ import annotations
 from typing import Any, Dict, Iterator, List, Tuple
 from urllib.parse import quote
 
+
 class PullRequestCalls:
-    """Mixed into GitHubClient, whose `repo`, `_repo_path`, `_pages`, `_get_cached`, `_request` and
-    `_json` it uses."""
+    """Mixed into GitHubClient, whose `repo`, `_repo_path` and `_http` (its GitHubConnection) it uses."""
 
     def pull_pages(self) -> Iterator[List[Dict[str, Any]]]:
         """Pages of "simple" pull requests (number, state, updated_at, merged_at, draft, head {ref, sha},
         base {ref}), every state, most recently updated first; stop reading when you have seen enough."""
-        yield from self._pages(f"{self._repo_path}/pulls", {"state": "all", "sort": "updated", "direction": "desc"},
-                               cached=True)
+        yield from self._http.pages(f"{self._repo_path}/pulls", {"state": "all", "sort": "updated",
+                                                                 "direction": "desc"}, cached=True)
 
     def branch_tip(self, branch: str) -> str:
         """The sha `branch` points to, asked conditionally."""
-        ref = self._get_cached(f"{self._repo_path}/git/ref/heads/{quote(branch, safe='/')}",
-                               not_found=f"Branch {branch} not found in {self.repo}")
+        ref = self._http.get_cached(f"{self._repo_path}/git/ref/heads/{quote(branch, safe='/')}",
+                                    not_found=f"Branch {branch} not found in {self.repo}")
         return ref["object"]["sha"]
 
     def compare(self, base: str, head: str) -> Dict[str, Any]:
         """status (ahead, behind, diverged, identical), ahead_by, behind_by, merge_base_commit {sha} of
         `head` against `base` (shas or branches); one commit listed at most (the figures are what is asked)."""
         path = f"{self._repo_path}/compare/{quote(base, safe='')}...{quote(head, safe='')}"
-        return self._json(self._request("GET", path, params={"per_page": 1},
-                                        not_found=f"{base} and {head} cannot be compared in {self.repo}"))
+        return self._http.request_json("GET", path, params={"per_page": 1},
+                                       not_found=f"{base} and {head} cannot be compared in {self.repo}")
 
     def update_branch(self, number: int, expected_head_sha: str) -> Tuple[int, str]:
         """Ask GitHub to merge the base into pull request `number`'s branch, if its head is still
         `expected_head_sha`: (202, GitHub's message) when taken, (422, why not) when not."""
-        response = self._request("PUT", f"{self._repo_path}/pulls/{int(number)}/update-branch",
-                                 json_body={"expected_head_sha": expected_head_sha}, accept=(422,),
-                                 not_found=f"Pull request #{number} not found in {self.repo}")
-        data = self._json(response)
+        response = self._http.request("PUT", f"{self._repo_path}/pulls/{int(number)}/update-branch",
+                                      json_body={"expected_head_sha": expected_head_sha}, accept=(422,),
+                                      not_found=f"Pull request #{number} not found in {self.repo}")
+        data = self._http.json(response)
         return response.status_code, str(data.get("message") or "") if isinstance(data, dict) else ""

@@ -22,7 +22,8 @@ from typing import Callable, Dict, List, Optional
 from lib.checks import run_checks
 from lib.config import PROJECT_DIR, Config, gh_auth_token
 from lib.files import atomic_write
-from lib.github_client import GitHubClient, GitHubError, GitHubNotFoundError
+from lib.github_client import GitHubClient
+from lib.github_errors import GitHubError, GitHubNotFoundError
 from lib.models import ConfigError, UsageError
 from lib.redaction import register_secret
 from lib.schema import repo as valid_repo

@@ -48,7 +48,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Set,
 from lib.comments import conflict_help_comment
 from lib.config import FollowUp
 from lib.follow_up import failing_checks, review_work
-from lib.github_client import GitHubClient, RateLimitError
+from lib.github_client import GitHubClient
+from lib.github_errors import RateLimitError
 from lib.models import IssueState, OrchestratorError, IssueStatus, parse_iso
 from lib.pull_upkeep import conflict_fixes_used
 

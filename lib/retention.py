@@ -41,10 +41,11 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from lib.files import exclusive_lock
+from lib.git_commands import BACKUP_PREFIX, GitError
 from lib.ledger import RunHistory
 from lib.models import OrchestratorError, parse_iso
 from lib.processes import working_in
-from lib.repo_manager import BACKUP_PREFIX, ON_ORIGIN_PREFIX, GitError, RepoManager
+from lib.repo_manager import RepoManager
 from lib.state_manager import State, StateStore, key_text
 from lib.transcripts import default_claude_config_dir, project_dir_name
 
@@ -490,11 +491,9 @@ def _remove_transcript(path: Path) -> None:
 def _on_origin(manager: RepoManager, store: Path, ref: str) -> bool:
     """Every commit of `ref` is on origin, as far as the store knows."""
     try:
-        done = manager.git(["rev-list", "--count", ref, "--not", "--remotes=origin", f"--glob={ON_ORIGIN_PREFIX}*"],
-                           store)
+        return manager.git.unpushed(store, ref) == 0
     except GitError:
         return False
-    return done.stdout.strip() == "0"
 
 
 def prune(config, store: Optional[StateStore] = None, *, dry_run: bool = False, now: Optional[float] = None,

@@ -13,8 +13,9 @@ import pytest
 
 from git_fixtures import commit_to, git, read_file
 from github_emulator import REPO, TOKEN
-from lib.github_client import (COMMENT_MARKER, Trust, GitHubAuthError, GitHubClient, GitHubError, GitHubNotFoundError,
-                               RateLimitError)
+from lib import github_poll_cache
+from lib.github_client import COMMENT_MARKER, GitHubClient, Trust
+from lib.github_errors import GitHubAuthError, GitHubError, GitHubNotFoundError, RateLimitError
 
 READY = "ready-for-claude"
 
@@ -248,8 +249,7 @@ def test_two_repositories_sharing_one_cache_file_keep_each_others_entries(github
 
 
 def test_the_issue_cache_is_bounded(github_emulator, client, tmp_path, monkeypatch):
-    from lib import github_client
-    monkeypatch.setattr(github_client, "GET_CACHE_MAX", 3)
+    monkeypatch.setattr(github_poll_cache, "GET_CACHE_MAX", 3)
     numbers = [github_emulator.add_issue(f"Issue {i}") for i in range(5)]
     for number in numbers:
         client.get_issue_cached(number)
@@ -260,7 +260,7 @@ def test_the_issue_cache_is_bounded(github_emulator, client, tmp_path, monkeypat
     # An issue nobody asked about for a day is dropped at the next write.
     data = json.loads(cache_file.read_text())
     stale = f"{github_emulator.url}/repos/{REPO}/issues/{numbers[2]}"
-    data["gets"][stale]["used"] -= github_client.GET_CACHE_IDLE + 60
+    data["gets"][stale]["used"] -= github_poll_cache.GET_CACHE_IDLE + 60
     cache_file.write_text(json.dumps(data))
     client.get_issue_cached(numbers[0])
     cached = json.loads(cache_file.read_text())["gets"]
@@ -268,13 +268,12 @@ def test_the_issue_cache_is_bounded(github_emulator, client, tmp_path, monkeypat
 
 
 def test_an_issue_asked_about_keeps_its_place(github_emulator, client, tmp_path, monkeypatch):
-    from lib import github_client
     number = github_emulator.add_issue("Issue")
     client.get_issue_cached(number)
     cache_file = tmp_path / "poll-cache.json"
     data = json.loads(cache_file.read_text())
     [key] = data["gets"]
-    data["gets"][key]["used"] -= github_client.GET_CACHE_TOUCH + 1
+    data["gets"][key]["used"] -= github_poll_cache.GET_CACHE_TOUCH + 1
     cache_file.write_text(json.dumps(data))
     mark = len(github_emulator.requests)
     client.get_issue_cached(number)
@@ -959,8 +958,7 @@ def test_a_version_1_cache_file_is_read_as_empty_without_a_warning(github_emulat
 
 
 def test_the_cache_holds_twenty_followed_pull_requests_and_the_reconciled_issues():
-    from lib import github_client
-    assert github_client.GET_CACHE_MAX >= 20 * 6 + 200
+    assert github_poll_cache.GET_CACHE_MAX >= 20 * 6 + 200
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 from git_fixtures import commit_to, git, make_origin
 from lib.config import Config
 from lib.object_store import ObjectStore, StoreError
-from lib.repo_manager import GitError, RepoManager
+from lib.git_commands import GitError
+from lib.repo_manager import RepoManager
 
 TOKEN = "ghp_storeTest0123456789abcdefABCDEF"
 

@@ -18,7 +18,9 @@ from pathlib import Path
 from claude_standin import alive
 from git_fixtures import branches, commit_to, git, git_env, log_messages, make_origin, read_file
 from lib.config import Config
-from lib.repo_manager import GitError, RepoManager, SetupError
+from lib.git_commands import GitError
+from lib.repo_manager import RepoManager
+from lib.slot_preparation import SetupError
 
 TOKEN = "ghp_FAKE0123456789SECRETtokenForTests00"
 BASIC = base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()

@@ -20,7 +20,8 @@ from lib.config import Config
 from lib.files import exclusive_lock
 from lib.ledger import FileRunHistory, RedisRunHistory
 from lib.models import ConfigError, IssueState
-from lib.repo_manager import BACKUP_PREFIX, RepoManager
+from lib.git_commands import BACKUP_PREFIX
+from lib.repo_manager import RepoManager
 from lib.retention import DAY, META_KEY, Pruner, in_use, prune, prune_if_due, usage_lines
 from lib.state_manager import RedisStateStore, StateStore
 from lib.transcripts import project_dir_name
