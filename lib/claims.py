@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Dict, List, Optional, Set
 
 from lib.config import label_specs
-from lib.github_client import GitHubError, RateLimitError
+from lib.github_errors import GitHubError, RateLimitError
 from lib.lifecycle import FOLLOW, RUN, IssueStatus
 from lib.models import IssueState, fault_point, issue_ref, parse_iso, utc_now_iso
 from lib.reconcile import why_withdrawn

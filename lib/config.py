@@ -227,9 +227,8 @@ class Config:
         self.log_dir = resolve_path(folder, top["log_dir"])
 
     def _executor(self, values: Dict[str, Any], host: str, override: Dict[str, Any]) -> Executor:
-        longest_run = max(2 * 300 + self.setup_timeout_seconds + repository.claude.timeout_seconds * (
-            repository.claude.max_retries + 1) + sum(check.get("timeout_seconds", 1800) for check in repository.validate)
-            * (self.max_fix_rounds + 1) for repository in self.repositories)
+        longest_run = max(repository.longest_run(self.setup_timeout_seconds, self.max_fix_rounds)
+                          for repository in self.repositories)
         return Executor(
             type=values["type"], broker_url=values["broker_url"], state_url=values["state_url"] or values["broker_url"],
             queue=values["queue"], host=host, slots=override.get("slots") or values["slots"] or self.max_agents,

@@ -29,8 +29,7 @@ from lib.redaction import redact, register_secret
 
 log = logging.getLogger("lib.repo_manager")  # git's lines keep the logger name they always had
 
-#: Network operations (clone, fetch, push) may take this long; local ones much less.
-NETWORK_TIMEOUT = 600
+#: A local git command may take this long (a network one: lib.settings.NETWORK_TIMEOUT).
 LOCAL_TIMEOUT = 120
 #: Identity for commits the orchestrator makes, used only when git has none configured.
 IDENTITY = ("Claude Issue Orchestrator", "orchestrator@localhost")

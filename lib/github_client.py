@@ -4,8 +4,15 @@ and `Trust`, who may direct the agent (label an issue, have their comments read)
 Under the calls: lib/github_connection.py (one requests.Session with retries and timeouts, the
 token only in the Authorization header, pages, conditional GETs), lib/github_errors.py (every
 failure a GitHubError in one sentence), lib/github_poll_cache.py (the ETags and answers of
-conditional GETs, github-poll-cache.json); the calls that follow pull requests cheaply are in
-lib/github_pulls.py.
+conditional GETs, github-poll-cache.json).
+
+The calls that follow pull requests for almost nothing (lib.pull_watch), at the class's end:
+`pull_pages`, the repository's pull requests of every state, most recently updated first, a page at a
+time, each asked conditionally (GitHub moves `updated_at` on a push, a review, a comment, a label, an
+edit, a merge or a close, so the first page shows what changed, and an unchanged page is a free 304);
+`branch_tip`, a branch's commit, asked conditionally (a base that moves changes none of its pull
+requests); `compare` (behind_by, ahead_by); `update_branch` (GitHub merges the base into the branch:
+202, or 422 for a conflict, an up-to-date branch, or a head that moved).
 """
 
 from __future__ import annotations
@@ -14,14 +21,12 @@ import logging
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import quote
 
 from lib.github_connection import PER_PAGE, GitHubConnection
-# GitHubError and RateLimitError: lib/orchestrator.py imports them from here.
-from lib.github_errors import GitHubError, RateLimitError, Timeout, github_errors, github_message  # noqa: F401
+from lib.github_errors import Timeout, github_errors, github_message
 from lib.github_poll_cache import PollCache
-from lib.github_pulls import PullRequestCalls
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +35,8 @@ log = logging.getLogger(__name__)
 COMMENT_MARKER = "<!-- claude-issue-orchestrator"
 
 
-class GitHubClient(PullRequestCalls):
-    """The REST calls the orchestrator makes against one repository (github.com or Enterprise); those
-    of following pull requests cheaply are in lib/github_pulls.py."""
+class GitHubClient:
+    """The REST calls the orchestrator makes against one repository (github.com or Enterprise)."""
 
     def __init__(self, token: str, repo: str, api_url: str = "https://api.github.com", *,
                  poll_cache_file: Union[str, os.PathLike, None] = None, timeout: Timeout = (5, 30),
@@ -270,6 +274,36 @@ class GitHubClient(PullRequestCalls):
 
     def _ref_not_found(self, ref: str) -> str:
         return f"Commit {ref} not found in {self.repo}, or the token cannot see it"
+
+    # --- following pull requests for almost nothing (lib.pull_watch) --------------------------------
+
+    def pull_pages(self) -> Iterator[List[Dict[str, Any]]]:
+        """Pages of "simple" pull requests (number, state, updated_at, merged_at, draft, head {ref, sha},
+        base {ref}), every state, most recently updated first; stop reading when you have seen enough."""
+        yield from self._http.pages(f"{self._repo_path}/pulls", {"state": "all", "sort": "updated",
+                                                                 "direction": "desc"}, cached=True)
+
+    def branch_tip(self, branch: str) -> str:
+        """The sha `branch` points to, asked conditionally."""
+        ref = self._http.get_cached(f"{self._repo_path}/git/ref/heads/{quote(branch, safe='/')}",
+                                    not_found=f"Branch {branch} not found in {self.repo}")
+        return ref["object"]["sha"]
+
+    def compare(self, base: str, head: str) -> Dict[str, Any]:
+        """status (ahead, behind, diverged, identical), ahead_by, behind_by, merge_base_commit {sha} of
+        `head` against `base` (shas or branches); one commit listed at most (the figures are what is asked)."""
+        path = f"{self._repo_path}/compare/{quote(base, safe='')}...{quote(head, safe='')}"
+        return self._http.request_json("GET", path, params={"per_page": 1},
+                                       not_found=f"{base} and {head} cannot be compared in {self.repo}")
+
+    def update_branch(self, number: int, expected_head_sha: str) -> Tuple[int, str]:
+        """Ask GitHub to merge the base into pull request `number`'s branch, if its head is still
+        `expected_head_sha`: (202, GitHub's message) when taken, (422, why not) when not."""
+        response = self._http.request("PUT", f"{self._repo_path}/pulls/{int(number)}/update-branch",
+                                      json_body={"expected_head_sha": expected_head_sha}, accept=(422,),
+                                      not_found=f"Pull request #{number} not found in {self.repo}")
+        data = self._http.json(response)
+        return response.status_code, str(data.get("message") or "") if isinstance(data, dict) else ""
 
 
 class Trust:

@@ -16,7 +16,7 @@ from typing import Dict
 
 from lib.claims import poll_and_claim
 from lib.files import exclusive_lock, writable
-from lib.github_client import RateLimitError
+from lib.github_errors import RateLimitError
 from lib.models import OrchestratorError, issue_ref
 from lib.reconcile import reconcile
 from lib.state_manager import issue_key

@@ -3,7 +3,7 @@
 Per tick and repository, `PullWatch`:
 
 1. `survey`: one conditional listing of the repository's pull requests, the most recently updated
-   first (lib/github_pulls.py). GitHub moves a pull request's `updated_at` on a push, a review, a
+   first (GitHubClient.pull_pages). GitHub moves a pull request's `updated_at` on a push, a review, a
    review comment, a comment, a label, an edit, a merge or a close. A followed pull request that is
    not on the pages read did not change when its last seen `updated_at` is not older than the oldest
    one on them, or when the first page is the very one it was last resolved against (no pull request

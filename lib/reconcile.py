@@ -21,7 +21,7 @@ import signal
 import time
 from datetime import datetime, timezone
 
-from lib.github_client import GitHubError, RateLimitError
+from lib.github_errors import GitHubError, RateLimitError
 from lib.lifecycle import FINALIZE, RESUME, RUN, IssueStatus
 from lib.models import IssueState, issue_ref, parse_iso
 from lib.processes import end_run, live_process

@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
 
 from lib import processes, store_view
-# NETWORK_TIMEOUT and GitError: lib/orchestrator.py and lib/run_steps.py import them from here too.
-from lib.git_commands import NETWORK_TIMEOUT, ON_ORIGIN_PREFIX, Git, GitError, last_words, refuse_credentials_in
+from lib.git_commands import ON_ORIGIN_PREFIX, Git, GitError, last_words, refuse_credentials_in
 from lib.models import fault_point
 from lib.object_store import ObjectStore
 from lib.redaction import redact, without_tokens
 from lib.sandbox import StoreView, Wall
 from lib.slot_preparation import SlotPreparation, run_setup, warn
+from lib.settings import NETWORK_TIMEOUT
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from lib.outcomes import Outcome
 from lib.processes import SESSION_MARKER_VAR
 from lib.prompts import build_prompt
 from lib.publish import save_work
-from lib.repo_manager import GitError
+from lib.git_commands import GitError
 from lib.run_context import Launch, Run, Stopped
 from lib.settings import ClaudeSettings
 from lib.figures import checks_line

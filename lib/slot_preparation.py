@@ -27,10 +27,11 @@ from typing import Callable, List, Mapping, Optional
 
 from lib import processes
 from lib.files import log_tail
-from lib.git_commands import BACKUP_PREFIX, NETWORK_TIMEOUT, ON_ORIGIN_PREFIX, Git, GitError, last_words
+from lib.git_commands import BACKUP_PREFIX, ON_ORIGIN_PREFIX, Git, GitError, last_words
 from lib.models import OrchestratorError, fault_point
 from lib.object_store import ObjectStore
 from lib.sandbox import Wall, launch
+from lib.settings import NETWORK_TIMEOUT
 
 log = logging.getLogger("lib.repo_manager")  # a slot's lines keep the logger name they always had
 

@@ -13,7 +13,8 @@ from typing import Dict, List, Optional, Set
 
 from lib.config import Config
 from lib.executors import executor_for
-from lib.github_client import GitHubClient, GitHubError, Trust
+from lib.github_client import GitHubClient, Trust
+from lib.github_errors import GitHubError
 from lib.labels import show_status
 from lib.lifecycle import IssueStatus
 from lib.models import IssueState, fault_point, issue_ref, utc_now_iso

@@ -52,7 +52,7 @@ LAYERS = [
     ["object_store", "store_view"],
     ["git_commands"],
     ["github_client"],
-    ["github_pulls", "github_connection"],
+    ["github_connection"],
     ["github_errors", "github_poll_cache"],
     ["transcripts"],
     ["costs"],
