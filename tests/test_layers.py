@@ -145,10 +145,18 @@ def test_the_rule_sees_an_upward_import_inside_a_function():
     assert imported_lib_modules(ast.parse(source)) == [(2, "orchestrator")]
 
 
+#: A module over this many lines holds more than one concern; a class over CLASS_LINES, more than one job.
+MODULE_LINES, CLASS_LINES = 600, 350
+
+
 @pytest.mark.parametrize("module", [m for m in lib_modules() if m != PACKAGE])
-def test_modules_stay_small(module):
-    lines = (LIB / f"{module}.py").read_text(encoding="utf-8").count("\n")
-    assert lines <= 700, f"lib/{module}.py has {lines} lines: it holds more than one concern"
+def test_modules_and_classes_stay_small(module):
+    source = (LIB / f"{module}.py").read_text(encoding="utf-8")
+    assert source.count("\n") <= MODULE_LINES, f"lib/{module}.py has {source.count(chr(10))} lines: split its concerns"
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.ClassDef):
+            lines = node.end_lineno - node.lineno + 1
+            assert lines <= CLASS_LINES, f"lib/{module}.py: class {node.name} has {lines} lines: split its jobs"
 
 
 #: What may be used in one module only, so that there is one copy of it: the call -> its home.
