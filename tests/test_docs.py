@@ -533,3 +533,10 @@ def test_the_monitor_benchmark_runs_on_a_small_transcript():
                           cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "history --issue 7 --limit 20" in done.stdout
+
+
+def test_development_md_lists_every_test_module():
+    """The listing is how a newcomer finds where a behaviour is tested: a new file goes in it."""
+    listing = read(PROJECT / "docs" / "development.md")
+    missing = [path.name for path in sorted((PROJECT / "tests").glob("*.py")) if f"── {path.name} " not in listing]
+    assert not missing, f"docs/development.md's test listing lacks {missing}"
