@@ -418,7 +418,7 @@ def test_running_agent_is_seen_with_its_pid_then_lost_when_it_ends(setup, proces
 
     [instance] = setup.monitor().get_active_instances()
     assert (instance.issue_number, instance.pid, instance.status) == (7, agent.pid, "running")
-    assert instance.process_state in ("sleeping", "running")
+    assert instance.process_state in ("sleeping", "running", "disk-sleep")  # the kernel's word: busy disks say D
     assert instance.memory_mb > 0 and instance.cpu_percent is not None and instance.runtime_seconds >= 0
     assert len(instance.children) == 1
     assert (instance.message_count, instance.cwd) == (10, str(setup.config.get_repo_path(0)))
