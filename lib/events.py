@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from lib.models import OrchestratorError, issue_ref
+from lib.redaction import redact
 
 #: kind -> (emoji, label). The first four are the seed README's.
 EVENT_KINDS = {
@@ -149,6 +150,11 @@ class Notifier(ABC):
     def send(self, event: Event) -> Optional[Tuple[str, str]]:
         """Deliver `event` within the notifier's timeout, or raise NotifierError. Returns where the
         message went, (chat, message id), when a reply to it can be read back; else None."""
+
+    def failure(self, what: str) -> NotifierError:
+        """What went wrong, to raise: one line naming the service, any secret redacted. Raise it
+        `from None`: a chained client exception may quote the request's URL."""
+        return NotifierError(redact(one_line(f"{self.name}: {what}")))
 
     def send_test(self, repo: str = "") -> None:
         """A test message, for `--check --notify-test`."""

@@ -33,11 +33,10 @@ from lib.events import (
     NotifierError,
     clip_tail,
     is_web_url,
-    one_line,
     summary,
 )
 from lib.figures import BRANCH_CHARS, LOG_TAIL_LINES, REASON_CHARS, TITLE_CHARS, figures
-from lib.redaction import protect_loggers, redact, register_secret
+from lib.redaction import protect_loggers, register_secret
 
 DEFAULT_API_BASE_URL = "https://slack.com/api/"
 MAX_TEXT = 3000  # a section's text object
@@ -213,10 +212,6 @@ def _describe(response) -> str:
     return error + (f" ({'; '.join(details)})" if details else "")
 
 
-def _failure(what: str) -> NotifierError:
-    return NotifierError(redact(one_line(f"Slack: {what}")))
-
-
 class SlackNotifier(Notifier):
     """Posts events to one Slack channel. `send` raises NotifierError with the API's error code."""
 
@@ -290,15 +285,15 @@ class SlackNotifier(Notifier):
         try:
             return request(client)
         except SlackApiError as exc:
-            raise _failure(_describe(exc.response)) from None
+            raise self.failure(_describe(exc.response)) from None
         except socket.timeout:
-            raise _failure(f"no answer within {self.timeout:g} s") from None
+            raise self.failure(f"no answer within {self.timeout:g} s") from None
         except URLError as exc:
             if isinstance(exc.reason, socket.timeout):
-                raise _failure(f"no answer within {self.timeout:g} s") from None
-            raise _failure(f"cannot reach the API ({exc.reason})") from None
+                raise self.failure(f"no answer within {self.timeout:g} s") from None
+            raise self.failure(f"cannot reach the API ({exc.reason})") from None
         except (SlackClientError, OSError) as exc:
-            raise _failure(str(exc)) from None
+            raise self.failure(str(exc)) from None
 
 
 def from_config(config, timeout: float = DEFAULT_TIMEOUT) -> SlackNotifier:

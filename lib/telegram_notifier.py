@@ -34,11 +34,10 @@ from lib.events import (
     clip,
     clip_tail,
     is_web_url,
-    one_line,
     summary,
 )
 from lib.figures import BRANCH_CHARS, LOG_TAIL_CHARS, LOG_TAIL_LINES, REASON_CHARS, TITLE_CHARS, figures_line
-from lib.redaction import protect_loggers, redact, register_secret
+from lib.redaction import protect_loggers, register_secret
 
 DEFAULT_API_BASE_URL = "https://api.telegram.org/bot"
 MAX_MESSAGE_LENGTH = MessageLimit.MAX_TEXT_LENGTH  # 4096, counted on the text after parsing
@@ -163,11 +162,6 @@ def _sentence(message: str) -> str:
     return message[:1].lower() + message[1:]
 
 
-def _failure(what: str) -> NotifierError:
-    # `from None` at every raise: a chained PTB or httpx exception may quote the request URL.
-    return NotifierError(redact(one_line(f"Telegram: {what}")))
-
-
 class TelegramNotifier(Notifier):
     """Sends events to one Telegram chat. `send` raises NotifierError with the API's error in words."""
 
@@ -230,19 +224,19 @@ class TelegramNotifier(Notifier):
         try:
             return asyncio.run(asyncio.wait_for(self._session(step, time.monotonic() + self.timeout), self.timeout))
         except (asyncio.TimeoutError, TimedOut):
-            raise _failure(f"no answer within {self.timeout:g} s") from None
+            raise self.failure(f"no answer within {self.timeout:g} s") from None
         except RetryAfter as exc:
-            raise _failure(f"rate limited for {_seconds(exc.retry_after):g} s; message dropped") from None
+            raise self.failure(f"rate limited for {_seconds(exc.retry_after):g} s; message dropped") from None
         except InvalidToken as exc:
-            raise _failure(f"the bot token was rejected ({exc.message})") from None
+            raise self.failure(f"the bot token was rejected ({exc.message})") from None
         except Conflict as exc:  # a webhook is set, or another program reads this bot's updates
-            raise _failure(f"cannot read the bot's updates ({_sentence(exc.message)})") from None
+            raise self.failure(f"cannot read the bot's updates ({_sentence(exc.message)})") from None
         except BadRequest as exc:  # before NetworkError, its base class
-            raise _failure(_sentence(exc.message)) from None
+            raise self.failure(_sentence(exc.message)) from None
         except NetworkError as exc:
-            raise _failure(f"cannot reach the API ({exc.message})") from None
+            raise self.failure(f"cannot reach the API ({exc.message})") from None
         except TelegramError as exc:
-            raise _failure(_sentence(exc.message)) from None
+            raise self.failure(_sentence(exc.message)) from None
 
     async def _session(self, step, deadline: float):
         request = HTTPXRequest(
