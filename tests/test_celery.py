@@ -286,7 +286,9 @@ def test_costs_and_the_dashboard_count_the_runs_of_every_host(celery_world):
                            capture_output=True, text=True, timeout=60)
     assert costs.returncode == 0, costs.stderr
     report = json.loads(costs.stdout)
-    assert report["total"]["invocations"] == 2 and report["total"]["outcomes"] == {"completed": 2}
+    # Seen twice under heavy load with 3-4 invocations: the report and the logs say which run was extra.
+    assert report["total"]["invocations"] == 2 and report["total"]["outcomes"] == {"completed": 2}, (
+        f"{report}\n{cw.world.log_text()[-4000:]}\n{cw.worker_logs()[-6000:]}")
     assert report["total"]["cost_usd"] > 0
     assert not (cw.world.config_path.parent / "state" / "run-history.jsonl").exists()  # it is in Redis
 
