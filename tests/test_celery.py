@@ -323,3 +323,19 @@ def test_a_tick_killed_between_claim_and_dispatch_is_finished_by_the_next(celery
     assert entry.status.value == "completed" and entry.attempt == 1
     assert len(cw.world.standin.invocations()) == 1
     assert "claimed but its runner never started" in cw.world.log_text()
+
+
+def test_a_worker_whose_host_cannot_wall_agents_in_takes_no_task(celery_world, tmp_path):
+    """Fail closed on every host: without bwrap the worker does not start; it says why in one line."""
+    from test_sandbox import path_without_bubblewrap
+
+    cw = celery_world
+    done = subprocess.run([sys.executable, str(PROJECT / "run_orchestrator.py"), "--config", str(cw.world.config_path),
+                           "--worker", "--host", "host-a"], cwd=cw.world.root,
+                          env={**cw.world.env, "PATH": path_without_bubblewrap(cw.world, tmp_path)},
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "cannot run agents" in line]
+    assert len(said) == 1 and "bwrap" in said[0] and "apt-get install bubblewrap socat" in said[0]
+    assert "Traceback" not in done.stdout + done.stderr
+    assert cw.redis.cli("KEYS", "*worker:host-a*") == ""  # it never beat: the tick sends it nothing

@@ -125,14 +125,19 @@ def test_the_same_hunt_without_the_sandbox_finds_the_keys(world, registry, teleg
     assert report["reached"]
 
 
-def test_no_agent_starts_without_bubblewrap(world, tmp_path):
-    """bwrap missing from PATH: the tick claims nothing, says so in one line with the fix, exits 1;
-    the issue stays queued with its label, and --check says the same."""
+def path_without_bubblewrap(world, tmp_path) -> str:
+    """A PATH with what a tick and a runner use, except bwrap."""
     tools = tmp_path / "bin"
     tools.mkdir()
     for tool in ("git", "socat", "unshare", "sh", "bash", "env"):
         os.symlink(shutil.which(tool), tools / tool)
-    path = os.pathsep.join([str(tools), str(Path(sys.executable).parent), str(Path(world.standin.path).parent)])
+    return os.pathsep.join([str(tools), str(Path(sys.executable).parent), str(Path(world.standin.path).parent)])
+
+
+def test_no_agent_starts_without_bubblewrap(world, tmp_path):
+    """bwrap missing from PATH: the tick claims nothing, says so in one line with the fix, exits 1;
+    the issue stays queued with its label, and --check says the same."""
+    path = path_without_bubblewrap(world, tmp_path)
     number = world.add_issue("Add a greeting")
 
     done = world.tick(env={"PATH": path})
