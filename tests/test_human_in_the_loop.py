@@ -245,7 +245,7 @@ def test_closing_the_issue_during_a_long_setup_ends_it_within_one_tick(world):
     world.tick(wait=False)
     setup_log = world.log_dir / f"issue-{number}" / "1.setup.log"
     world.wait_for(lambda: setup_log.exists() and "installing" in setup_log.read_text(), what="setup.sh")
-    assert [process.name() for process in world.leftovers()].count("sleep") == 1
+    assert [process.info["name"] for process in world.leftovers()].count("sleep") == 1
     world.github.close_issue(number, actor=MAINTAINER)
 
     world.tick()

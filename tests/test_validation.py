@@ -201,9 +201,9 @@ def test_a_runner_killed_during_validation_is_finalized_and_leaves_no_check_behi
     world.write_config(validate=[check("tests", f"[ -f {marker} ] || {{ touch {marker}; sleep 300; }}")])
     number = world.add_issue()
     world.tick(wait=False)
-    world.wait_for(lambda: any(p.name() == "sleep" for p in world.leftovers())
+    world.wait_for(lambda: any(p.info["name"] == "sleep" for p in world.leftovers())
                    and world.entry(number).get("status") == "validating", what="the check")
-    [check_pid] = [p.pid for p in world.leftovers() if p.name() == "sleep"]
+    [check_pid] = [p.pid for p in world.leftovers() if p.info["name"] == "sleep"]
 
     psutil.Process(world.entry(number)["runner_pid"]).kill()
     world.wait_for(lambda: not alive(world.entry(number)["runner_pid"]), what="the runner to die")

@@ -198,9 +198,10 @@ class World:
         return found
 
     def leftovers(self) -> List[psutil.Process]:
-        """Any live process working in a slot: what an agent, setup.sh or a check started and left."""
+        """Any live process working in a slot: what an agent, setup.sh or a check started and left.
+        Each one's `info["name"]` is read with it (one that ends meanwhile cannot say its name)."""
         found = []
-        for process in psutil.process_iter(["status"]):
+        for process in psutil.process_iter(["status", "name"]):
             if process.info["status"] != psutil.STATUS_ZOMBIE and _cwd(process).startswith(f"{self.slots}/"):
                 found.append(process)
         return found
@@ -212,7 +213,10 @@ class World:
             except psutil.NoSuchProcess:
                 pass
         for process in self.leftovers():
-            process.kill()
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
         end_grandchild(self.standin)
 
 
