@@ -21,9 +21,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
     echo "$want" > "$stamp"
 fi
-# Byte-code for lib/ now, once: each cron tick and each runner then starts without compiling it, also
-# where PYTHONDONTWRITEBYTECODE keeps Python from writing it as it imports (stale files are recompiled).
-venv/bin/python -m compileall -q lib
 
 # The agent sandbox (bubblewrap, socat): installed where this user can, else named; --check says whether it works.
 missing=""
