@@ -13,11 +13,9 @@ pytest_plugins = ["claude_standin", "git_fixtures", "github_emulator", "chat_sta
 
 def pytest_collection_modifyitems(items):
     """A test through real ticks (the `world` fixture) is slow: processes, git and waits of its own.
-    The fast tier, `pytest -m "not slow"`, is every other test. Slow tests go first (in their order),
-    so that the pytest-xdist workers start the long ones early and end on short ones together."""
+    The fast tier, `pytest -m "not slow"`, is every other test."""
     import pytest
 
     for item in items:
         if "world" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
