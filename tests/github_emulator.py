@@ -223,6 +223,51 @@ def _git(git_dir: str, *args: str) -> Tuple[int, str]:
     return done.returncode, done.stdout.strip()
 
 
+#: Answers about commits named by their sha alone: objects never change, so each question is asked of git once.
+_SETTLED: Dict[Tuple[str, ...], Tuple[int, str]] = {}
+_SHA_REVISION = re.compile(r"[0-9a-f]{40}(?:\.\.\.?[0-9a-f]{40}|:.+|\^\{commit\})?")
+
+
+def _git_settled(git_dir: str, *args: str, answers: Tuple[int, ...] = (0,)) -> Tuple[int, str]:
+    """`_git` for a question whose every revision is a sha (`sha`, `sha..sha`, `sha...sha`, `sha:path`,
+    `sha^{commit}`), remembered when its exit status is one of `answers` (a missing object is not one)."""
+    key = (git_dir, *args)
+    if key in _SETTLED:
+        return _SETTLED[key]
+    done = _git(git_dir, *args)
+    if done[0] in answers and all(_SHA_REVISION.fullmatch(arg) for arg in args[1:] if not arg.startswith("-")):
+        _SETTLED[key] = done
+    return done
+
+
+def _branch_refs(git_dir: str) -> Dict[str, str]:
+    """Every branch of a local repository and its sha, read as git stores them (packed-refs, then the loose
+    files that override it) rather than asked of a git process: the emulator asks on almost every request."""
+    branches: Dict[str, str] = {}
+    try:
+        with open(os.path.join(git_dir, "packed-refs"), encoding="utf-8") as packed:
+            for line in packed:
+                sha, _, name = line.strip().partition(" ")
+                if name.startswith("refs/heads/") and _SHA.fullmatch(sha):
+                    branches[name[len("refs/heads/"):]] = sha
+    except FileNotFoundError:
+        pass
+    heads = os.path.join(git_dir, "refs", "heads")
+    for folder, _, files in os.walk(heads):
+        for name in files:
+            if name.endswith(".lock"):
+                continue  # an update under way: the ref is its old value until the rename
+            path = os.path.join(folder, name)
+            try:
+                with open(path, encoding="utf-8") as loose:
+                    sha = loose.read().strip()
+            except FileNotFoundError:
+                continue  # deleted meanwhile
+            if _SHA.fullmatch(sha):
+                branches[os.path.relpath(path, heads)] = sha
+    return branches
+
+
 class _NotFound(Exception):
     """Routing found no resource: GitHub's plain 404."""
 
@@ -868,10 +913,10 @@ class GitHubEmulator:
         if git_dir is None:
             fork, ahead, behind, listed = older, int(older != newer), 0, [] if older == newer else [newer]
         else:
-            fork = _git(git_dir, "merge-base", older, newer)[1]
-            ahead = int(_git(git_dir, "rev-list", "--count", f"{older}..{newer}")[1] or 0)
-            behind = int(_git(git_dir, "rev-list", "--count", f"{newer}..{older}")[1] or 0)
-            listed = _git(git_dir, "rev-list", "--reverse", f"{older}..{newer}")[1].split()
+            fork = _git_settled(git_dir, "merge-base", older, newer)[1]
+            ahead = int(_git_settled(git_dir, "rev-list", "--count", f"{older}..{newer}")[1] or 0)
+            behind = int(_git_settled(git_dir, "rev-list", "--count", f"{newer}..{older}")[1] or 0)
+            listed = _git_settled(git_dir, "rev-list", "--reverse", f"{older}..{newer}")[1].split()
         status = ("identical" if not ahead and not behind else "ahead" if not behind else
                   "behind" if not ahead else "diverged")
         page, headers = self._page(repo, f"compare/{basehead}", [{"sha": sha} for sha in listed], query, base)
@@ -930,15 +975,13 @@ class GitHubEmulator:
         git_dir = _git_dir(repo.clone_url)
         if git_dir is not None and issue.state == "open":
             if branches is None:
-                status, sha = _git(git_dir, "rev-parse", "--verify", "--quiet",
-                                   f"refs/heads/{pull['head_ref']}^{{commit}}")
-            else:
-                status, sha = (0, branches[pull["head_ref"]]) if pull["head_ref"] in branches else (1, "")
+                branches = _branch_refs(git_dir)
+            status, sha = (0, branches[pull["head_ref"]]) if pull["head_ref"] in branches else (1, "")
             if status == 0 and sha != pull["head_sha"]:
                 if pull["head_sha"] is not None:
                     _touch(issue)  # new commits pushed
                 pull["head_sha"] = sha
-                pull["base_sha"] = branches.get(pull["base_ref"]) if branches is not None else None
+                pull["base_sha"] = branches.get(pull["base_ref"])
         if pull["head_sha"] is None:
             pull["head_sha"] = _fake_sha(pull["head_ref"])
         if pull["base_sha"] is None:
@@ -946,12 +989,9 @@ class GitHubEmulator:
         return pull["head_sha"]
 
     def _branches(self, repo: _Repo) -> Optional[Dict[str, str]]:
-        """Every branch of a local origin and its sha (one git call), else None."""
+        """Every branch of a local origin and its sha, else None."""
         git_dir = _git_dir(repo.clone_url)
-        if git_dir is None:
-            return None
-        _, listing = _git(git_dir, "for-each-ref", "--format=%(refname:lstrip=2) %(objectname)", "refs/heads")
-        return dict(line.split(" ", 1) for line in listing.splitlines() if " " in line)
+        return None if git_dir is None else _branch_refs(git_dir)
 
     def _branch_tip(self, repo: _Repo, branch: str) -> Optional[str]:
         """The sha branch `branch` points to, None when there is no such branch."""
@@ -980,13 +1020,13 @@ class GitHubEmulator:
 
     def _merges_cleanly(self, repo: _Repo, tip: str, head: str) -> bool:
         git_dir = _git_dir(repo.clone_url)
-        return git_dir is None or _git(git_dir, "merge-tree", "--write-tree", tip, head)[0] == 0
+        return git_dir is None or _git_settled(git_dir, "merge-tree", "--write-tree", tip, head, answers=(0, 1))[0] == 0
 
     def _contains(self, repo: _Repo, head: str, commit: str) -> bool:
         """`head` has `commit` in its history."""
         git_dir = _git_dir(repo.clone_url)
         return head == commit if git_dir is None else \
-            _git(git_dir, "merge-base", "--is-ancestor", commit, head)[0] == 0
+            _git_settled(git_dir, "merge-base", "--is-ancestor", commit, head, answers=(0, 1))[0] == 0
 
     def _failing(self, repo: _Repo, sha: str) -> bool:
         """A check run or a commit status (the latest of its context) fails on `sha`."""
@@ -999,11 +1039,8 @@ class GitHubEmulator:
 
     def _branch_sha(self, repo: _Repo, branch: str) -> str:
         git_dir = _git_dir(repo.clone_url)
-        if git_dir is not None:
-            status, sha = _git(git_dir, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}^{{commit}}")
-            if status == 0:
-                return sha
-        return _fake_sha(branch)
+        sha = _branch_refs(git_dir).get(branch) if git_dir is not None else None
+        return sha or _fake_sha(branch)
 
     def _resolve(self, repo: _Repo, ref: str) -> Optional[str]:
         """The commit `ref` (a sha, a branch, a tag) names, or None."""
@@ -1012,7 +1049,11 @@ class GitHubEmulator:
         known = {i.pull["head_sha"] for i in repo.issues.values() if i.pull is not None}
         git_dir = _git_dir(repo.clone_url)
         if git_dir is not None:
-            status, sha = _git(git_dir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+            branch = _branch_refs(git_dir).get(ref)
+            if branch:
+                return branch
+            status, sha = (_git_settled if _SHA.fullmatch(ref) else _git)(
+                git_dir, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
             if status == 0:
                 return sha
             return ref.lower() if _SHA.fullmatch(ref.lower()) and ref.lower() in known else None
@@ -1027,7 +1068,7 @@ class GitHubEmulator:
         git_dir = _git_dir(repo.clone_url)
         lines: List[str] = []
         if git_dir is not None:
-            status, text = _git(git_dir, "show", f"{sha}:{path}")
+            status, text = _git_settled(git_dir, "show", f"{sha}:{path}")
             if status == 0:
                 lines = text.split("\n")
         start = max(line - 3, 1)
@@ -1349,8 +1390,8 @@ class GitHubEmulator:
         git_dir = _git_dir(repo.clone_url)
         if git_dir is None:
             return 1, 0, 0, 0
-        status, count = _git(git_dir, "rev-list", "--count", f"{base_sha}..{head_sha}")
-        status2, numstat = _git(git_dir, "diff", "--numstat", f"{base_sha}...{head_sha}")
+        status, count = _git_settled(git_dir, "rev-list", "--count", f"{base_sha}..{head_sha}")
+        status2, numstat = _git_settled(git_dir, "diff", "--numstat", f"{base_sha}...{head_sha}")
         if status != 0 or status2 != 0:
             return 1, 0, 0, 0
         rows = [line.split("\t") for line in numstat.splitlines() if line.strip()]
