@@ -192,6 +192,7 @@ class StateManager(StateStore):
         self.lock_path = self.path.with_name(self.path.name + ".lock")
         self.default_repo = default_repo
         self.qualified_keys = qualified_keys
+        self._written: Dict[str, Tuple[str, str]] = {}  # key -> its value's JSON, compact and indented
 
     # --- locking ------------------------------------------------------------------------------
 
@@ -285,8 +286,23 @@ class StateManager(StateStore):
         qualified = self.qualified_keys or len({repo for repo, _ in state.issues}) > 1
         for key in sorted(state.issues, key=lambda k: (k[0] or "", k[1])):
             document[key_text(key) if qualified else str(key[1])] = state.issues[key].to_dict()
-        atomic_write(self.path, json.dumps(document, indent=2, ensure_ascii=False) + "\n",
-                     fault_step="during-state-write")
+        atomic_write(self.path, self._indented_json(document), fault_step="during-state-write")
+
+    def _indented_json(self, document: Dict[str, Any]) -> str:
+        """`json.dumps(document, indent=2)`, byte for byte, but each top-level value is encoded again only
+        when it changed since this store last wrote it: Python's indenting encoder is slow, and a runner
+        writes the whole file at every step while it changes one entry."""
+        written: Dict[str, Tuple[str, str]] = {}
+        members = []
+        for name, value in document.items():
+            compact = json.dumps(value, ensure_ascii=False)  # C-fast: what tells a change
+            known = self._written.get(name)
+            if known is None or known[0] != compact:
+                known = (compact, json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  "))
+            written[name] = known
+            members.append(f"  {json.dumps(name, ensure_ascii=False)}: {known[1]}")
+        self._written = written
+        return "{\n" + ",\n".join(members) + "\n}\n"
 
 
 

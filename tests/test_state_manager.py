@@ -59,6 +59,24 @@ def test_file_has_the_seed_readme_shape_with_slot_for_its_agent_index(tmp_path):
     assert oct((tmp_path / "s.json").stat().st_mode & 0o777) == "0o600"
 
 
+def test_the_file_stays_indented_json_byte_for_byte_through_changes_by_two_stores(tmp_path):
+    """The writer encodes again only what changed: the text must be what json.dumps(indent=2) writes."""
+    path = tmp_path / "s.json"
+    first, second = StateManager(path), StateManager(path)
+    first.put(entry(1, title="Ünïcode \"quoted\"\nnewline", checks=[{"name": "tests", "passed": True}]))
+    first.put(entry(2))
+    with second.transaction() as state:  # another process's change, unseen by the first store
+        state.meta["paused_until"] = "2024-01-01T15:00:00+00:00"
+        state.issues[(None, 2)].invocations.append({"kind": "run", "cost_usd": 0.5})
+    for store, changes in ((first, {"num_turns": 3}), (first, {"follow_marks": {"review": 7}}), (second, {})):
+        store.update(1, **changes)
+        text = path.read_text(encoding="utf-8")
+        assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+    issues = {number: entry for (_, number), entry in StateManager(path).load().items()}
+    assert issues[1].follow_marks == {"review": 7} and issues[1].num_turns == 3
+    assert issues[2].invocations == [{"kind": "run", "cost_usd": 0.5}]
+
+
 def test_seed_format_without_schema_key_is_read_and_its_agent_index_becomes_slot(tmp_path):
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"7": {"issue_number": 7, "status": "completed", "branch": "issue-7",
