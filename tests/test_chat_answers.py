@@ -317,7 +317,7 @@ def test_a_chat_that_does_not_answer_costs_the_bound_and_the_other_is_read(desk,
     asked = desk.ask()
     desk.slack.user_reply(desk.message_of(asked, "slack"), BOB, "Blue.")
     with SilentServer() as silent:
-        desk.reload(telegram={"api_base_url": f"http://127.0.0.1:{silent.port}/bot"})
+        desk.reload(telegram={"api_base_url": f"http://127.0.0.1:{silent.port}/bot"}, notification_timeout_seconds=2)
         with caplog.at_level(logging.WARNING, logger="lib.chat_inbox"):
             desk.read()
 

@@ -473,6 +473,10 @@ def test_tools_surviving_a_sigkilled_claude_are_found_by_session(tmp_path, claud
     agent = processor.start(fix_prompt(scenario("grandchild")), cwd=slot_repo, session_id=session_id,
                             stream_path=stream, stderr_path=stderr)
     grandchild = claude_standin.grandchild_pid()
+    deadline = time.monotonic() + 10  # its Bash tool (which carries the marker too) has ended
+    while '"tool_result"' not in stream.read_text(encoding="utf-8"):
+        assert time.monotonic() < deadline, "the stand-in's Bash tool did not end"
+        time.sleep(0.02)
     agent.popen.kill()
     agent.popen.wait(timeout=10)
     assert alive(grandchild)  # what the real CLI leaves behind on SIGKILL

@@ -89,7 +89,7 @@ def test_max_concurrent_is_never_exceeded(world):
     deadline = time.monotonic() + 60
     while not all(world.entry(n).get("status") == "completed" for n in numbers):
         assert time.monotonic() < deadline, world.state()
-        agents = [p for p in world.processes() if "claude" in " ".join(p.cmdline()[:2])]
+        agents = [p for p in world.processes() if "claude" in " ".join((p.info["cmdline"] or [])[:2])]
         most = max(most, len(agents))
         active = [e for k, e in world.state().items() if not k.startswith("_") and e["status"] in
                   ("pending", "preparing", "running", "needs_input")]

@@ -187,7 +187,8 @@ class World:
         return "\n".join(parts)
 
     def processes(self) -> List[psutil.Process]:
-        """Runners and agents of this world still alive."""
+        """Runners and agents of this world still alive, each with its `info["cmdline"]` as found (one that
+        ends meanwhile cannot be asked again)."""
         found = []
         for process in psutil.process_iter(["cmdline", "status"]):
             cmdline = " ".join(process.info["cmdline"] or [])
