@@ -126,7 +126,7 @@ def end_unowned_agents(config: Config, state: RedisStateStore) -> int:
     owned = {entry.session_id for entry in state.load().values()
              if entry.session_id and entry.host == config.executor.host and entry.is_active
              and process_alive(entry.runner_pid, entry.runner_create_time)}
-    unowned = running_markers(config.executor.host) - owned
+    unowned = running_markers(config.executor.host_marker) - owned
     if unowned:
         log.warning("Ending what is left of session(s) %s, which no runner of this host owns",
                     ", ".join(sorted(unowned)))

@@ -213,7 +213,7 @@ class ClaudeProcessor:
         env = self.agent_env(tmpdir=tmpdir)
         env[SESSION_MARKER_VAR] = session_id
         if self.config.executor.celery:
-            env[RUN_HOST_VAR] = self.config.executor.host
+            env[RUN_HOST_VAR] = self.config.executor.host_marker
         prompt_path = write_prompt_file(stream_path, prompt)
         with open(prompt_path, "rb") as prompt_in, open(stream_path, "ab+") as out, open(stderr_path, "ab") as err:
             out.seek(0, os.SEEK_END)

@@ -25,8 +25,8 @@ log = logging.getLogger(__name__)
 #: Set to the session id in the agent's environment. Every process Claude starts inherits it, so
 #: what its tools leave behind is found even after it was reparented away from a dead Claude.
 SESSION_MARKER_VAR = "CLAUDE_ORCHESTRATOR_SESSION"
-#: Set to the worker host's name beside SESSION_MARKER_VAR in the Celery mode: a worker that starts ends
-#: only its own host's leftovers (two "hosts" may share one machine).
+#: Set to the worker host's `executor.host_marker` beside SESSION_MARKER_VAR in the Celery mode: a worker
+#: that starts ends only its own host's leftovers (two "hosts", or two installations, may share a machine).
 RUN_HOST_VAR = "CLAUDE_ORCHESTRATOR_HOST"
 #: SIGTERM, then this long for a process tree to end, then SIGKILL (claude.kill_grace_seconds).
 KILL_GRACE_SECONDS = 10.0
@@ -160,7 +160,8 @@ def marked_processes(session_id: str) -> List[psutil.Process]:
 
 
 def running_markers(host: str) -> Set[str]:
-    """The run markers of live processes (other than ourselves) that carry RUN_HOST_VAR=host."""
+    """The run markers of live processes (other than ourselves) that carry RUN_HOST_VAR=host (the host's
+    `executor.host_marker`)."""
     ourselves = _ourselves()
     return _run_markers((p for p in psutil.process_iter() if p.pid not in ourselves), host=host)
 

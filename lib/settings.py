@@ -4,9 +4,11 @@ defaults. `lib.config` validates the file and builds them (and exports them unde
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+from urllib.parse import urlsplit
 
 from lib import processes
 
@@ -76,6 +78,15 @@ class Executor:
     def host_queue(self, host: str) -> str:
         """Resumes go to the host holding the session's transcript and slot."""
         return f"{self.queue}.host.{host}"
+
+    @property
+    def host_marker(self) -> str:
+        """What this host's agents carry in RUN_HOST_VAR: the host within this installation (its shared state
+        and queue), so that a worker that starts never takes another installation's agents on the same
+        machine for ones its host left. Opaque: an agent sees it, and must not see where Redis is."""
+        where = urlsplit(self.state_url or self.broker_url or "")
+        place = f"{where.hostname}:{where.port}{where.path}|{self.queue}"  # the password left out
+        return f"{self.host}@{hashlib.sha256(place.encode()).hexdigest()[:12]}"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,25 @@ def replay(fixture: str, exit_code: int) -> str:
     return scenario("replay", f"{exit_code}:{FIXTURES / fixture}")
 
 
+def live_standins(under: Optional[Path] = None) -> List[int]:
+    """Pids of the live stand-in agents (`python3 <STANDIN> ...`), of those working under `under` when given.
+    Read from /proc as it is: tests sample this every 50 ms, and psutil's objects would cost seconds."""
+    standin, found = os.fsencode(STANDIN), []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as cmdline:
+                if cmdline.read().split(b"\0")[1:2] != [standin]:
+                    continue  # a zombie's is empty
+            if under is not None and not os.readlink(f"/proc/{name}/cwd").startswith(f"{under}/"):
+                continue
+        except OSError:  # ended meanwhile
+            continue
+        found.append(int(name))
+    return found
+
+
 def tagged_process(pidfile: str) -> int:
     """The pid of the live process tagged CLAUDE_STANDIN_GRANDCHILD=`pidfile`, else 0."""
     for process in psutil.process_iter():

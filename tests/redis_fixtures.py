@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import psutil
 import pytest
 
-from claude_standin import STANDIN
+from claude_standin import live_standins
 from world import PROJECT, World
 
 PASSWORD = "redis-secret-7d1f"
@@ -137,19 +136,9 @@ class CeleryWorld:
     def entries(self):
         return {key[1]: entry for key, entry in self.store().load().items()}
 
-    def agents(self) -> List[psutil.Process]:
-        """Live stand-in agents of this world, wherever their slot is."""
-        found = []
-        for process in psutil.process_iter(["cmdline", "status"]):
-            if process.info["status"] == psutil.STATUS_ZOMBIE:
-                continue
-            if str(STANDIN) in " ".join(process.info["cmdline"] or []):
-                try:
-                    if str(self.world.root) in process.cwd():
-                        found.append(process)
-                except (psutil.Error, OSError):
-                    continue
-        return found
+    def agents(self) -> List[int]:
+        """Pids of the live stand-in agents of this world, wherever their slot is."""
+        return live_standins(under=self.world.root)
 
     def worker_logs(self) -> str:
         return "\n".join(path.read_text(errors="replace") for path in sorted(self.world.root.glob("worker-*.log")))

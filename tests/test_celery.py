@@ -6,6 +6,8 @@ worker's issue is taken over, a restart of Redis loses nothing, a broker that is
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,7 +23,7 @@ from world import MAINTAINER, PROJECT, REPO
 pytestmark = pytest.mark.slow
 
 
-def drive(cw, done, *, timeout=120, watch=None, every=0.5):
+def drive(cw, done, *, timeout=120, watch=None, every=1.0):
     """Tick every `every` seconds (as cron would, faster) until `done(entries)`; `watch()` runs
     between ticks (to sample what runs). Returns the entries."""
     deadline = time.monotonic() + timeout
@@ -54,7 +56,7 @@ class Sampler:
         self.samples = []
 
     def __call__(self):
-        self.samples.append({agent.pid for agent in self.cw.agents()})
+        self.samples.append(set(self.cw.agents()))
 
     def most(self) -> int:
         return max(map(len, self.samples), default=0)
@@ -261,6 +263,33 @@ def test_a_worker_that_starts_ends_what_a_killed_worker_of_its_host_left(celery_
     cw.start_worker("host-a")
     cw.world.wait_for(lambda: not alive(tool), timeout=30, what="the restarted worker to end the tool")
     assert "which no runner of this host owns" in cw.worker_logs()
+
+
+def test_a_worker_of_another_installation_on_this_machine_leaves_our_agents_alone(celery_world):
+    """Two installations (each its own queue and state) on one machine may both call it host-a."""
+    cw = celery_world
+    cw.start_worker("host-a")
+    number = cw.world.add_issue(title="Long task", body=f"Work. {scenario('slow', '5')}")
+    drive(cw, lambda entries: number in entries and entries[number].status.value == "running")
+    cw.world.wait_for(lambda: cw.agents(), what="the agent")
+    settings = json.loads(cw.world.config_path.read_text())
+    settings["executor"]["queue"] = "another-installation"
+    other = cw.world.config_path.with_name("other.json")
+    other.write_text(json.dumps(settings))
+    log = cw.world.root / "other-worker.log"
+    with open(log, "wb") as out:
+        worker = subprocess.Popen([sys.executable, str(PROJECT / "run_orchestrator.py"), "--config", str(other),
+                                   "--worker", "--host", "host-a"], cwd=cw.world.root, env=cw.world.env,
+                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        cw.world.wait_for(lambda: "ready." in log.read_text(errors="replace"), timeout=60, what="the other worker")
+        assert "no runner of this host owns" not in log.read_text(errors="replace")
+        entry = drive(cw, all_finished(1))[number]
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pool
+        worker.wait(timeout=10)
+    assert entry.status.value == "completed", entry.error
 
 
 def test_costs_and_the_dashboard_count_the_runs_of_every_host(celery_world):

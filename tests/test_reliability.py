@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from chat_standins import SLACK_TOKEN, TELEGRAM_TOKEN
-from claude_standin import STANDIN, scenario
+from claude_standin import STANDIN, live_standins, scenario
 from git_fixtures import commit_to
 from github_emulator import REPO, TOKEN
 from world import MAINTAINER
@@ -86,11 +86,10 @@ def test_twenty_ticks_on_fifty_issues_launch_each_once_and_never_more_than_eight
     world.write_config(github={"max_concurrent": 8}, follow_up={"enabled": False})
     numbers = [world.add_issue(f"Issue {i}", scenario("slow", "0.4")) for i in range(50)]
     most, sampling = [0], [True]
-    standin = os.fsencode(world.standin.path)
 
-    def sample():  # /proc read as it is: psutil's objects would cost this test a third of its CPU
+    def sample():
         while sampling[0]:
-            most[0] = max(most[0], sum(_argv(pid)[1:2] == [standin] for pid in os.listdir("/proc") if pid.isdigit()))
+            most[0] = max(most[0], len(live_standins()))
             time.sleep(0.05)
 
     sampler = threading.Thread(target=sample, daemon=True)
@@ -113,14 +112,6 @@ def test_twenty_ticks_on_fifty_issues_launch_each_once_and_never_more_than_eight
     assert sorted(launched) == sorted(numbers)
     assert 1 <= most[0] <= 8
     assert {world.entry(n)["slot"] for n in numbers} <= set(range(8))
-
-
-def _argv(pid: str) -> list:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-            return cmdline.read().split(b"\0")
-    except OSError:  # ended meanwhile
-        return []
 
 
 # ------------------------------------------------------------------------------------------------
