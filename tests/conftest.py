@@ -8,6 +8,12 @@
 - redis_fixtures: `redis_server` (a real redis-server), `celery_world` (a world with Celery workers)
 """
 
+import sys
+
+# Keep byte-code even where the environment says not to (PYTHONDONTWRITEBYTECODE): otherwise every
+# pytest-xdist worker parses, rewrites and compiles each test module and lib/ again, 3 s of CPU apiece.
+sys.dont_write_bytecode = False
+
 pytest_plugins = ["claude_standin", "git_fixtures", "github_emulator", "chat_standins", "world", "redis_fixtures"]
 
 
