@@ -4,7 +4,7 @@ Every read-modify-write holds an exclusive flock on a lock file beside the state
 write is temp file + fsync + os.replace + fsync of the folder: a reader sees the old file or
 the new one, never half of one, and no concurrent update is lost.
 
-A run is (repository, issue number), a IssueKey. With one repository the file keeps the seed's shape,
+A run is (repository, issue number), an IssueKey. With one repository the file keeps the seed's shape,
 keyed by issue number; with several its keys are `owner/name#N`. Each entry carries its `repo`, and
 a file of either shape is read by either: the first write after a second repository is configured
 rewrites the keys, under the lock, and running issues carry on.
@@ -33,7 +33,8 @@ from typing import Any, ContextManager, Dict, Iterator, List, Optional, Set, Tup
 
 from lib.files import atomic_write, exclusive_lock
 from lib.lifecycle import check_transition
-from lib.models import IssueState, IssueStatus, StateError, StateUnreachable, UsageError, parse_iso, utc_now_iso
+from lib.models import (IssueState, IssueStatus, StateError, StateUnreachable, UsageError, issue_ref, parse_iso,
+                        utc_now_iso)
 
 SCHEMA_VERSION = 1
 #: Finished entries kept as history; older ones are dropped on write.
@@ -50,8 +51,8 @@ def issue_key(entry: IssueState) -> IssueKey:
 
 
 def key_text(key: IssueKey) -> str:
-    """`owner/name#N`, as people write it."""
-    return f"{key[0]}#{key[1]}" if key[0] else f"#{key[1]}"
+    """`owner/name#N`, as people write it: the issue's one display name (`issue_ref`), from its key."""
+    return issue_ref(*key)
 
 
 def parse_key(text: Union[int, str]) -> IssueKey:
@@ -114,7 +115,7 @@ class StateStore(ABC):
         return StateManager(config.state_file, default_repo=repo, qualified_keys=config.multi_repo)
 
     def key(self, issue: Union[int, IssueKey]) -> IssueKey:
-        """A IssueKey from a IssueKey or an issue number (of the default repository)."""
+        """An IssueKey from an IssueKey or an issue number (of the default repository)."""
         return issue if isinstance(issue, tuple) else (self.default_repo, int(issue))
 
     @abstractmethod
