@@ -101,25 +101,31 @@ class CeleryWorld:
             "hosts": {host: {"base_repo_path": str(world.root / f"slots-{host}"), "slots": slots}
                       for host, slots in self.HOSTS.items()}})
 
-    def start_worker(self, host: str) -> subprocess.Popen:
-        log = open(self.world.root / f"worker-{host}.log", "ab")
+    def start_worker(self, host: str, config: Optional[Path] = None) -> subprocess.Popen:
+        """A worker for `host`, of this world's config or of another installation's `config` (then it is
+        known, and logs, as `<host>-<config's stem>`)."""
+        name = host if config is None else f"{host}-{config.stem}"
+        log = open(self.world.root / f"worker-{name}.log", "ab")
         worker = subprocess.Popen(
-            [sys.executable, str(PROJECT / "run_orchestrator.py"), "--config", str(self.world.config_path),
+            [sys.executable, str(PROJECT / "run_orchestrator.py"), "--config", str(config or self.world.config_path),
              "--worker", "--host", host], cwd=self.world.root, env=self.world.env, stdin=subprocess.DEVNULL,
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        self.workers[host] = worker
-        self.world.wait_for(lambda: self.worker_ready(host), timeout=60, what=f"the worker of {host}")
+        self.workers[name] = worker
+        self.world.wait_for(lambda: self.worker_ready(name), timeout=60, what=f"the worker {name}")
         return worker
 
     def start_workers(self) -> None:
         for host in self.HOSTS:
             self.start_worker(host)
 
-    def worker_ready(self, host: str) -> bool:
-        text = (self.world.root / f"worker-{host}.log").read_text(errors="replace")
-        if self.workers[host].poll() is not None:
-            raise AssertionError(f"the worker of {host} exited:\n{text[-3000:]}")
+    def worker_log(self, name: str) -> str:
+        return (self.world.root / f"worker-{name}.log").read_text(errors="replace")
+
+    def worker_ready(self, name: str) -> bool:
+        text = self.worker_log(name)
+        if self.workers[name].poll() is not None:
+            raise AssertionError(f"the worker {name} exited:\n{text[-3000:]}")
         return "ready." in text
 
     def kill_worker(self, host: str) -> None:

@@ -6,8 +6,6 @@ worker's issue is taken over, a restart of Redis loses nothing, a broker that is
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -45,6 +43,10 @@ def drive(cw, done, *, timeout=120, watch=None, every=1.0):
 
 def all_finished(count):
     return lambda entries: len(entries) == count and all(e.is_finished for e in entries.values())
+
+
+def is_running(number):
+    return lambda entries: number in entries and entries[number].status.value == "running"
 
 
 class Sampler:
@@ -241,7 +243,7 @@ def test_closing_the_issue_stops_its_agent_on_the_worker_host(celery_world):
     cw = celery_world
     cw.start_worker("host-b")
     number = cw.world.add_issue(title="Endless", body=f"Work. {scenario('hang')}")
-    drive(cw, lambda entries: number in entries and entries[number].status.value == "running")
+    drive(cw, is_running(number))
     cw.world.wait_for(lambda: cw.agents(), what="the agent")
     cw.world.github.close_issue(number, actor=MAINTAINER)
     entry = drive(cw, all_finished(1))[number]
@@ -255,7 +257,7 @@ def test_a_worker_that_starts_ends_what_a_killed_worker_of_its_host_left(celery_
     cw.world.write_config(sandbox={"mode": "off"})
     cw.start_worker("host-a")
     number = cw.world.add_issue(title="Leaves a tool", body=f"Work. {scenario('grandchild')}")
-    drive(cw, lambda entries: number in entries and entries[number].status.value == "running")
+    drive(cw, is_running(number))
     tool = cw.world.standin.grandchild_pid()
     cw.kill_worker("host-a")
     cw.world.wait_for(lambda: not cw.agents(), timeout=10, what="the agent to die with its runner")
@@ -270,25 +272,15 @@ def test_a_worker_of_another_installation_on_this_machine_leaves_our_agents_alon
     cw = celery_world
     cw.start_worker("host-a")
     number = cw.world.add_issue(title="Long task", body=f"Work. {scenario('slow', '5')}")
-    drive(cw, lambda entries: number in entries and entries[number].status.value == "running")
+    drive(cw, is_running(number))
     cw.world.wait_for(lambda: cw.agents(), what="the agent")
     settings = json.loads(cw.world.config_path.read_text())
     settings["executor"]["queue"] = "another-installation"
     other = cw.world.config_path.with_name("other.json")
     other.write_text(json.dumps(settings))
-    log = cw.world.root / "other-worker.log"
-    with open(log, "wb") as out:
-        worker = subprocess.Popen([sys.executable, str(PROJECT / "run_orchestrator.py"), "--config", str(other),
-                                   "--worker", "--host", "host-a"], cwd=cw.world.root, env=cw.world.env,
-                                  stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    try:
-        cw.world.wait_for(lambda: "ready." in log.read_text(errors="replace"), timeout=60, what="the other worker")
-        assert "no runner of this host owns" not in log.read_text(errors="replace")
-        entry = drive(cw, all_finished(1))[number]
-    finally:
-        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its pool
-        worker.wait(timeout=10)
+    cw.start_worker("host-a", config=other)
+    assert "no runner of this host owns" not in cw.worker_log("host-a-other")
+    entry = drive(cw, all_finished(1))[number]
     assert entry.status.value == "completed", entry.error
 
 
